@@ -1,0 +1,149 @@
+// The one place that reads the environment. Everything else receives a typed Config.
+// A bad value stops start-up with one line naming the variable (ConfigError).
+import { resolve } from "node:path";
+
+export type Environment = "development" | "production" | "test";
+
+export interface Config {
+  env: Environment;
+  host: string;
+  port: number;
+  /** Public base URL used in links (share links, GraphiQL hints). */
+  publicUrl: string;
+  dataDir: string;
+  database: { url: string; authToken: string | undefined };
+  auth: {
+    /** HS256 secret; when unset outside production a key is generated under dataDir. */
+    jwtSecret: string | undefined;
+    /** Ed25519 private key (PKCS#8 PEM) for EdDSA tokens; takes precedence over the secret. */
+    jwtPrivateKey: string | undefined;
+    tokenTtlSeconds: number;
+  };
+  limits: {
+    maxBodyBytes: number;
+    maxDepth: number;
+    maxCost: number;
+    maxAliases: number;
+    maxTokens: number;
+    /** Login/register attempts per client address per minute. */
+    authAttemptsPerMinute: number;
+  };
+  shutdownGraceMs: number;
+  logLevel: "debug" | "info" | "warn" | "error";
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`);
+    this.name = "ConfigError";
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+function str(env: Env, name: string, fallback: string): string {
+  const v = env[name];
+  return v === undefined || v === "" ? fallback : v;
+}
+
+function optional(env: Env, name: string): string | undefined {
+  const v = env[name];
+  return v === undefined || v === "" ? undefined : v;
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(name, `expected a whole number, got "${raw}"`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new ConfigError(name, `expected one of ${allowed.join(", ")}, got "${raw}"`);
+  }
+  return raw as T;
+}
+
+/** Sizes such as 1048576, 512kb, 10mb. */
+function bytes(env: Env, name: string, fallback: number): number {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  const m = /^(\d+)\s*(b|kb|mb)?$/i.exec(raw.trim());
+  if (!m) throw new ConfigError(name, `expected a size like 1048576, 512kb or 10mb, got "${raw}"`);
+  const unit = (m[2] ?? "b").toLowerCase();
+  const n = Number(m[1]) * (unit === "mb" ? 1024 * 1024 : unit === "kb" ? 1024 : 1);
+  if (n < 1024) throw new ConfigError(name, "must be at least 1kb");
+  return n;
+}
+
+function databaseUrl(env: Env, dataDir: string): string {
+  const raw = optional(env, "DATABASE_URL");
+  if (raw === undefined) return `file:${resolve(dataDir, "opencode-cloud.db")}`;
+  if (!/^(file:|libsql:|https?:|wss?:)/.test(raw)) {
+    throw new ConfigError(
+      "DATABASE_URL",
+      `expected a file:, libsql://, http(s):// or ws(s):// URL, got "${raw}"`,
+    );
+  }
+  return raw;
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const nodeEnv = oneOf(env, "NODE_ENV", ["development", "production", "test"] as const, "development");
+  const host = str(env, "HOST", "127.0.0.1");
+  const port = int(env, "PORT", 4000, 0, 65535);
+  const dataDir = resolve(str(env, "DATA_DIR", ".data"));
+  const publicUrl = str(env, "PUBLIC_URL", `http://${host === "0.0.0.0" ? "localhost" : host}:${port}`);
+  try {
+    new URL(publicUrl);
+  } catch {
+    throw new ConfigError("PUBLIC_URL", `not a valid URL: "${publicUrl}"`);
+  }
+
+  const jwtSecret = optional(env, "JWT_SECRET");
+  if (jwtSecret !== undefined && jwtSecret.length < 32) {
+    throw new ConfigError("JWT_SECRET", "must be at least 32 characters");
+  }
+  const jwtPrivateKey = optional(env, "JWT_PRIVATE_KEY");
+  if (jwtPrivateKey !== undefined && !jwtPrivateKey.includes("BEGIN PRIVATE KEY")) {
+    throw new ConfigError("JWT_PRIVATE_KEY", "expected a PKCS#8 PEM (-----BEGIN PRIVATE KEY-----)");
+  }
+  if (nodeEnv === "production" && !jwtSecret && !jwtPrivateKey) {
+    throw new ConfigError("JWT_SECRET", "required in production (or set JWT_PRIVATE_KEY)");
+  }
+
+  const url = databaseUrl(env, dataDir);
+  const authToken = optional(env, "DATABASE_AUTH_TOKEN");
+
+  return {
+    env: nodeEnv,
+    host,
+    port,
+    publicUrl: publicUrl.replace(/\/$/, ""),
+    dataDir,
+    database: { url, authToken },
+    auth: {
+      jwtSecret,
+      jwtPrivateKey,
+      tokenTtlSeconds: int(env, "JWT_TTL_SECONDS", 7 * 24 * 3600, 60, 365 * 24 * 3600),
+    },
+    limits: {
+      maxBodyBytes: bytes(env, "MAX_BODY_BYTES", 1024 * 1024),
+      maxDepth: int(env, "GRAPHQL_MAX_DEPTH", 12, 2, 100),
+      maxCost: int(env, "GRAPHQL_MAX_COST", 5000, 10, 1_000_000),
+      maxAliases: int(env, "GRAPHQL_MAX_ALIASES", 30, 1, 1000),
+      maxTokens: int(env, "GRAPHQL_MAX_TOKENS", 2000, 50, 100_000),
+      authAttemptsPerMinute: int(env, "AUTH_RATE_LIMIT_PER_MINUTE", 20, 1, 100_000),
+    },
+    shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
+    logLevel: oneOf(env, "LOG_LEVEL", ["debug", "info", "warn", "error"] as const, "info"),
+  };
+}

@@ -1,0 +1,14 @@
+// Builds the per-request context, for HTTP and WebSocket alike.
+import type { Context, Services, Viewer } from "../resolvers/context.ts";
+
+export function createContext(
+  services: Services,
+  request: { requestId?: string; viewer: Viewer | null; clientAddress: string },
+): Context {
+  return {
+    ...services,
+    requestId: request.requestId ?? crypto.randomUUID(),
+    viewer: request.viewer,
+    clientAddress: request.clientAddress,
+  };
+}

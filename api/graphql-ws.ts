@@ -1,0 +1,185 @@
+// graphql-ws on top of yoga's envelop, so subscriptions share the HTTP path's plugins (limits, error
+// masking) and context. Authentication comes from connectionParams; a socket closes when its
+// credential is revoked or expires, so a dead credential is refused here as everywhere else.
+import type { ExecutionArgs, GraphQLError } from "graphql";
+import { CloseCode, makeServer } from "graphql-ws";
+import type { YogaServerInstance } from "graphql-yoga";
+import type { Bus } from "../bus/bus.ts";
+import { topics } from "../bus/bus.ts";
+import type { Logger, Viewer } from "../resolvers/context.ts";
+import { AppError } from "../resolvers/errors.ts";
+import type { Authenticator } from "./auth/authenticate.ts";
+import type { SocketHandler, SocketLike } from "./runtime/types.ts";
+
+export const GRAPHQL_WS_PROTOCOL = "graphql-transport-ws";
+
+/** What the HTTP/upgrade layer knows about a socket's peer. */
+interface Extra {
+  socket: TrackedSocket;
+  clientAddress: string;
+  viewer: Viewer | null;
+}
+
+interface TrackedSocket extends SocketLike {
+  readonly closed: boolean;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: yoga's instance type is generic over server/user context.
+type AnyYoga = YogaServerInstance<any, any>;
+
+/** Reads "authorization" ("Bearer x") or "token" from connectionParams. */
+function credentialFrom(params: Readonly<Record<string, unknown>> | undefined): string | undefined {
+  const raw = params?.authorization ?? params?.Authorization ?? params?.token;
+  if (typeof raw !== "string" || raw.trim() === "") return undefined;
+  return raw.replace(/^Bearer\s+/i, "").trim();
+}
+
+export function createGraphQLWebSocket(deps: { yoga: AnyYoga; auth: Authenticator; bus: Bus; log: Logger }) {
+  const { yoga, auth, bus, log } = deps;
+  const sockets = new Set<TrackedSocket>();
+  const byApiKey = new Map<string, Set<TrackedSocket>>();
+
+  const server = makeServer<Record<string, unknown> | undefined, Extra>({
+    async onConnect(ctx) {
+      const credential = credentialFrom(ctx.connectionParams);
+      if (credential === undefined) return true; // anonymous: public operations only
+      try {
+        const viewer = await auth.fromCredential(credential);
+        ctx.extra.viewer = viewer;
+        watchCredential(ctx.extra.socket, viewer);
+        return true;
+      } catch (error) {
+        const message = error instanceof AppError ? error.message : "Authentication failed";
+        ctx.extra.socket.close(4401, message.slice(0, 120));
+        return false;
+      }
+    },
+    async onSubscribe(ctx, id, payload) {
+      const { viewer } = ctx.extra;
+      if (viewer?.credential.kind === "token" && viewer.credential.expiresAt <= Date.now()) {
+        ctx.extra.socket.close(4401, "Token expired: sign in again");
+        return [] as unknown as GraphQLError[];
+      }
+      const enveloped = yoga.getEnveloped({
+        viewer,
+        clientAddress: ctx.extra.clientAddress,
+        requestId: `ws:${id}`,
+      });
+      const document = enveloped.parse(payload.query);
+      const args: ExecutionArgs = {
+        schema: enveloped.schema,
+        document,
+        operationName: payload.operationName,
+        variableValues: payload.variables,
+        contextValue: await enveloped.contextFactory(),
+        rootValue: { execute: enveloped.execute, subscribe: enveloped.subscribe },
+      };
+      const errors = enveloped.validate(args.schema, args.document);
+      if (errors.length > 0) return errors;
+      return args;
+    },
+    execute: (args) => (args.rootValue as { execute: (a: ExecutionArgs) => unknown }).execute(args) as never,
+    subscribe: (args) =>
+      (args.rootValue as { subscribe: (a: ExecutionArgs) => unknown }).subscribe(args) as never,
+  });
+
+  function watchCredential(socket: TrackedSocket, viewer: Viewer) {
+    if (viewer.credential.kind === "apiKey") {
+      const keyId = viewer.credential.keyId;
+      let set = byApiKey.get(keyId);
+      if (!set) byApiKey.set(keyId, (set = new Set()));
+      set.add(socket);
+    } else {
+      const ms = viewer.credential.expiresAt - Date.now();
+      // setTimeout's range is 24.8 days; longer-lived tokens are checked again at each subscribe.
+      if (ms < 2 ** 31 - 1) {
+        const timer = setTimeout(() => socket.close(4401, "Token expired: sign in again"), Math.max(0, ms));
+        expiryTimers.set(socket, timer);
+      }
+    }
+  }
+
+  const expiryTimers = new Map<TrackedSocket, ReturnType<typeof setTimeout>>();
+
+  function forget(socket: TrackedSocket) {
+    sockets.delete(socket);
+    const timer = expiryTimers.get(socket);
+    if (timer) clearTimeout(timer);
+    expiryTimers.delete(socket);
+    for (const [keyId, set] of byApiKey) {
+      if (set.delete(socket) && set.size === 0) byApiKey.delete(keyId);
+    }
+  }
+
+  // Revocations from any instance close the sockets this instance holds for that key.
+  const revocations = bus.subscribe<{ keyId: string }>(topics.revokedCredentials);
+  (async () => {
+    for await (const event of revocations) {
+      for (const socket of byApiKey.get(event.payload.keyId) ?? []) socket.close(4401, "API key revoked");
+    }
+  })().catch((error) => log.error("revocation watcher stopped", { error: String(error) }));
+
+  return {
+    /** The socket handler for one upgrade request. */
+    handler(clientAddress: string): SocketHandler {
+      let closed: ((code?: number, reason?: string) => Promise<void>) | undefined;
+      let onMessage: ((data: string) => Promise<void>) | undefined;
+      let tracked: TrackedSocket | undefined;
+      return {
+        protocol: GRAPHQL_WS_PROTOCOL,
+        open(raw) {
+          let isClosed = false;
+          tracked = {
+            get protocol() {
+              return raw.protocol;
+            },
+            get closed() {
+              return isClosed;
+            },
+            send: (data) => {
+              if (!isClosed) raw.send(data);
+            },
+            close: (code, reason) => {
+              if (isClosed) return;
+              isClosed = true;
+              raw.close(code, reason);
+            },
+          };
+          sockets.add(tracked);
+          closed = server.opened(
+            {
+              protocol: raw.protocol,
+              send: (data) => tracked!.send(data),
+              close: (code, reason) => tracked!.close(code, reason),
+              onMessage: (cb) => {
+                onMessage = cb;
+              },
+            },
+            { socket: tracked, clientAddress, viewer: null },
+          );
+        },
+        message(data) {
+          const text = typeof data === "string" ? data : new TextDecoder().decode(data);
+          onMessage?.(text).catch((error) => {
+            log.warn("graphql-ws message failed", { error: String(error) });
+            tracked?.close(CloseCode.InternalServerError, "Internal server error");
+          });
+        },
+        close(code, reason) {
+          if (tracked) forget(tracked);
+          void closed?.(code, reason);
+        },
+      };
+    },
+
+    get openSockets(): number {
+      return sockets.size;
+    },
+
+    /** Closes every socket (server shutdown) and stops watching revocations. */
+    async close(code = 1001, reason = "Server shutting down") {
+      for (const socket of [...sockets]) socket.close(code, reason);
+      await revocations.return?.();
+    },
+  };
+}

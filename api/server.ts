@@ -1,0 +1,192 @@
+// The HTTP surface, runtime-neutral: /graphql (yoga + GraphiQL, graphql-ws on the same path),
+// /healthz and /schema.graphql. Returns a fetch handler; api/runtime/* serves it.
+import { EnvelopArmorPlugin } from "@escape.tech/graphql-armor";
+import { renderGraphiQL } from "@graphql-yoga/render-graphiql";
+import { GraphQLError, type GraphQLSchema, printSchema } from "graphql";
+import { createYoga } from "graphql-yoga";
+import type { Context, Services, Viewer } from "../resolvers/context.ts";
+import { AppError } from "../resolvers/errors.ts";
+import { health } from "../resolvers/health.ts";
+import type { Authenticator } from "./auth/authenticate.ts";
+import type { Config } from "./config.ts";
+import { createContext } from "./context.ts";
+import { createErrorMasker, errorResponse, requestScope } from "./errors.ts";
+import { createGraphQLWebSocket, GRAPHQL_WS_PROTOCOL } from "./graphql-ws.ts";
+import { limitBody } from "./limits.ts";
+import type { AppFetch } from "./runtime/types.ts";
+
+export interface AppDeps {
+  config: Config;
+  schema: GraphQLSchema;
+  services: Services;
+  auth: Authenticator;
+}
+
+export interface App {
+  fetch: AppFetch;
+  /** Refuses new requests, waits for in-flight ones (up to the grace period), closes sockets. */
+  close(): Promise<void>;
+}
+
+/** Server context handed to yoga per request; yoga merges it into its context factory's input. */
+interface ServerContext {
+  viewer: Viewer | null;
+  clientAddress: string;
+  requestId: string;
+}
+
+const DEFAULT_QUERY = `# Welcome to opencode.cloud.
+# 1. Run the register (or login) mutation below.
+# 2. Copy the token into the Headers tab: {"Authorization": "Bearer <token>"}
+# 3. Run the "me" query.
+mutation Register {
+  register(email: "you@example.com", password: "correct horse battery") {
+    token
+    user { id email }
+  }
+}
+
+query Me {
+  me { id email apiKeys { name prefix lastUsedAt } }
+  health { ok version isolation }
+}
+`;
+
+function requestIdOf(request: Request): string {
+  const given = request.headers.get("x-request-id");
+  return given && /^[\w.:-]{1,64}$/.test(given) ? given : crypto.randomUUID();
+}
+
+export function createApp(deps: AppDeps): App {
+  const { config, schema, services, auth } = deps;
+  const { log } = services;
+  const maskError = createErrorMasker(log);
+
+  const yoga = createYoga<ServerContext, Context>({
+    schema,
+    graphqlEndpoint: "/graphql",
+    landingPage: false,
+    // GraphiQL is bundled (no CDN), so it works offline; subscriptions in it use graphql-ws.
+    renderGraphiQL,
+    graphiql: { title: "opencode.cloud", subscriptionsProtocol: "WS", defaultQuery: DEFAULT_QUERY },
+    context: ({ viewer, clientAddress, requestId }) =>
+      createContext(services, { viewer, clientAddress, requestId }),
+    maskedErrors: { maskError: (error) => maskError(error) },
+    logging: {
+      debug: (...args) => log.debug(String(args[0]), { args: args.slice(1).map(String) }),
+      info: (...args) => log.info(String(args[0])),
+      warn: (...args) => log.warn(String(args[0])),
+      // Client errors (GraphQLError) are expected traffic; unexpected ones are logged by the masker.
+      error: (...args) =>
+        args[0] instanceof GraphQLError
+          ? log.debug(args[0].message)
+          : log.error(String(args[0]), { args: args.slice(1).map(String) }),
+    },
+    plugins: [
+      // graphql-armor: depth, cost, alias, token and directive limits, maintained against real attacks.
+      EnvelopArmorPlugin({
+        maxDepth: { n: config.limits.maxDepth },
+        costLimit: { maxCost: config.limits.maxCost },
+        maxAliases: { n: config.limits.maxAliases },
+        maxTokens: { n: config.limits.maxTokens },
+        maxDirectives: { n: 50 },
+        // The schema is public (/schema.graphql), so suggestions reveal nothing and help GraphiQL users.
+        blockFieldSuggestion: { enabled: false },
+      }),
+    ],
+  });
+
+  const ws = createGraphQLWebSocket({ yoga, auth, bus: services.bus, log });
+  const sdl = printSchema(schema);
+
+  let inFlight = 0;
+  let closing = false;
+  let drained: (() => void) | undefined;
+
+  async function route(request: Request, clientAddress: string, requestId: string): Promise<Response> {
+    const url = new URL(request.url);
+    if (url.pathname === "/healthz") {
+      const report = await health(services);
+      return Response.json(report, { status: report.ok ? 200 : 503 });
+    }
+    if (url.pathname === "/schema.graphql") {
+      return new Response(sdl, { headers: { "content-type": "text/plain; charset=utf-8" } });
+    }
+    if (url.pathname === "/graphql") {
+      const limited = await limitBody(request, config.limits.maxBodyBytes);
+      let viewer: Viewer | null = null;
+      // GraphiQL's own page needs no credential; everything else authenticates first.
+      const wantsGraphiQL =
+        request.method === "GET" && (request.headers.get("accept") ?? "").includes("text/html");
+      if (!wantsGraphiQL) viewer = await auth.fromAuthorizationHeader(request.headers.get("authorization"));
+      return yoga.fetch(limited, { viewer, clientAddress, requestId });
+    }
+    throw new AppError("NOT_FOUND", `No route for ${request.method} ${url.pathname}; the API is at /graphql`);
+  }
+
+  const fetch: AppFetch = async (request, connection) => {
+    const url = new URL(request.url);
+    if (url.pathname === "/graphql" && request.headers.get("upgrade")?.toLowerCase() === "websocket") {
+      if (closing)
+        return errorResponse(new AppError("UNAVAILABLE", "Server is shutting down"), { "retry-after": "1" });
+      const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
+      if (!offered.includes(GRAPHQL_WS_PROTOCOL)) {
+        return errorResponse(
+          new AppError("BAD_USER_INPUT", `Use the ${GRAPHQL_WS_PROTOCOL} subprotocol (graphql-ws)`),
+        );
+      }
+      if (connection.upgrade(ws.handler(connection.remoteAddress))) return undefined;
+      return errorResponse(new AppError("BAD_USER_INPUT", "WebSocket upgrade failed"));
+    }
+
+    const requestId = requestIdOf(request);
+    if (closing) {
+      return errorResponse(new AppError("UNAVAILABLE", "Server is shutting down"), {
+        "retry-after": "1",
+        "x-request-id": requestId,
+      });
+    }
+    inFlight++;
+    try {
+      const response = await requestScope.run({ requestId }, () =>
+        route(request, connection.remoteAddress, requestId),
+      );
+      response.headers.set("x-request-id", requestId);
+      return response;
+    } catch (error) {
+      if (error instanceof AppError) {
+        const headers: Record<string, string> = { "x-request-id": requestId };
+        if (error.code === "UNAUTHENTICATED") headers["www-authenticate"] = 'Bearer error="invalid_token"';
+        return errorResponse(error, headers);
+      }
+      log.error("unhandled request error", {
+        requestId,
+        error: String(error),
+        stack: (error as Error)?.stack,
+      });
+      return errorResponse(new AppError("INTERNAL", `Unexpected error; quote request id ${requestId}`), {
+        "x-request-id": requestId,
+      });
+    } finally {
+      inFlight--;
+      if (closing && inFlight === 0) drained?.();
+    }
+  };
+
+  return {
+    fetch,
+    async close() {
+      closing = true;
+      await ws.close();
+      if (inFlight > 0) {
+        const done = new Promise<void>((resolve) => {
+          drained = resolve;
+        });
+        const timeout = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownGraceMs).unref?.());
+        await Promise.race([done, timeout]);
+        if (inFlight > 0) log.warn("shutdown grace period over; abandoning in-flight requests", { inFlight });
+      }
+      await yoga.dispose?.();
+    },
+  };
+}

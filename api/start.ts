@@ -1,0 +1,91 @@
+// Composition root: builds every service once from config and starts serving. Used by api/main.ts
+// (the process entry) and by tests (the same server, on an ephemeral port).
+import { createRequire } from "node:module";
+import { createMemoryBus } from "../bus/memory.ts";
+import { openDatabase, tuneEmbedded } from "../db/client.ts";
+import { applyMigrations } from "../db/migrate.ts";
+import type { Services } from "../resolvers/context.ts";
+import { schema } from "../schema/index.ts";
+import { createAuthenticator } from "./auth/authenticate.ts";
+import { createTokenService, type TokenService } from "./auth/tokens.ts";
+import type { Config } from "./config.ts";
+import { createMemoryRateLimiter } from "./limits.ts";
+import { createLogger } from "./log.ts";
+import type { Runtime } from "./runtime/types.ts";
+import { createApp } from "./server.ts";
+
+const { version } = createRequire(import.meta.url)("../package.json") as { version: string };
+
+export interface StartedServer {
+  url: string;
+  port: number;
+  tokens: TokenService;
+  /** Graceful stop: refuse new work, finish or abandon in-flight work, close sockets and the database. */
+  stop(): Promise<void>;
+}
+
+export async function startServer(config: Config, runtime: Runtime): Promise<StartedServer> {
+  const log = createLogger(config.logLevel);
+  const database = openDatabase(config.database);
+  await tuneEmbedded(database.client, config.database.url);
+  await applyMigrations(database.db);
+
+  const tokens = await createTokenService(config);
+  const bus = createMemoryBus();
+  const services: Services = {
+    db: database.db,
+    bus,
+    passwords: runtime.password,
+    tokens,
+    rateLimiter: createMemoryRateLimiter(),
+    log,
+    limits: { authAttemptsPerMinute: config.limits.authAttemptsPerMinute },
+    health: {
+      version,
+      runtime: runtime.name,
+      provider: "local",
+      // Sandboxes arrive with the snapshot engine; until then nothing runs user code.
+      isolation: "none",
+      checkDatabase: async () => (await database.client.execute("select 1")).rows.length === 1,
+    },
+  };
+  const auth = createAuthenticator({ db: database.db, tokens });
+  const app = createApp({ config, schema, services, auth });
+  const server = runtime.serve({
+    hostname: config.host,
+    port: config.port,
+    fetch: app.fetch,
+    // The transport cap sits above the app's own limit so the app can answer with a typed error.
+    maxRequestBodySize: config.limits.maxBodyBytes * 2,
+  });
+  const url = `http://${server.hostname.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
+  log.info("listening", {
+    url,
+    graphql: `${url}/graphql`,
+    database: redact(config.database.url),
+    runtime: runtime.name,
+  });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    url,
+    port: server.port,
+    tokens,
+    stop() {
+      stopping ??= (async () => {
+        const stopped = server.stop(false);
+        await app.close();
+        await Promise.race([stopped, new Promise((r) => setTimeout(r, 1000))]);
+        await server.stop(true);
+        await bus.close();
+        database.close();
+        log.info("stopped");
+      })();
+      return stopping;
+    },
+  };
+}
+
+function redact(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, "//***@");
+}

@@ -1,0 +1,30 @@
+// Cross-instance publish/subscribe. Every event carries a monotonic id per topic so a subscriber can
+// resume after the last id it saw (plain pub/sub is at-most-once; resumption closes that gap).
+// Implementations: memory.ts (one process, the default); Redis/Upstash follow the same contract.
+
+export interface BusEvent<T = unknown> {
+  /** Monotonic within the topic. */
+  id: number;
+  topic: string;
+  payload: T;
+}
+
+export interface SubscribeOptions {
+  /** Deliver retained events with an id greater than this first, then live ones. */
+  after?: number;
+  signal?: AbortSignal;
+}
+
+export interface Bus {
+  publish<T>(topic: string, payload: T): Promise<BusEvent<T>>;
+  subscribe<T>(topic: string, options?: SubscribeOptions): AsyncIterableIterator<BusEvent<T>>;
+  close(): Promise<void>;
+}
+
+/** Topic names in one place, so publishers and subscribers cannot drift apart. */
+export const topics = {
+  /** Account changes of one user (API keys created/revoked). */
+  user: (userId: string) => `user:${userId}`,
+  /** Credentials revoked anywhere: sockets authenticated by them close. */
+  revokedCredentials: "auth:revoked",
+} as const;

@@ -1,0 +1,79 @@
+// The typed per-request context every resolver receives, and the ports the domain needs from the
+// outside (password hashing, token signing, rate limits, logging). api/ builds and implements them.
+import type { Bus } from "../bus/bus.ts";
+import type { Db } from "../db/client.ts";
+import { forbidden, unauthenticated } from "./errors.ts";
+
+export type Scope = "read" | "write";
+export const ALL_SCOPES: readonly Scope[] = ["read", "write"];
+
+export type Credential =
+  | { kind: "token"; expiresAt: number }
+  | { kind: "apiKey"; keyId: string; scopes: readonly Scope[] };
+
+export interface Viewer {
+  userId: string;
+  credential: Credential;
+}
+
+export interface PasswordHasher {
+  hash(password: string): Promise<string>;
+  verify(password: string, hash: string): Promise<boolean>;
+}
+
+export interface TokenIssuer {
+  issue(userId: string): Promise<{ token: string; expiresAt: number }>;
+}
+
+export interface RateLimiter {
+  /** Counts one hit against `key`; `ok` is false when the window's limit is used up. */
+  consume(key: string, limit: number, windowMs: number): Promise<{ ok: boolean; retryAfterMs: number }>;
+}
+
+export interface Logger {
+  debug(message: string, fields?: Record<string, unknown>): void;
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+  error(message: string, fields?: Record<string, unknown>): void;
+}
+
+export interface HealthInfo {
+  version: string;
+  runtime: string;
+  provider: string;
+  isolation: string;
+  checkDatabase(): Promise<boolean>;
+}
+
+/** Long-lived services, built once in the composition root (api/main.ts). */
+export interface Services {
+  db: Db;
+  bus: Bus;
+  passwords: PasswordHasher;
+  tokens: TokenIssuer;
+  rateLimiter: RateLimiter;
+  log: Logger;
+  health: HealthInfo;
+  limits: { authAttemptsPerMinute: number };
+}
+
+export interface Context extends Services {
+  requestId: string;
+  viewer: Viewer | null;
+  clientAddress: string;
+}
+
+/** The signed-in viewer, or UNAUTHENTICATED. */
+export function requireViewer(ctx: Context): Viewer {
+  if (!ctx.viewer) throw unauthenticated();
+  return ctx.viewer;
+}
+
+/** The signed-in viewer whose credential carries `scope` (tokens carry every scope). */
+export function requireScope(ctx: Context, scope: Scope): Viewer {
+  const viewer = requireViewer(ctx);
+  if (viewer.credential.kind === "apiKey" && !viewer.credential.scopes.includes(scope)) {
+    throw forbidden(`This API key lacks the "${scope}" scope`);
+  }
+  return viewer;
+}

@@ -1,0 +1,16 @@
+import type { Context } from "./context.ts";
+
+export interface Health {
+  ok: boolean;
+  version: string;
+  runtime: string;
+  provider: string;
+  isolation: string;
+  database: boolean;
+}
+
+export async function health(ctx: Pick<Context, "health">): Promise<Health> {
+  const database = await ctx.health.checkDatabase().catch(() => false);
+  const { version, runtime, provider, isolation } = ctx.health;
+  return { ok: database, version, runtime, provider, isolation, database };
+}

@@ -1,0 +1,7 @@
+// Imports every domain file for its side effects, then builds the schema (fields in definition order).
+import { builder } from "./builder.ts";
+import "./scalars.ts";
+import "./user.ts";
+import "./health.ts";
+
+export const schema = builder.toSchema();
