@@ -2,8 +2,9 @@
 // logged with the request id and masked as INTERNAL, so no stack or SQL reaches a client.
 import { AsyncLocalStorage } from "node:async_hooks";
 import { GraphQLError } from "graphql";
+import type { Plugin } from "graphql-yoga";
 import type { Logger } from "../resolvers/context.ts";
-import { AppError, ERROR_CODES } from "../resolvers/errors.ts";
+import { AppError, ERROR_CODES, type ErrorCode } from "../resolvers/errors.ts";
 
 /** The request being served, for logs written far from the request (error masking). */
 export const requestScope = new AsyncLocalStorage<{ requestId: string }>();
@@ -36,9 +37,9 @@ export function createErrorMasker(log: Logger) {
     const original = graphQLError?.originalError ?? (graphQLError ? undefined : error);
 
     if (original instanceof AppError) return appErrorToGraphQL(original, graphQLError);
-    if (original instanceof GraphQLError) return withCode(original, graphQLError);
+    if (original instanceof GraphQLError) return normaliseGraphQLError(original, graphQLError);
     // A GraphQLError raised by graphql-js or yoga itself (parse, validation, variables): the client's input.
-    if (graphQLError && original === undefined) return withCode(graphQLError);
+    if (graphQLError && original === undefined) return normaliseGraphQLError(graphQLError);
 
     const requestId = requestScope.getStore()?.requestId ?? crypto.randomUUID();
     log.error("unexpected error", {
@@ -59,19 +60,61 @@ export function createErrorMasker(log: Logger) {
   };
 }
 
-/** Gives an error without a known code BAD_USER_INPUT (keeping its other extensions). */
-function withCode(error: GraphQLError, at: GraphQLError = error): GraphQLError {
-  const code = error.extensions?.code;
-  if (typeof code === "string" && KNOWN_CODES.has(code)) return error;
+/**
+ * Every GraphQL error leaves with a known code: one without becomes BAD_USER_INPUT (its own code kept
+ * as `reason`, e.g. GRAPHQL_VALIDATION_FAILED), and debugging extensions (originalError) are dropped.
+ */
+export function normaliseGraphQLError(error: GraphQLError, at: GraphQLError = error): GraphQLError {
+  const { originalError: _dropped, ...extensions } = (error.extensions ?? {}) as Record<string, unknown>;
+  const code = extensions.code;
+  const known = typeof code === "string" && KNOWN_CODES.has(code);
+  // Yoga answers a body it cannot read with 200 to application/json clients (legacy); the
+  // GraphQL-over-HTTP spec says SHOULD 400 for those, and clients handle that better.
+  const http = extensions.http as { spec?: boolean; status?: number } | undefined;
+  const unreadable = code === "BAD_REQUEST" && http?.spec === true;
+  if (unreadable) extensions.http = { ...http, spec: false };
+  if (known && _dropped === undefined && at === error && !unreadable) return error;
   return new GraphQLError(error.message, {
     nodes: at.nodes,
     source: at.source,
     positions: at.positions,
     path: at.path,
-    extensions: {
-      ...error.extensions,
-      code: "BAD_USER_INPUT",
-      ...(typeof code === "string" ? { reason: code } : {}),
-    },
+    extensions: known
+      ? extensions
+      : { ...extensions, code: "BAD_USER_INPUT", ...(typeof code === "string" ? { reason: code } : {}) },
   });
+}
+
+/** Envelop plugin: validation errors (HTTP and graphql-ws alike) get codes like every other error. */
+export function useErrorCodes(): Plugin {
+  return {
+    onValidate() {
+      return ({ result, setResult }) => {
+        if (result.length > 0) setResult(result.map((e) => normaliseGraphQLError(e)));
+      };
+    },
+  };
+}
+
+const STATUS_CODES: Record<number, ErrorCode> = {
+  401: "UNAUTHENTICATED",
+  403: "FORBIDDEN",
+  404: "NOT_FOUND",
+  413: "PAYLOAD_TOO_LARGE",
+  429: "RATE_LIMITED",
+  503: "UNAVAILABLE",
+};
+
+/** An error response without a body (e.g. 415 from yoga) gets a typed GraphQL error body. */
+export async function withErrorBody(response: Response): Promise<Response> {
+  if (response.status < 400 || (response.headers.get("content-type") ?? "").includes("json")) return response;
+  if ((await response.clone().text()).length > 0) return response;
+  const code = STATUS_CODES[response.status] ?? (response.status >= 500 ? "INTERNAL" : "BAD_USER_INPUT");
+  const message =
+    response.status === 415 ? "Unsupported media type: send application/json" : response.statusText || code;
+  const typed = Response.json({ errors: [{ message, extensions: { code } }] }, { status: response.status });
+  response.headers.forEach((value, key) => {
+    if (key !== "content-type" && key !== "content-length") typed.headers.set(key, value);
+  });
+  return typed;
 }

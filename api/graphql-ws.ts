@@ -1,7 +1,7 @@
 // graphql-ws on top of yoga's envelop, so subscriptions share the HTTP path's plugins (limits, error
 // masking) and context. Authentication comes from connectionParams; a socket closes when its
 // credential is revoked or expires, so a dead credential is refused here as everywhere else.
-import type { ExecutionArgs, GraphQLError } from "graphql";
+import { type DocumentNode, type ExecutionArgs, GraphQLError } from "graphql";
 import { CloseCode, makeServer } from "graphql-ws";
 import type { YogaServerInstance } from "graphql-yoga";
 import type { Bus } from "../bus/bus.ts";
@@ -9,6 +9,7 @@ import { topics } from "../bus/bus.ts";
 import type { Logger, Viewer } from "../resolvers/context.ts";
 import { AppError } from "../resolvers/errors.ts";
 import type { Authenticator } from "./auth/authenticate.ts";
+import { normaliseGraphQLError } from "./errors.ts";
 import type { SocketHandler, SocketLike } from "./runtime/types.ts";
 
 export const GRAPHQL_WS_PROTOCOL = "graphql-transport-ws";
@@ -58,14 +59,23 @@ export function createGraphQLWebSocket(deps: { yoga: AnyYoga; auth: Authenticato
       const { viewer } = ctx.extra;
       if (viewer?.credential.kind === "token" && viewer.credential.expiresAt <= Date.now()) {
         ctx.extra.socket.close(4401, "Token expired: sign in again");
-        return [] as unknown as GraphQLError[];
+        return [
+          new GraphQLError("Token expired: sign in again", { extensions: { code: "UNAUTHENTICATED" } }),
+        ];
       }
       const enveloped = yoga.getEnveloped({
         viewer,
         clientAddress: ctx.extra.clientAddress,
         requestId: `ws:${id}`,
       });
-      const document = enveloped.parse(payload.query);
+      let document: DocumentNode;
+      try {
+        document = enveloped.parse(payload.query);
+      } catch (error) {
+        // A syntax error fails this operation only; thrown, graphql-ws would close the whole socket.
+        if (error instanceof GraphQLError) return [normaliseGraphQLError(error)];
+        throw error;
+      }
       const args: ExecutionArgs = {
         schema: enveloped.schema,
         document,
@@ -86,8 +96,8 @@ export function createGraphQLWebSocket(deps: { yoga: AnyYoga; auth: Authenticato
   function watchCredential(socket: TrackedSocket, viewer: Viewer) {
     if (viewer.credential.kind === "apiKey") {
       const keyId = viewer.credential.keyId;
-      let set = byApiKey.get(keyId);
-      if (!set) byApiKey.set(keyId, (set = new Set()));
+      const set = byApiKey.get(keyId) ?? new Set<TrackedSocket>();
+      byApiKey.set(keyId, set);
       set.add(socket);
     } else {
       const ms = viewer.credential.expiresAt - Date.now();

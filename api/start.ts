@@ -24,8 +24,17 @@ export interface StartedServer {
   stop(): Promise<void>;
 }
 
-export async function startServer(config: Config, runtime: Runtime): Promise<StartedServer> {
-  const log = createLogger(config.logLevel);
+export interface StartOptions {
+  /** Where log lines go (stderr by default); tests read them. */
+  logSink?: (line: string) => void;
+}
+
+export async function startServer(
+  config: Config,
+  runtime: Runtime,
+  options: StartOptions = {},
+): Promise<StartedServer> {
+  const log = createLogger(config.logLevel, options.logSink);
   const database = openDatabase(config.database);
   await tuneEmbedded(database.client, config.database.url);
   await applyMigrations(database.db);
@@ -55,8 +64,9 @@ export async function startServer(config: Config, runtime: Runtime): Promise<Sta
     hostname: config.host,
     port: config.port,
     fetch: app.fetch,
-    // The transport cap sits above the app's own limit so the app can answer with a typed error.
-    maxRequestBodySize: config.limits.maxBodyBytes * 2,
+    // The transport cap sits far above the app's own limit so the app answers with a typed error;
+    // the app rejects on Content-Length at once and stops reading a chunked body at its limit.
+    maxRequestBodySize: Math.max(config.limits.maxBodyBytes * 4, 128 * 1024 * 1024),
   });
   const url = `http://${server.hostname.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
   log.info("listening", {

@@ -17,6 +17,8 @@ export interface GraphQLResponse<T = Record<string, unknown>> {
 
 export interface TestServer extends StartedServer {
   dataDir: string;
+  /** Every log line the server wrote (parsed JSON). */
+  logs: Record<string, unknown>[];
   wsUrl: string;
   gql<T = Record<string, any>>(
     query: string,
@@ -30,8 +32,9 @@ export interface TestServer extends StartedServer {
 
 export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), "occ-test-"));
-  const config = loadConfig({ NODE_ENV: "test", PORT: "0", DATA_DIR: dataDir, LOG_LEVEL: "error", ...env });
-  const server = await startServer(config, bunRuntime);
+  const config = loadConfig({ NODE_ENV: "test", PORT: "0", DATA_DIR: dataDir, LOG_LEVEL: "warn", ...env });
+  const logs: Record<string, unknown>[] = [];
+  const server = await startServer(config, bunRuntime, { logSink: (line) => logs.push(JSON.parse(line)) });
   let users = 0;
 
   const gql: TestServer["gql"] = async (query, variables, token) => {
@@ -52,6 +55,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
   return {
     ...server,
     dataDir,
+    logs,
     wsUrl: `${server.url.replace(/^http/, "ws")}/graphql`,
     gql,
     async signUp(email = `user${++users}-${crypto.randomUUID().slice(0, 8)}@example.com`) {

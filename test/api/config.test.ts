@@ -1,0 +1,63 @@
+import { describe, expect, test } from "bun:test";
+import { resolve } from "node:path";
+import { ConfigError, loadConfig } from "../../api/config.ts";
+
+describe("loadConfig", () => {
+  test("embedded defaults need no environment", () => {
+    const config = loadConfig({});
+    expect(config.port).toBe(4000);
+    expect(config.host).toBe("127.0.0.1");
+    expect(config.database.url).toBe(`file:${resolve(".data/opencode-cloud.db")}`);
+    expect(config.env).toBe("development");
+  });
+
+  const bad: [Record<string, string>, string][] = [
+    [{ PORT: "eighty" }, "PORT"],
+    [{ PORT: "70000" }, "PORT"],
+    [{ DATABASE_URL: "postgres://x" }, "DATABASE_URL"],
+    [{ JWT_SECRET: "short" }, "JWT_SECRET"],
+    [{ NODE_ENV: "production" }, "JWT_SECRET"],
+    [{ MAX_BODY_BYTES: "lots" }, "MAX_BODY_BYTES"],
+    [{ LOG_LEVEL: "loud" }, "LOG_LEVEL"],
+    [{ PUBLIC_URL: "not a url" }, "PUBLIC_URL"],
+    [{ JWT_PRIVATE_KEY: "abc" }, "JWT_PRIVATE_KEY"],
+  ];
+  for (const [env, variable] of bad) {
+    test(`${JSON.stringify(env)} names ${variable}`, () => {
+      try {
+        loadConfig(env);
+        throw new Error("expected a ConfigError");
+      } catch (error) {
+        expect(error).toBeInstanceOf(ConfigError);
+        expect((error as ConfigError).variable).toBe(variable);
+        expect((error as Error).message).toStartWith(`${variable}: `);
+      }
+    });
+  }
+
+  test("a Turso URL with a token and sizes with units are accepted", () => {
+    const config = loadConfig({
+      DATABASE_URL: "libsql://db-org.turso.io",
+      DATABASE_AUTH_TOKEN: "t",
+      MAX_BODY_BYTES: "2mb",
+      NODE_ENV: "production",
+      JWT_SECRET: "s".repeat(40),
+    });
+    expect(config.database).toEqual({ url: "libsql://db-org.turso.io", authToken: "t" });
+    expect(config.limits.maxBodyBytes).toBe(2 * 1024 * 1024);
+  });
+});
+
+test("the real entry point stops with one clear line naming a bad variable", () => {
+  const run = Bun.spawnSync([process.execPath, "api/main.ts"], {
+    cwd: resolve(import.meta.dir, "../.."),
+    env: { ...process.env, PORT: "eighty" },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const stderr = run.stderr.toString();
+  expect(run.exitCode).toBe(78);
+  expect(stderr.trim().split("\n")).toEqual([
+    'opencode.cloud: invalid configuration: PORT: expected a whole number, got "eighty"',
+  ]);
+});

@@ -1,0 +1,47 @@
+import { expect, test } from "bun:test";
+import { createMemoryBus } from "../../bus/memory.ts";
+
+test("subscribers get events in order with monotonic ids per topic", async () => {
+  const bus = createMemoryBus();
+  const sub = bus.subscribe<number>("t");
+  await bus.publish("t", 1);
+  await bus.publish("other", 99);
+  await bus.publish("t", 2);
+  const a = await sub.next();
+  const b = await sub.next();
+  expect([a.value.payload, b.value.payload]).toEqual([1, 2]);
+  expect(b.value.id).toBe(a.value.id + 1);
+  await bus.close();
+});
+
+test("a subscriber resumes after the last id it saw, without gaps or repeats", async () => {
+  const bus = createMemoryBus();
+  for (const n of [1, 2, 3, 4]) await bus.publish("t", n);
+  const sub = bus.subscribe<number>("t", { after: 2 });
+  await bus.publish("t", 5);
+  const seen: number[] = [];
+  for (let i = 0; i < 3; i++) seen.push((await sub.next()).value.payload);
+  expect(seen).toEqual([3, 4, 5]);
+  await bus.close();
+});
+
+test("retained history is bounded", async () => {
+  const bus = createMemoryBus({ historyPerTopic: 2 });
+  for (const n of [1, 2, 3]) await bus.publish("t", n);
+  const sub = bus.subscribe<number>("t", { after: 0 });
+  expect((await sub.next()).value.payload).toBe(2);
+  await bus.close();
+});
+
+test("abort and return end the subscription and release it", async () => {
+  const bus = createMemoryBus({ historyPerTopic: 0 });
+  const controller = new AbortController();
+  const sub = bus.subscribe("t", { signal: controller.signal });
+  const pending = sub.next();
+  controller.abort();
+  expect((await pending).done).toBe(true);
+  const other = bus.subscribe("t");
+  await other.return?.();
+  expect((await other.next()).done).toBe(true);
+  await bus.close();
+});
