@@ -36,7 +36,8 @@ interface ServerContext {
 
 const DEFAULT_QUERY = `# Welcome to opencode.cloud.
 # 1. Run the register (or login) mutation below.
-# 2. Copy the token into the Headers tab: {"Authorization": "Bearer <token>"}
+# 2. Copy the token into the Headers tab below:
+#      {"Authorization": "Bearer <token>"}
 # 3. Run the "me" query.
 mutation Register {
   register(email: "you@example.com", password: "correct horse battery") {
