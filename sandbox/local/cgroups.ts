@@ -1,0 +1,148 @@
+// Per-run control groups: a process cap (stops fork bombs), a memory cap, CPU accounting, and a way
+// to kill everything a run started. cgroup v1 (separate pids/memory/cpuacct hierarchies) or v2.
+import * as fs from "node:fs/promises";
+import { join } from "node:path";
+
+const ROOT = "/sys/fs/cgroup";
+
+export interface RunGroup {
+  /** Files a launcher writes its own pid into before exec'ing the command. */
+  procFiles: string[];
+  /** CPU time used so far, in ms (null when not accounted). */
+  cpuMs(): Promise<number | null>;
+  /** Whether the memory cap was hit. */
+  memoryExceeded(): Promise<boolean>;
+  /** Kills every process left in the group, then removes it. */
+  dispose(): Promise<void>;
+}
+
+export interface Cgroups {
+  version: 1 | 2;
+  create(name: string, limits: { maxProcesses: number; maxMemoryBytes: number }): Promise<RunGroup>;
+}
+
+const write = (path: string, value: string) => fs.writeFile(path, value);
+const read = (path: string) => fs.readFile(path, "utf8").catch(() => "");
+
+async function killAll(procsFile: string): Promise<void> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const pids = (await read(procsFile)).split("\n").filter(Boolean).map(Number);
+    if (pids.length === 0) return;
+    for (const pid of pids) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {}
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function removeDir(dir: string): Promise<void> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    try {
+      await fs.rmdir(dir);
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+}
+
+function v1(parent: string): Cgroups {
+  const dirs = (name: string) => ({
+    pids: join(ROOT, "pids", parent, name),
+    memory: join(ROOT, "memory", parent, name),
+    cpuacct: join(ROOT, "cpuacct", parent, name),
+  });
+  return {
+    version: 1,
+    async create(name, limits) {
+      const d = dirs(name);
+      await fs.mkdir(d.pids, { recursive: true });
+      await write(join(d.pids, "pids.max"), String(limits.maxProcesses));
+      await fs.mkdir(d.memory, { recursive: true });
+      await write(join(d.memory, "memory.limit_in_bytes"), String(limits.maxMemoryBytes));
+      // Swap would let a run exceed its cap slowly instead of being stopped.
+      await write(join(d.memory, "memory.memsw.limit_in_bytes"), String(limits.maxMemoryBytes)).catch(
+        () => {},
+      );
+      const hasCpu = await fs.mkdir(d.cpuacct, { recursive: true }).then(
+        () => true,
+        () => false,
+      );
+      return {
+        procFiles: [
+          join(d.pids, "cgroup.procs"),
+          join(d.memory, "cgroup.procs"),
+          ...(hasCpu ? [join(d.cpuacct, "cgroup.procs")] : []),
+        ],
+        async cpuMs() {
+          const ns = Number((await read(join(d.cpuacct, "cpuacct.usage"))).trim());
+          return Number.isFinite(ns) && hasCpu ? Math.round(ns / 1e6) : null;
+        },
+        async memoryExceeded() {
+          return Number((await read(join(d.memory, "memory.failcnt"))).trim()) > 0;
+        },
+        async dispose() {
+          await killAll(join(d.pids, "cgroup.procs"));
+          for (const dir of [d.pids, d.memory, d.cpuacct]) await removeDir(dir);
+        },
+      };
+    },
+  };
+}
+
+function v2(parent: string): Cgroups {
+  return {
+    version: 2,
+    async create(name, limits) {
+      const dir = join(ROOT, parent, name);
+      await fs.mkdir(dir, { recursive: true });
+      await write(join(dir, "pids.max"), String(limits.maxProcesses));
+      await write(join(dir, "memory.max"), String(limits.maxMemoryBytes));
+      await write(join(dir, "memory.swap.max"), "0").catch(() => {});
+      return {
+        procFiles: [join(dir, "cgroup.procs")],
+        async cpuMs() {
+          const m = /usage_usec (\d+)/.exec(await read(join(dir, "cpu.stat")));
+          return m ? Math.round(Number(m[1]) / 1000) : null;
+        },
+        async memoryExceeded() {
+          const m = /oom_kill (\d+)/.exec(await read(join(dir, "memory.events")));
+          return m ? Number(m[1]) > 0 : false;
+        },
+        async dispose() {
+          await write(join(dir, "cgroup.kill"), "1").catch(() => killAll(join(dir, "cgroup.procs")));
+          await removeDir(dir);
+        },
+      };
+    },
+  };
+}
+
+/** The cgroup flavour this process can create groups in, or null (limits then fall back to rlimits). */
+export async function detectCgroups(parent: string): Promise<Cgroups | null> {
+  const unified = await fs.stat(join(ROOT, "cgroup.controllers")).then(
+    () => true,
+    () => false,
+  );
+  const candidates = unified ? [v2(parent)] : [v1(parent)];
+  for (const cgroups of candidates) {
+    try {
+      if (cgroups.version === 2) {
+        // Controllers must be enabled for children of the parent group.
+        await fs.mkdir(join(ROOT, parent), { recursive: true });
+        await write(join(ROOT, "cgroup.subtree_control"), "+pids +memory +cpu").catch(() => {});
+        await write(join(ROOT, parent, "cgroup.subtree_control"), "+pids +memory +cpu");
+      }
+      const probe = await cgroups.create(`probe-${process.pid}`, {
+        maxProcesses: 10,
+        maxMemoryBytes: 64 << 20,
+      });
+      await probe.dispose();
+      return cgroups;
+    } catch {}
+  }
+  return null;
+}

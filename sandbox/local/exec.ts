@@ -1,0 +1,136 @@
+// Runs one command with streamed output and limits: wall time, output bytes, processes and memory.
+// Whatever the command leaves behind (background children, a fork bomb) is killed when it ends.
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import type { ExecOptions, ExecResult, KillReason } from "../provider.ts";
+import type { Cgroups, RunGroup } from "./cgroups.ts";
+import { bwrapArgv, DEFAULT_PATH, WORKSPACE } from "./isolate.ts";
+
+export interface Limits {
+  timeoutMs: number;
+  maxOutputBytes: number;
+  maxProcesses: number;
+  maxMemoryBytes: number;
+}
+
+export interface Runner {
+  bwrap: string | null;
+  cgroups: Cgroups | null;
+  limits: Limits;
+  readOnlyBinds?: string[];
+}
+
+// Joins the run's cgroups (its own pid, inherited by every descendant), then becomes the command.
+const LAUNCHER =
+  'for f in $OCC_CGROUP_PROCS; do echo $$ > "$f" || exit 126; done; unset OCC_CGROUP_PROCS; exec "$@"';
+
+export async function execIn(runner: Runner, workspace: string, options: ExecOptions): Promise<ExecResult> {
+  const limits = runner.limits;
+  const timeoutMs = Math.min(options.timeoutMs ?? limits.timeoutMs, limits.timeoutMs);
+  const maxOutput = Math.min(options.maxOutputBytes ?? limits.maxOutputBytes, limits.maxOutputBytes);
+  const env = {
+    PATH: DEFAULT_PATH,
+    HOME: "/tmp",
+    LANG: "C.UTF-8",
+    TERM: "dumb",
+    ...options.env,
+  };
+
+  let group: RunGroup | null = null;
+  if (runner.cgroups) {
+    group = await runner.cgroups.create(`run-${randomBytes(6).toString("hex")}`, limits);
+  }
+
+  let argv: string[];
+  let cwd: string;
+  if (runner.bwrap) {
+    argv = bwrapArgv(runner.bwrap, {
+      workspace,
+      command: options.command,
+      env,
+      network: options.network ?? false,
+      readOnlyBinds: runner.readOnlyBinds,
+    });
+    cwd = "/";
+  } else {
+    // No isolation: the command runs on the host, in the workspace directory.
+    argv = ["/bin/sh", "-c", options.command];
+    cwd = workspace;
+  }
+  if (group) argv = ["/bin/sh", "-c", LAUNCHER, "occ-launcher", ...argv];
+
+  const started = performance.now();
+  const child = spawn(argv[0]!, argv.slice(1), {
+    cwd,
+    env: runner.bwrap
+      ? { OCC_CGROUP_PROCS: group?.procFiles.join(" ") ?? "" }
+      : {
+          ...env,
+          PWD: workspace,
+          OCC_CGROUP_PROCS: group?.procFiles.join(" ") ?? "",
+          SANDBOX_WORKSPACE: WORKSPACE,
+        },
+    stdio: ["ignore", "pipe", "pipe"],
+    // Its own process group, so the whole tree can be signalled at once.
+    detached: true,
+  });
+
+  let killedBy: KillReason | null = null;
+  let outputBytes = 0;
+  const kill = (reason: KillReason) => {
+    killedBy ??= reason;
+    try {
+      if (child.pid) process.kill(-child.pid, "SIGKILL");
+    } catch {}
+  };
+
+  const onData = (stream: "stdout" | "stderr") => (data: Buffer) => {
+    if (killedBy === "output") return;
+    const room = maxOutput - outputBytes;
+    const chunk = data.byteLength > room ? data.subarray(0, Math.max(0, room)) : data;
+    outputBytes += chunk.byteLength;
+    if (chunk.byteLength > 0) options.onOutput?.({ stream, data: new Uint8Array(chunk) });
+    if (data.byteLength > room) kill("output");
+  };
+  child.stdout!.on("data", onData("stdout"));
+  child.stderr!.on("data", onData("stderr"));
+
+  const timer = setTimeout(() => kill("timeout"), timeoutMs);
+  const onAbort = () => kill("abort");
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  if (options.signal?.aborted) kill("abort");
+
+  const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(
+    (resolve) => {
+      child.on("close", (code, signal) => resolve({ code, signal }));
+      child.on("error", () => resolve({ code: 127, signal: null }));
+    },
+  );
+  clearTimeout(timer);
+  options.signal?.removeEventListener("abort", onAbort);
+
+  // Leftovers: the process group (no isolation) and the cgroup (all of it) are killed.
+  try {
+    if (child.pid) process.kill(-child.pid, "SIGKILL");
+  } catch {}
+  let cpuMs: number | null = null;
+  if (group) {
+    cpuMs = await group.cpuMs();
+    if (
+      !killedBy &&
+      (await group.memoryExceeded()) &&
+      (code === 137 || signal !== null || (code ?? 0) !== 0)
+    ) {
+      killedBy = "memory";
+    }
+    await group.dispose();
+  }
+  return {
+    exitCode: killedBy ? null : code,
+    signal: signal ?? (killedBy ? "SIGKILL" : null),
+    killedBy,
+    durationMs: Math.round(performance.now() - started),
+    cpuMs,
+    outputBytes,
+  };
+}

@@ -1,0 +1,318 @@
+// The embedded `local` provider: workspaces on this machine's disk, snapshots in a content-addressed
+// store, commands isolated by bubblewrap with cgroup limits where the machine allows them.
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import * as fs from "node:fs/promises";
+import { isAbsolute, join, resolve } from "node:path";
+import { promisify } from "node:util";
+import type {
+  DiffEntry,
+  ExecOptions,
+  ExecResult,
+  FileEntry,
+  FileMap,
+  FileSource,
+  GcResult,
+  ProviderStatus,
+  SandboxBase,
+  SandboxProvider,
+  SnapshotInfo,
+} from "../provider.ts";
+import { SandboxError } from "../provider.ts";
+import { type Cgroups, detectCgroups } from "./cgroups.ts";
+import { diffManifests } from "./diff.ts";
+import { execIn, type Limits } from "./exec.ts";
+import { findSnapshotFile, listLive, listSnapshot, readLive, writeLive } from "./files.ts";
+import { detectBubblewrap } from "./isolate.ts";
+import { cleanPath } from "./manifest.ts";
+import { type SnapshotRecord, Store } from "./store.ts";
+import {
+  canMountOverlay,
+  copyFactory,
+  overlayFactory,
+  unmountAllUnder,
+  type Workspace,
+  type WorkspaceFactory,
+} from "./workspace.ts";
+
+const run = promisify(execFile);
+
+export interface LocalProviderOptions {
+  /** Where snapshots and workspaces live. */
+  dir: string;
+  /** "auto" picks overlay when this process can mount it, else copy. */
+  workspaces?: "auto" | "overlay" | "copy";
+  /** Refuse to start without bubblewrap. */
+  requireIsolation?: boolean;
+  /** Allow git bases from file:// URLs and local paths (off for multi-tenant hosting). */
+  allowLocalRepos?: boolean;
+  limits?: Partial<Limits>;
+  log?: (level: "info" | "warn", message: string) => void;
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  timeoutMs: 10 * 60_000,
+  maxOutputBytes: 16 * 1024 * 1024,
+  maxProcesses: 512,
+  maxMemoryBytes: 4 * 1024 * 1024 * 1024,
+};
+
+const MAX_BASE_FILES = 10_000;
+const MAX_BASE_BYTES = 64 * 1024 * 1024;
+
+interface Live {
+  workspace: Workspace;
+  /** Operations on one sandbox run one at a time. */
+  queue: Promise<unknown>;
+}
+
+export class LocalProvider implements SandboxProvider {
+  status: ProviderStatus = { name: "local", isolation: "none", workspaces: "copy", warnings: [] };
+  private readonly store: Store;
+  private readonly liveDir: string;
+  private readonly sandboxes = new Map<string, Live>();
+  private factory!: WorkspaceFactory;
+  private bwrap: string | null = null;
+  private cgroups: Cgroups | null = null;
+  private readonly limits: Limits;
+
+  constructor(private readonly options: LocalProviderOptions) {
+    this.store = new Store(join(options.dir, "store"));
+    this.liveDir = join(options.dir, "live");
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+  }
+
+  async init(): Promise<this> {
+    await this.store.init();
+    // Live workspaces do not survive a restart: branches re-create them from their heads.
+    await unmountAllUnder(this.liveDir);
+    await fs.rm(this.liveDir, { recursive: true, force: true });
+    await fs.mkdir(this.liveDir, { recursive: true });
+
+    const warnings: string[] = [];
+    this.bwrap = await detectBubblewrap();
+    if (!this.bwrap) {
+      if (this.options.requireIsolation) {
+        throw new SandboxError(
+          "ISOLATION_UNAVAILABLE",
+          "bubblewrap is required (SANDBOX_REQUIRE_ISOLATION) but unusable here",
+        );
+      }
+      warnings.push("bubblewrap is not available: commands run unisolated on the host (install bubblewrap)");
+    }
+    this.cgroups = await detectCgroups(`occ-${process.pid}`);
+    if (!this.cgroups)
+      warnings.push(
+        "cgroups are not writable: process and memory limits are not enforced (wall time and output are)",
+      );
+
+    const wanted = this.options.workspaces ?? "auto";
+    const overlay = wanted !== "copy" && (await canMountOverlay(this.store));
+    if (wanted === "overlay" && !overlay)
+      throw new SandboxError("FAILED", "overlay workspaces requested but overlayfs cannot be mounted here");
+    this.factory = overlay ? await overlayFactory(this.store) : copyFactory(this.store);
+    if (!overlay && wanted === "auto")
+      warnings.push("overlayfs is unavailable: fork and rollback copy whole trees");
+
+    this.status = {
+      name: "local",
+      isolation: this.bwrap ? "bubblewrap" : "none",
+      workspaces: this.factory.kind,
+      warnings,
+    };
+    for (const warning of warnings) this.options.log?.("warn", warning);
+    return this;
+  }
+
+  // ---- sandboxes -----------------------------------------------------------------------------------
+
+  private live(id: string): Live {
+    const live = this.sandboxes.get(id);
+    if (!live) throw new SandboxError("NOT_FOUND", `No live sandbox ${id}`);
+    return live;
+  }
+
+  /** Runs `fn` after every earlier operation on the sandbox has finished. */
+  private serial<T>(id: string, fn: (ws: Workspace) => Promise<T>): Promise<T> {
+    const live = this.live(id);
+    const result = live.queue.then(() => fn(live.workspace));
+    live.queue = result.catch(() => {});
+    return result;
+  }
+
+  private async adopt(make: (dir: string) => Promise<Workspace>): Promise<string> {
+    const id = `sbx-${Date.now().toString(36)}-${randomBytes(6).toString("hex")}`;
+    const workspace = await make(join(this.liveDir, id));
+    this.sandboxes.set(id, { workspace, queue: Promise.resolve() });
+    return id;
+  }
+
+  async create(base: SandboxBase): Promise<string> {
+    const id = await this.adopt((dir) => this.factory.create(dir));
+    try {
+      const root = this.live(id).workspace.root;
+      if (base.kind === "files") await this.writeBaseFiles(root, base.files);
+      else if (base.kind === "git") await this.clone(root, base.url, base.ref);
+    } catch (error) {
+      await this.destroy(id);
+      throw error;
+    }
+    return id;
+  }
+
+  private async writeBaseFiles(root: string, files: FileMap): Promise<void> {
+    const entries = Object.entries(files);
+    if (entries.length > MAX_BASE_FILES)
+      throw new SandboxError("TOO_LARGE", `At most ${MAX_BASE_FILES} files`);
+    let total = 0;
+    for (const [path, input] of entries) {
+      const spec = typeof input === "string" ? { content: input } : input;
+      if (typeof spec?.content !== "string")
+        throw new SandboxError("BAD_BASE", `"${path}": content must be a string`);
+      const data =
+        spec.encoding === "base64" ? Buffer.from(spec.content, "base64") : Buffer.from(spec.content, "utf8");
+      total += data.byteLength;
+      if (total > MAX_BASE_BYTES) throw new SandboxError("TOO_LARGE", `Files exceed ${MAX_BASE_BYTES} bytes`);
+      await writeLive(root, path, data, spec.mode);
+    }
+  }
+
+  private async clone(root: string, url: string, ref?: string): Promise<void> {
+    const local = url.startsWith("file://") || isAbsolute(url) || url.startsWith(".");
+    if (!local && !/^https?:\/\//.test(url)) {
+      throw new SandboxError("BAD_BASE", "Repository URLs must be http(s)://, file:// or a local path");
+    }
+    if (local && !this.options.allowLocalRepos) {
+      throw new SandboxError(
+        "BAD_BASE",
+        "Local repositories are disabled on this server (SANDBOX_ALLOW_LOCAL_REPOS)",
+      );
+    }
+    const source = url.startsWith("file://") || !local ? url : resolve(url);
+    const args = ["clone", "--quiet", "--no-hardlinks", "--", source, root];
+    if (ref) args.splice(2, 0, "--branch", ref);
+    try {
+      await run("git", ["-c", "core.hooksPath=/dev/null", ...args], {
+        timeout: 5 * 60_000,
+        // No ext:: or other command-running transports; no prompts for credentials.
+        env: {
+          PATH: process.env.PATH,
+          GIT_ALLOW_PROTOCOL: "file:http:https",
+          GIT_TERMINAL_PROMPT: "0",
+          HOME: "/nonexistent",
+        },
+        maxBuffer: 1024 * 1024,
+      });
+    } catch (error) {
+      const stderr = String((error as { stderr?: string }).stderr ?? "")
+        .trim()
+        .split("\n")
+        .slice(-2)
+        .join(" ");
+      throw new SandboxError("BAD_BASE", `git clone failed: ${stderr || (error as Error).message}`);
+    }
+  }
+
+  async exec(sandboxId: string, options: ExecOptions): Promise<ExecResult> {
+    return this.serial(sandboxId, (ws) =>
+      execIn({ bwrap: this.bwrap, cgroups: this.cgroups, limits: this.limits }, ws.root, options),
+    );
+  }
+
+  async snapshot(sandboxId: string): Promise<SnapshotInfo> {
+    return this.serial(sandboxId, async (ws) => {
+      const id = this.store.newSnapshotId();
+      const parent = ws.base;
+      const frozen = await ws.freeze(id);
+      const record = await this.store.commit({
+        id,
+        parent,
+        manifest: frozen.manifest,
+        delta: frozen.delta,
+        layers: frozen.layers,
+      });
+      ws.base = id;
+      return info(record);
+    });
+  }
+
+  async fork(snapshotId: string): Promise<string> {
+    await this.store.record(snapshotId);
+    return this.adopt((dir) => this.factory.fromSnapshot(dir, snapshotId));
+  }
+
+  async reset(sandboxId: string, snapshotId: string): Promise<void> {
+    await this.store.record(snapshotId);
+    await this.serial(sandboxId, (ws) => ws.reset(snapshotId));
+  }
+
+  async destroy(sandboxId: string): Promise<void> {
+    const live = this.sandboxes.get(sandboxId);
+    if (!live) return;
+    this.sandboxes.delete(sandboxId);
+    await live.queue;
+    await live.workspace.destroy();
+  }
+
+  // ---- snapshots and files -------------------------------------------------------------------------
+
+  async getSnapshot(snapshotId: string): Promise<SnapshotInfo> {
+    return info(await this.store.record(snapshotId));
+  }
+
+  async listFiles(source: FileSource, dir = ""): Promise<FileEntry[]> {
+    if ("snapshot" in source) return listSnapshot(await this.store.manifest(source.snapshot), dir);
+    return listLive(this.live(source.sandbox).workspace.root, dir);
+  }
+
+  async readFile(source: FileSource, path: string): Promise<Uint8Array | null> {
+    if ("snapshot" in source) {
+      const entry = findSnapshotFile(await this.store.manifest(source.snapshot), path);
+      return entry ? this.store.readObject(entry.h!) : null;
+    }
+    return readLive(this.live(source.sandbox).workspace.root, path);
+  }
+
+  async writeFile(
+    sandboxId: string,
+    path: string,
+    content: Uint8Array | string,
+    mode?: number,
+  ): Promise<void> {
+    cleanPath(path);
+    const data = typeof content === "string" ? new TextEncoder().encode(content) : content;
+    return this.serial(sandboxId, (ws) => writeLive(ws.root, path, data, mode));
+  }
+
+  async diff(fromSnapshotId: string, toSnapshotId: string): Promise<DiffEntry[]> {
+    const [from, to] = await Promise.all([
+      this.store.manifest(fromSnapshotId),
+      this.store.manifest(toSnapshotId),
+    ]);
+    return diffManifests(from, to, (hash) => this.store.readObject(hash));
+  }
+
+  async gc(roots: readonly string[]): Promise<GcResult> {
+    const live = [...this.sandboxes.values()].map((s) => s.workspace.base).filter((b): b is string => !!b);
+    return this.store.gc([...roots, ...live]);
+  }
+
+  /** Store consistency check (tests, operators). */
+  fsck(): Promise<string[]> {
+    return this.store.fsck();
+  }
+
+  async close(): Promise<void> {
+    for (const id of [...this.sandboxes.keys()]) await this.destroy(id).catch(() => {});
+  }
+}
+
+function info(record: SnapshotRecord): SnapshotInfo {
+  return {
+    id: record.id,
+    parentId: record.parent,
+    createdAt: new Date(record.createdAt),
+    fileCount: record.fileCount,
+    sizeBytes: record.sizeBytes,
+  };
+}

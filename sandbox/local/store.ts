@@ -1,0 +1,314 @@
+// The content-addressed store: file contents under objects/<sha256>, one record per snapshot under
+// snapshots/<id>.json. A record is written last (temp file, fsync, rename), so it is the commit
+// point: a process killed mid-snapshot leaves unreferenced objects at worst, never half a snapshot.
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
+import * as fs from "node:fs/promises";
+import { join } from "node:path";
+import { SandboxError } from "../provider.ts";
+import {
+  applyDelta,
+  type Manifest,
+  type ManifestDelta,
+  type ManifestEntry,
+  manifestStats,
+} from "./manifest.ts";
+
+/** A full manifest is stored every this many snapshots along a chain; the rest are deltas. */
+const FULL_EVERY = 16;
+const MANIFEST_CACHE = 8;
+
+export interface SnapshotRecord {
+  id: string;
+  parent: string | null;
+  createdAt: number;
+  /** Deltas since the nearest full manifest up the chain (0 = this record is full). */
+  depth: number;
+  full?: Record<string, ManifestEntry>;
+  delta?: ManifestDelta;
+  /** Overlay layers (names under layers/), newest first; empty when the snapshot has none. */
+  layers: string[];
+  fileCount: number;
+  sizeBytes: number;
+}
+
+export class Store {
+  readonly objectsDir: string;
+  readonly snapshotsDir: string;
+  readonly layersDir: string;
+  readonly tmpDir: string;
+  private readonly records = new Map<string, SnapshotRecord>();
+  private readonly manifests = new Map<string, Manifest>();
+
+  constructor(readonly root: string) {
+    this.objectsDir = join(root, "objects");
+    this.snapshotsDir = join(root, "snapshots");
+    this.layersDir = join(root, "layers");
+    this.tmpDir = join(root, "tmp");
+  }
+
+  async init(): Promise<void> {
+    // Leftovers of a killed process are never referenced: clear them.
+    await fs.rm(this.tmpDir, { recursive: true, force: true });
+    for (const dir of [this.objectsDir, this.snapshotsDir, this.layersDir, this.tmpDir]) {
+      await fs.mkdir(dir, { recursive: true });
+    }
+  }
+
+  tempPath(): string {
+    return join(this.tmpDir, `${Date.now().toString(36)}-${randomBytes(6).toString("hex")}`);
+  }
+
+  objectPath(hash: string): string {
+    return join(this.objectsDir, hash.slice(0, 2), hash.slice(2));
+  }
+
+  async hasObject(hash: string): Promise<boolean> {
+    return fs.access(this.objectPath(hash)).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /**
+   * Stores a file's content; returns its hash and size. With `link`, a new object is a hard link to
+   * the file (only for files nobody writes again, such as a frozen overlay layer), else a copy.
+   */
+  async putFile(path: string, size: number, link: boolean): Promise<string> {
+    const hash = await hashFile(path, size);
+    const target = this.objectPath(hash);
+    if (await this.hasObject(hash)) return hash;
+    await fs.mkdir(join(target, ".."), { recursive: true });
+    const tmp = this.tempPath();
+    if (link) {
+      try {
+        await fs.link(path, tmp);
+      } catch {
+        await fs.copyFile(path, tmp);
+      }
+    } else {
+      await fs.copyFile(path, tmp);
+    }
+    await fs.rename(tmp, target);
+    return hash;
+  }
+
+  async putBytes(data: Uint8Array): Promise<string> {
+    const hash = createHash("sha256").update(data).digest("hex");
+    const target = this.objectPath(hash);
+    if (await this.hasObject(hash)) return hash;
+    await fs.mkdir(join(target, ".."), { recursive: true });
+    const tmp = this.tempPath();
+    await fs.writeFile(tmp, data);
+    await fs.rename(tmp, target);
+    return hash;
+  }
+
+  async readObject(hash: string): Promise<Uint8Array> {
+    return new Uint8Array(await fs.readFile(this.objectPath(hash)));
+  }
+
+  newSnapshotId(): string {
+    return `snap-${Date.now().toString(36)}-${randomBytes(8).toString("hex")}`;
+  }
+
+  /** Writes a snapshot record from a full manifest; stores a delta when the chain allows. */
+  async commit(input: {
+    id: string;
+    parent: string | null;
+    manifest: Manifest;
+    delta?: ManifestDelta;
+    layers: string[];
+  }): Promise<SnapshotRecord> {
+    const parent = input.parent ? await this.record(input.parent) : null;
+    const depth = parent && input.delta && parent.depth + 1 < FULL_EVERY ? parent.depth + 1 : 0;
+    const record: SnapshotRecord = {
+      id: input.id,
+      parent: input.parent,
+      createdAt: Date.now(),
+      depth,
+      ...(depth === 0 ? { full: Object.fromEntries(input.manifest) } : { delta: input.delta }),
+      layers: input.layers,
+      ...manifestStats(input.manifest),
+    };
+    const tmp = this.tempPath();
+    const handle = await fs.open(tmp, "w");
+    try {
+      await handle.writeFile(JSON.stringify(record));
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fs.rename(tmp, this.recordPath(record.id));
+    this.records.set(record.id, record);
+    this.cacheManifest(record.id, input.manifest);
+    return record;
+  }
+
+  private recordPath(id: string): string {
+    if (!/^[\w.-]+$/.test(id)) throw new SandboxError("NOT_FOUND", `No snapshot ${id}`);
+    return join(this.snapshotsDir, `${id}.json`);
+  }
+
+  async record(id: string): Promise<SnapshotRecord> {
+    const cached = this.records.get(id);
+    if (cached) return cached;
+    let text: string;
+    try {
+      text = await fs.readFile(this.recordPath(id), "utf8");
+    } catch {
+      throw new SandboxError("NOT_FOUND", `No snapshot ${id}`);
+    }
+    const record = JSON.parse(text) as SnapshotRecord;
+    this.records.set(id, record);
+    return record;
+  }
+
+  async exists(id: string): Promise<boolean> {
+    return this.record(id).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /** The snapshot's full manifest, resolved through its delta chain. */
+  async manifest(id: string): Promise<Manifest> {
+    const cached = this.manifests.get(id);
+    if (cached) {
+      this.manifests.delete(id);
+      this.manifests.set(id, cached);
+      return cached;
+    }
+    const record = await this.record(id);
+    let manifest: Manifest;
+    if (record.full) manifest = new Map(Object.entries(record.full));
+    else manifest = applyDelta(await this.manifest(record.parent!), record.delta ?? {});
+    this.cacheManifest(id, manifest);
+    return manifest;
+  }
+
+  private cacheManifest(id: string, manifest: Manifest) {
+    this.manifests.set(id, manifest);
+    while (this.manifests.size > MANIFEST_CACHE) this.manifests.delete(this.manifests.keys().next().value!);
+  }
+
+  async listSnapshotIds(): Promise<string[]> {
+    const names = await fs.readdir(this.snapshotsDir);
+    return names.filter((n) => n.endsWith(".json")).map((n) => n.slice(0, -5));
+  }
+
+  /**
+   * Removes every snapshot not reachable from `roots` through parent links, then every object and
+   * layer no remaining snapshot references. Records are deleted child-first so a crash midway never
+   * leaves a record whose parent is gone.
+   */
+  async gc(
+    roots: Iterable<string>,
+  ): Promise<{ removedSnapshots: number; removedObjects: number; freedBytes: number }> {
+    const ids = await this.listSnapshotIds();
+    const all = new Map<string, SnapshotRecord>();
+    for (const id of ids) all.set(id, await this.record(id));
+
+    const keep = new Set<string>();
+    for (const root of roots) {
+      let id: string | null = root;
+      while (id && !keep.has(id) && all.has(id)) {
+        keep.add(id);
+        id = all.get(id)!.parent;
+      }
+    }
+    // A kept delta record needs its chain up to a full manifest, which the parent walk already kept.
+    const doomed = ids.filter((id) => !keep.has(id));
+    const depthOf = (id: string) => {
+      let d = 0;
+      for (let p = all.get(id)?.parent; p && all.has(p); p = all.get(p)!.parent) d++;
+      return d;
+    };
+    doomed.sort((a, b) => depthOf(b) - depthOf(a));
+    let freedBytes = 0;
+    for (const id of doomed) {
+      await fs.rm(this.recordPath(id), { force: true });
+      this.records.delete(id);
+      this.manifests.delete(id);
+    }
+
+    const liveObjects = new Set<string>();
+    const liveLayers = new Set<string>();
+    for (const id of keep) {
+      for (const entry of (await this.manifest(id)).values()) if (entry.h) liveObjects.add(entry.h);
+      for (const layer of all.get(id)!.layers) liveLayers.add(layer);
+    }
+
+    let removedObjects = 0;
+    for (const prefix of await fs.readdir(this.objectsDir)) {
+      const dir = join(this.objectsDir, prefix);
+      for (const rest of await fs.readdir(dir)) {
+        if (liveObjects.has(prefix + rest)) continue;
+        const path = join(dir, rest);
+        const stat = await fs.stat(path).catch(() => null);
+        // An object shared with a layer (hard link) frees its bytes when the layer goes too.
+        if (stat && stat.nlink <= 1) freedBytes += stat.size;
+        await fs.rm(path, { force: true });
+        removedObjects++;
+      }
+    }
+    for (const layer of await fs.readdir(this.layersDir)) {
+      if (liveLayers.has(layer) || this.pinnedLayers.has(layer)) continue;
+      freedBytes += await dirSize(join(this.layersDir, layer));
+      await fs.rm(join(this.layersDir, layer), { recursive: true, force: true });
+    }
+    return { removedSnapshots: doomed.length, removedObjects, freedBytes };
+  }
+
+  /** Layers in use outside any snapshot record (e.g. being built); GC leaves them alone. */
+  readonly pinnedLayers = new Set<string>();
+
+  /** Checks that every record resolves and every object it references exists with the right hash. */
+  async fsck(): Promise<string[]> {
+    const problems: string[] = [];
+    const checked = new Set<string>();
+    for (const id of await this.listSnapshotIds()) {
+      let manifest: Manifest;
+      try {
+        manifest = await this.manifest(id);
+      } catch (error) {
+        problems.push(`${id}: cannot resolve manifest (${(error as Error).message})`);
+        continue;
+      }
+      for (const [path, entry] of manifest) {
+        if (!entry.h || checked.has(entry.h)) continue;
+        checked.add(entry.h);
+        const objectPath = this.objectPath(entry.h);
+        const stat = await fs.stat(objectPath).catch(() => null);
+        if (!stat) {
+          problems.push(`${id}: ${path}: object ${entry.h} missing`);
+          continue;
+        }
+        if ((await hashFile(objectPath, stat.size)) !== entry.h)
+          problems.push(`${id}: ${path}: object ${entry.h} corrupt`);
+      }
+    }
+    return problems;
+  }
+}
+
+export async function hashFile(path: string, size: number): Promise<string> {
+  const hash = createHash("sha256");
+  if (size <= 8 * 1024 * 1024) {
+    hash.update(await fs.readFile(path));
+  } else {
+    for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  }
+  return hash.digest("hex");
+}
+
+async function dirSize(dir: string): Promise<number> {
+  let total = 0;
+  const entries = await fs.readdir(dir, { withFileTypes: true, recursive: true }).catch(() => []);
+  for (const entry of entries) {
+    if (!entry.isFile()) continue;
+    const stat = await fs.stat(join(entry.parentPath, entry.name)).catch(() => null);
+    if (stat && stat.nlink <= 1) total += stat.size;
+  }
+  return total;
+}

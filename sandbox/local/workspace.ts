@@ -1,0 +1,255 @@
+// Live workspaces, two ways:
+// - overlay: the snapshot's frozen layers as a read-only lower, a fresh upper per workspace; fork and
+//   reset are a mount (O(1)), a snapshot scans only the upper and freezes it as the next layer.
+// - copy: a full copy materialised from the object store (portable: no mounts, no privileges); a
+//   snapshot walks the tree and re-hashes only files whose size/mtime/inode changed.
+import { execFile } from "node:child_process";
+import * as fs from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { SandboxError } from "../provider.ts";
+import { applyDelta, deltaBetween, type Manifest, type ManifestDelta } from "./manifest.ts";
+import type { Store } from "./store.ts";
+import { type FileIndex, materialise, scanUpper, walkTree } from "./tree.ts";
+
+const run = promisify(execFile);
+
+export interface Frozen {
+  manifest: Manifest;
+  delta: ManifestDelta;
+  layers: string[];
+}
+
+export interface Workspace {
+  /** The directory commands see as /workspace. */
+  readonly root: string;
+  /** The snapshot this workspace started from or last froze (null before the first snapshot). */
+  base: string | null;
+  /** Captures the current files as snapshot `id` (the caller commits the record). */
+  freeze(id: string): Promise<Frozen>;
+  /** Throws the workspace's changes away and shows snapshot `id`. */
+  reset(id: string): Promise<void>;
+  destroy(): Promise<void>;
+}
+
+export interface WorkspaceFactory {
+  readonly kind: "overlay" | "copy";
+  /** An empty workspace. */
+  create(dir: string): Promise<Workspace>;
+  /** A workspace showing snapshot `id`. */
+  fromSnapshot(dir: string, id: string): Promise<Workspace>;
+}
+
+/** Deletes a directory in the background after moving it out of the way (rename is instant). */
+async function discard(store: Store, dir: string): Promise<void> {
+  const trash = store.tempPath();
+  try {
+    await fs.rename(dir, trash);
+  } catch {
+    return;
+  }
+  void fs.rm(trash, { recursive: true, force: true }).catch(() => {});
+}
+
+// ---------------------------------------------------------------------------------------------------
+// overlay
+
+/** Longer chains are flattened into one layer, keeping mounts fast and option strings short. */
+const MAX_LAYERS = 24;
+const EMPTY_LAYER = "_empty";
+
+async function mountOverlay(store: Store, layers: string[], upper: string, work: string, merged: string) {
+  // Relative lowerdirs (resolved against cwd) keep the option string short enough for deep chains.
+  // redirect_dir/metacopy off: renamed or chmod-ed lower directories are copied up whole, so an
+  // upper directory always holds complete entries (see scanUpper).
+  const lower = (layers.length > 0 ? layers : [EMPTY_LAYER]).join(":");
+  const options = `lowerdir=${lower},upperdir=${upper},workdir=${work},redirect_dir=off,metacopy=off,index=off`;
+  try {
+    await run("mount", ["-t", "overlay", "overlay", "-o", options, merged], { cwd: store.layersDir });
+  } catch (error) {
+    throw new SandboxError(
+      "FAILED",
+      `overlay mount failed: ${(error as { stderr?: string }).stderr ?? error}`,
+    );
+  }
+}
+
+async function unmount(merged: string): Promise<void> {
+  try {
+    await run("umount", [merged]);
+  } catch {
+    // Busy (a straggling process): detach now, the kernel finishes when it lets go.
+    await run("umount", ["-l", merged]).catch(() => {});
+  }
+}
+
+class OverlayWorkspace implements Workspace {
+  readonly root: string;
+  private readonly upper: string;
+  private readonly work: string;
+
+  constructor(
+    private readonly store: Store,
+    private readonly dir: string,
+    public base: string | null,
+    private layers: string[],
+  ) {
+    this.root = join(dir, "merged");
+    this.upper = join(dir, "upper");
+    this.work = join(dir, "work");
+  }
+
+  async mount(): Promise<void> {
+    for (const d of [this.root, this.upper, this.work]) await fs.mkdir(d, { recursive: true });
+    await mountOverlay(this.store, this.layers, this.upper, this.work, this.root);
+  }
+
+  async freeze(id: string): Promise<Frozen> {
+    const lower = this.base ? await this.store.manifest(this.base) : new Map();
+    const delta = await scanUpper(this.store, this.upper, this.root, lower);
+    const manifest = applyDelta(lower, delta);
+    await unmount(this.root);
+    // The upper becomes the snapshot's own layer: it is never written again.
+    await fs.rename(this.upper, join(this.store.layersDir, id));
+    let layers = [id, ...this.layers];
+    if (layers.length > MAX_LAYERS) layers = [await flatten(this.store, manifest, `${id}.flat`)];
+    await fs.rm(this.work, { recursive: true, force: true });
+    this.layers = layers;
+    this.base = id;
+    await this.mount();
+    return { manifest, delta, layers };
+  }
+
+  async reset(id: string): Promise<void> {
+    const record = await this.store.record(id);
+    const layers = record.layers.length > 0 ? record.layers : [await ensureLayer(this.store, id)];
+    await unmount(this.root);
+    await discard(this.store, this.upper);
+    await fs.rm(this.work, { recursive: true, force: true });
+    this.base = id;
+    this.layers = layers;
+    await this.mount();
+  }
+
+  async destroy(): Promise<void> {
+    await unmount(this.root);
+    await discard(this.store, this.dir);
+  }
+}
+
+/** Materialises a full manifest as one read-only layer. */
+async function flatten(store: Store, manifest: Manifest, name: string): Promise<string> {
+  const target = join(store.layersDir, name);
+  if (await fs.stat(target).catch(() => null)) return name;
+  const tmp = store.tempPath();
+  store.pinnedLayers.add(name);
+  await materialise(store, manifest, tmp);
+  await fs.rename(tmp, target);
+  return name;
+}
+
+/** A snapshot without layers (taken by a copy workspace) gets one, built from the store. */
+async function ensureLayer(store: Store, id: string): Promise<string> {
+  return flatten(store, await store.manifest(id), `${id}.flat`);
+}
+
+export async function overlayFactory(store: Store): Promise<WorkspaceFactory> {
+  await fs.mkdir(join(store.layersDir, EMPTY_LAYER), { recursive: true });
+  store.pinnedLayers.add(EMPTY_LAYER);
+  return {
+    kind: "overlay",
+    async create(dir) {
+      const ws = new OverlayWorkspace(store, dir, null, []);
+      await ws.mount();
+      return ws;
+    },
+    async fromSnapshot(dir, id) {
+      const record = await store.record(id);
+      const layers = record.layers.length > 0 ? record.layers : [await ensureLayer(store, id)];
+      const ws = new OverlayWorkspace(store, dir, id, layers);
+      await ws.mount();
+      return ws;
+    },
+  };
+}
+
+/** Whether this process may mount overlays here (root, or a capable namespace). */
+export async function canMountOverlay(store: Store): Promise<boolean> {
+  const dir = store.tempPath();
+  try {
+    for (const d of ["l", "u", "w", "m"]) await fs.mkdir(join(dir, d), { recursive: true });
+    await run("mount", [
+      "-t",
+      "overlay",
+      "overlay",
+      "-o",
+      `lowerdir=${dir}/l,upperdir=${dir}/u,workdir=${dir}/w`,
+      `${dir}/m`,
+    ]);
+    await run("umount", [`${dir}/m`]);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Unmounts whatever a previous process left mounted under `dir` (live workspaces do not survive). */
+export async function unmountAllUnder(dir: string): Promise<void> {
+  const mounts = await fs.readFile("/proc/self/mounts", "utf8").catch(() => "");
+  const targets = mounts
+    .split("\n")
+    .map((line) => line.split(" ")[1]?.replace(/\\040/g, " "))
+    .filter((t): t is string => !!t && t.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const target of targets) await unmount(target);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// copy
+
+class CopyWorkspace implements Workspace {
+  readonly root: string;
+
+  constructor(
+    private readonly store: Store,
+    private readonly dir: string,
+    public base: string | null,
+    private index: FileIndex,
+  ) {
+    this.root = join(dir, "ws");
+  }
+
+  async freeze(_id: string): Promise<Frozen> {
+    const lower: Manifest = this.base ? await this.store.manifest(this.base) : new Map();
+    const { manifest, index } = await walkTree(this.store, this.root, this.index);
+    this.index = index;
+    return { manifest, delta: deltaBetween(lower, manifest), layers: [] };
+  }
+
+  async reset(id: string): Promise<void> {
+    const manifest = await this.store.manifest(id);
+    await discard(this.store, this.root);
+    this.index = await materialise(this.store, manifest, this.root);
+    this.base = id;
+  }
+
+  async destroy(): Promise<void> {
+    await discard(this.store, this.dir);
+  }
+}
+
+export function copyFactory(store: Store): WorkspaceFactory {
+  return {
+    kind: "copy",
+    async create(dir) {
+      await fs.mkdir(join(dir, "ws"), { recursive: true });
+      return new CopyWorkspace(store, dir, null, new Map());
+    },
+    async fromSnapshot(dir, id) {
+      const index = await materialise(store, await store.manifest(id), join(dir, "ws"));
+      return new CopyWorkspace(store, dir, id, index);
+    },
+  };
+}

@@ -1,0 +1,135 @@
+// The sandbox provider interface: what `local` (workspaces on disk) and `contree` (microVMs) both do.
+// A sandbox is a live, writable filesystem where commands run; a snapshot is an immutable copy of one.
+
+export type FileInput = string | { content: string; encoding?: "utf8" | "base64"; mode?: number };
+export type FileMap = Record<string, FileInput>;
+
+export type SandboxBase =
+  | { kind: "empty" }
+  | { kind: "files"; files: FileMap }
+  /** A git repository: http(s), file:// or a local path. */
+  | { kind: "git"; url: string; ref?: string };
+
+export type EntryType = "file" | "dir" | "symlink";
+
+export interface FileEntry {
+  /** Relative to the workspace root, "/"-separated, no leading slash. */
+  path: string;
+  type: EntryType;
+  size: number;
+  /** Permission bits (e.g. 0o644). */
+  mode: number;
+  /** Symlink target. */
+  target?: string;
+}
+
+export interface SnapshotInfo {
+  id: string;
+  parentId: string | null;
+  createdAt: Date;
+  fileCount: number;
+  sizeBytes: number;
+}
+
+export interface OutputChunk {
+  stream: "stdout" | "stderr";
+  data: Uint8Array;
+}
+
+export interface ExecOptions {
+  command: string;
+  env?: Record<string, string>;
+  /** Wall-clock limit; the whole process tree is killed when it passes. */
+  timeoutMs?: number;
+  /** Combined stdout+stderr cap; the run is killed when it passes. */
+  maxOutputBytes?: number;
+  /** Outbound network (off by default). */
+  network?: boolean;
+  signal?: AbortSignal;
+  onOutput?: (chunk: OutputChunk) => void;
+}
+
+export type KillReason = "timeout" | "output" | "memory" | "abort";
+
+export interface ExecResult {
+  /** null when the process was killed by a signal. */
+  exitCode: number | null;
+  signal: string | null;
+  killedBy: KillReason | null;
+  durationMs: number;
+  /** CPU time of the whole process tree, where measurable. */
+  cpuMs: number | null;
+  outputBytes: number;
+}
+
+export type DiffChange = "added" | "modified" | "deleted";
+
+export interface DiffEntry {
+  path: string;
+  change: DiffChange;
+  type: EntryType;
+  binary: boolean;
+  /** Unified patch for text files (omitted for binary or oversized files). */
+  patch?: string;
+  oldMode?: number;
+  newMode?: number;
+}
+
+export type FileSource = { sandbox: string } | { snapshot: string };
+
+export interface GcResult {
+  removedSnapshots: number;
+  removedObjects: number;
+  freedBytes: number;
+}
+
+export interface ProviderStatus {
+  name: string;
+  /** "bubblewrap" or "none". */
+  isolation: string;
+  /** How workspaces are materialised, e.g. "overlay" or "copy". */
+  workspaces: string;
+  warnings: string[];
+}
+
+export interface SandboxProvider {
+  readonly status: ProviderStatus;
+  /** A new live sandbox holding the base's files. */
+  create(base: SandboxBase): Promise<string>;
+  exec(sandboxId: string, options: ExecOptions): Promise<ExecResult>;
+  /** Freezes the sandbox's files as a new snapshot whose parent is the sandbox's current snapshot. */
+  snapshot(sandboxId: string): Promise<SnapshotInfo>;
+  /** A new live sandbox holding exactly the snapshot's files. */
+  fork(snapshotId: string): Promise<string>;
+  /** Resets a live sandbox to a snapshot (rollback); later snapshots of it take that one as parent. */
+  reset(sandboxId: string, snapshotId: string): Promise<void>;
+  getSnapshot(snapshotId: string): Promise<SnapshotInfo>;
+  listFiles(source: FileSource, dir?: string): Promise<FileEntry[]>;
+  /** null when there is no such file. */
+  readFile(source: FileSource, path: string): Promise<Uint8Array | null>;
+  writeFile(sandboxId: string, path: string, content: Uint8Array | string, mode?: number): Promise<void>;
+  diff(fromSnapshotId: string, toSnapshotId: string): Promise<DiffEntry[]>;
+  destroy(sandboxId: string): Promise<void>;
+  /** Deletes snapshots (and their data) that no root or live sandbox reaches through parent links. */
+  gc(roots: readonly string[]): Promise<GcResult>;
+  close(): Promise<void>;
+}
+
+export type SandboxErrorCode =
+  | "NOT_FOUND"
+  | "BAD_PATH"
+  | "BAD_BASE"
+  | "TOO_LARGE"
+  | "ISOLATION_UNAVAILABLE"
+  | "BUSY"
+  | "FAILED";
+
+export class SandboxError extends Error {
+  constructor(
+    readonly code: SandboxErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = "SandboxError";
+  }
+}
