@@ -82,7 +82,13 @@ function v1(parent: string): Cgroups {
           return Number.isFinite(ns) && hasCpu ? Math.round(ns / 1e6) : null;
         },
         async memoryExceeded() {
-          return Number((await read(join(d.memory, "memory.failcnt"))).trim()) > 0;
+          const oom = /oom_kill (\d+)/.exec(await read(join(d.memory, "memory.oom_control")));
+          const counters = await Promise.all(
+            ["memory.failcnt", "memory.memsw.failcnt"].map(
+              async (f) => Number((await read(join(d.memory, f))).trim()) || 0,
+            ),
+          );
+          return (oom ? Number(oom[1]) > 0 : false) || counters.some((n) => n > 0);
         },
         async dispose() {
           await killAll(join(d.pids, "cgroup.procs"));

@@ -125,7 +125,7 @@ export async function scanUpper(
       if (stat.isDirectory()) {
         const entry: ManifestEntry = { t: "d", m: Number(stat.mode) & PERM, s: 0 };
         const old = lower.get(path);
-        if (!old || old.t !== "d" || old.m !== entry.m) {
+        if (old?.t !== "d" || old.m !== entry.m) {
           // A directory replacing a file or symlink: the old entry goes, the directory arrives.
           if (old && old.t !== "d") deleteSubtree(path);
           delta[path] = entry;
