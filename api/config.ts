@@ -28,6 +28,17 @@ export interface Config {
     /** Login/register attempts per client address per minute. */
     authAttemptsPerMinute: number;
   };
+  sandbox: {
+    provider: "local";
+    dir: string;
+    workspaces: "auto" | "overlay" | "copy";
+    requireIsolation: boolean;
+    allowLocalRepos: boolean;
+    timeoutMs: number;
+    maxOutputBytes: number;
+    maxProcesses: number;
+    maxMemoryBytes: number;
+  };
   shutdownGraceMs: number;
   logLevel: "debug" | "info" | "warn" | "error";
 }
@@ -72,14 +83,23 @@ function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], 
   return raw as T;
 }
 
-/** Sizes such as 1048576, 512kb, 10mb. */
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  if (/^(1|true|yes|on)$/i.test(raw)) return true;
+  if (/^(0|false|no|off)$/i.test(raw)) return false;
+  throw new ConfigError(name, `expected true or false, got "${raw}"`);
+}
+
+const UNITS: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 };
+
+/** Sizes such as 1048576, 512kb, 10mb, 2gb. */
 function bytes(env: Env, name: string, fallback: number): number {
   const raw = optional(env, name);
   if (raw === undefined) return fallback;
-  const m = /^(\d+)\s*(b|kb|mb)?$/i.exec(raw.trim());
-  if (!m) throw new ConfigError(name, `expected a size like 1048576, 512kb or 10mb, got "${raw}"`);
-  const unit = (m[2] ?? "b").toLowerCase();
-  const n = Number(m[1]) * (unit === "mb" ? 1024 * 1024 : unit === "kb" ? 1024 : 1);
+  const m = /^(\d+)\s*(b|kb|mb|gb)?$/i.exec(raw.trim());
+  if (!m) throw new ConfigError(name, `expected a size like 1048576, 512kb, 10mb or 2gb, got "${raw}"`);
+  const n = Number(m[1]) * UNITS[(m[2] ?? "b").toLowerCase()]!;
   if (n < 1024) throw new ConfigError(name, "must be at least 1kb");
   return n;
 }
@@ -142,6 +162,18 @@ export function loadConfig(env: Env = process.env): Config {
       maxAliases: int(env, "GRAPHQL_MAX_ALIASES", 30, 1, 1000),
       maxTokens: int(env, "GRAPHQL_MAX_TOKENS", 2000, 50, 100_000),
       authAttemptsPerMinute: int(env, "AUTH_RATE_LIMIT_PER_MINUTE", 20, 1, 100_000),
+    },
+    sandbox: {
+      provider: oneOf(env, "SANDBOX_PROVIDER", ["local"] as const, "local"),
+      dir: resolve(str(env, "SANDBOX_DIR", resolve(dataDir, "sandbox"))),
+      workspaces: oneOf(env, "SANDBOX_WORKSPACES", ["auto", "overlay", "copy"] as const, "auto"),
+      requireIsolation: bool(env, "SANDBOX_REQUIRE_ISOLATION", false),
+      // Cloning host paths is a developer convenience; a multi-tenant server must not allow it.
+      allowLocalRepos: bool(env, "SANDBOX_ALLOW_LOCAL_REPOS", nodeEnv !== "production"),
+      timeoutMs: int(env, "SANDBOX_TIMEOUT_MS", 10 * 60_000, 100, 24 * 3600_000),
+      maxOutputBytes: bytes(env, "SANDBOX_MAX_OUTPUT_BYTES", 16 * 1024 * 1024),
+      maxProcesses: int(env, "SANDBOX_MAX_PROCESSES", 512, 8, 1_000_000),
+      maxMemoryBytes: bytes(env, "SANDBOX_MAX_MEMORY_BYTES", 4 * 1024 ** 3),
     },
     shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     logLevel: oneOf(env, "LOG_LEVEL", ["debug", "info", "warn", "error"] as const, "info"),

@@ -5,6 +5,7 @@ import { createMemoryBus } from "../bus/memory.ts";
 import { openDatabase, tuneEmbedded } from "../db/client.ts";
 import { applyMigrations } from "../db/migrate.ts";
 import type { Services } from "../resolvers/context.ts";
+import { createProvider } from "../sandbox/create.ts";
 import { schema } from "../schema/index.ts";
 import { createAuthenticator } from "./auth/authenticate.ts";
 import { createTokenService, type TokenService } from "./auth/tokens.ts";
@@ -39,6 +40,9 @@ export async function startServer(
   await tuneEmbedded(database.client, config.database.url);
   await applyMigrations(database.db);
 
+  const sandboxes = await createProvider(config.sandbox, (level, message) =>
+    log[level](message, { provider: "local" }),
+  );
   const tokens = await createTokenService(config);
   const bus = createMemoryBus();
   const services: Services = {
@@ -52,9 +56,10 @@ export async function startServer(
     health: {
       version,
       runtime: runtime.name,
-      provider: "local",
-      // Sandboxes arrive with the snapshot engine; until then nothing runs user code.
-      isolation: "none",
+      provider: sandboxes.status.name,
+      isolation: sandboxes.status.isolation,
+      workspaces: sandboxes.status.workspaces,
+      warnings: sandboxes.status.warnings,
       checkDatabase: async () => (await database.client.execute("select 1")).rows.length === 1,
     },
   };
@@ -88,6 +93,7 @@ export async function startServer(
         await Promise.race([stopped, new Promise((r) => setTimeout(r, 1000))]);
         await server.stop(true);
         await bus.close();
+        await sandboxes.close();
         database.close();
         log.info("stopped");
       })();

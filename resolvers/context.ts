@@ -42,6 +42,8 @@ export interface HealthInfo {
   runtime: string;
   provider: string;
   isolation: string;
+  workspaces: string;
+  warnings: string[];
   checkDatabase(): Promise<boolean>;
 }
 

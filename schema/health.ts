@@ -10,6 +10,13 @@ const HealthRef = builder.objectRef<health.Health>("Health").implement({
     isolation: t.exposeString("isolation", {
       description: 'How sandboxes are isolated: "bubblewrap" or "none".',
     }),
+    workspaces: t.exposeString("workspaces", {
+      description:
+        'How live workspaces are made: "overlay" (fork and rollback are mounts) or "copy" (portable).',
+    }),
+    warnings: t.exposeStringList("warnings", {
+      description: "What this server cannot enforce here, and why.",
+    }),
     database: t.exposeBoolean("database", { description: "Whether the database answered." }),
   }),
 });

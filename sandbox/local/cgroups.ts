@@ -19,7 +19,11 @@ export interface RunGroup {
 export interface Cgroups {
   version: 1 | 2;
   create(name: string, limits: { maxProcesses: number; maxMemoryBytes: number }): Promise<RunGroup>;
+  /** Removes this process's parent group (runs must be over). */
+  close(): Promise<void>;
 }
+
+const V1_CONTROLLERS = ["pids", "memory", "cpuacct"];
 
 const write = (path: string, value: string) => fs.writeFile(path, value);
 const read = (path: string) => fs.readFile(path, "utf8").catch(() => "");
@@ -96,6 +100,9 @@ function v1(parent: string): Cgroups {
         },
       };
     },
+    async close() {
+      for (const controller of V1_CONTROLLERS) await removeDir(join(ROOT, controller, parent));
+    },
   };
 }
 
@@ -124,11 +131,48 @@ function v2(parent: string): Cgroups {
         },
       };
     },
+    async close() {
+      await removeDir(join(ROOT, parent));
+    },
   };
 }
 
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+};
+
+/** Groups left by processes that died without closing (kill -9): their runs are killed, groups removed. */
+async function sweepStale(prefix: string): Promise<void> {
+  const bases = (await fs.stat(join(ROOT, "cgroup.controllers")).then(
+    () => true,
+    () => false,
+  ))
+    ? [ROOT]
+    : V1_CONTROLLERS.map((c) => join(ROOT, c));
+  for (const base of bases) {
+    for (const name of await fs.readdir(base).catch(() => [] as string[])) {
+      const m = new RegExp(`^${prefix}-(\\d+)$`).exec(name);
+      if (!m || alive(Number(m[1]))) continue;
+      const parent = join(base, name);
+      for (const child of await fs.readdir(parent, { withFileTypes: true }).catch(() => [])) {
+        if (!child.isDirectory()) continue;
+        await killAll(join(parent, child.name, "cgroup.procs"));
+        await removeDir(join(parent, child.name));
+      }
+      await removeDir(parent);
+    }
+  }
+}
+
 /** The cgroup flavour this process can create groups in, or null (limits then fall back to rlimits). */
-export async function detectCgroups(parent: string): Promise<Cgroups | null> {
+export async function detectCgroups(prefix: string): Promise<Cgroups | null> {
+  await sweepStale(prefix).catch(() => {});
+  const parent = `${prefix}-${process.pid}`;
   const unified = await fs.stat(join(ROOT, "cgroup.controllers")).then(
     () => true,
     () => false,

@@ -100,7 +100,7 @@ export class LocalProvider implements SandboxProvider {
       }
       warnings.push("bubblewrap is not available: commands run unisolated on the host (install bubblewrap)");
     }
-    this.cgroups = await detectCgroups(`occ-${process.pid}`);
+    this.cgroups = await detectCgroups("occ");
     if (!this.cgroups)
       warnings.push(
         "cgroups are not writable: process and memory limits are not enforced (wall time and output are)",
@@ -304,6 +304,7 @@ export class LocalProvider implements SandboxProvider {
 
   async close(): Promise<void> {
     for (const id of [...this.sandboxes.keys()]) await this.destroy(id).catch(() => {});
+    await this.cgroups?.close();
   }
 }
 

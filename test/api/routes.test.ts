@@ -15,6 +15,10 @@ test("/healthz reports the database, version and runtime", async () => {
   expect(res.status).toBe(200);
   const body = await res.json();
   expect(body).toMatchObject({ ok: true, database: true, provider: "local" });
+  expect(["bubblewrap", "none"]).toContain(body.isolation);
+  expect(["overlay", "copy"]).toContain(body.workspaces);
+  // No isolation must be said out loud.
+  if (body.isolation === "none") expect(body.warnings.join(" ")).toContain("bubblewrap");
   expect(body.runtime).toStartWith("bun ");
   expect(res.headers.get("x-request-id")).toBeTruthy();
 });
