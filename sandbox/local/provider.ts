@@ -297,6 +297,11 @@ export class LocalProvider implements SandboxProvider {
     return this.store.gc([...roots, ...live]);
   }
 
+  /** Where a live sandbox's files are on this host, for host-side tools (importers, benchmarks). */
+  hostPath(sandboxId: string): string {
+    return this.live(sandboxId).workspace.root;
+  }
+
   /** Store consistency check (tests, operators). */
   fsck(): Promise<string[]> {
     return this.store.fsck();

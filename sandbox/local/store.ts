@@ -53,6 +53,9 @@ export class Store {
     for (const dir of [this.objectsDir, this.snapshotsDir, this.layersDir, this.tmpDir]) {
       await fs.mkdir(dir, { recursive: true });
     }
+    // All 256 fan-out directories up front: storing an object then never needs a mkdir.
+    for (let i = 0; i < 256; i++)
+      await fs.mkdir(join(this.objectsDir, i.toString(16).padStart(2, "0")), { recursive: true });
   }
 
   tempPath(): string {
@@ -77,18 +80,19 @@ export class Store {
   async putFile(path: string, size: number, link: boolean): Promise<string> {
     const hash = await hashFile(path, size);
     const target = this.objectPath(hash);
-    if (await this.hasObject(hash)) return hash;
-    await fs.mkdir(join(target, ".."), { recursive: true });
-    const tmp = this.tempPath();
     if (link) {
+      // A hard link appears whole and at once, so it needs no temp file; EEXIST means already stored.
       try {
-        await fs.link(path, tmp);
-      } catch {
-        await fs.copyFile(path, tmp);
+        await fs.link(path, target);
+        return hash;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "EEXIST") return hash;
+        // EXDEV and friends: fall through to a copy.
       }
-    } else {
-      await fs.copyFile(path, tmp);
     }
+    if (await this.hasObject(hash)) return hash;
+    const tmp = this.tempPath();
+    await fs.copyFile(path, tmp);
     await fs.rename(tmp, target);
     return hash;
   }
@@ -97,7 +101,6 @@ export class Store {
     const hash = createHash("sha256").update(data).digest("hex");
     const target = this.objectPath(hash);
     if (await this.hasObject(hash)) return hash;
-    await fs.mkdir(join(target, ".."), { recursive: true });
     const tmp = this.tempPath();
     await fs.writeFile(tmp, data);
     await fs.rename(tmp, target);
