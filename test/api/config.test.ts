@@ -9,6 +9,23 @@ describe("loadConfig", () => {
     expect(config.host).toBe("127.0.0.1");
     expect(config.database.url).toBe(`file:${resolve(".data/opencode-cloud.db")}`);
     expect(config.env).toBe("development");
+    expect(config.sandbox).toMatchObject({
+      provider: "local",
+      workspaces: "auto",
+      requireIsolation: false,
+      allowLocalRepos: true,
+    });
+    expect(config.sandbox.dir).toBe(resolve(".data/sandbox"));
+  });
+
+  test("production forbids cloning host paths unless told otherwise", () => {
+    const prod = loadConfig({
+      NODE_ENV: "production",
+      JWT_SECRET: "s".repeat(40),
+      SANDBOX_MAX_MEMORY_BYTES: "2gb",
+    });
+    expect(prod.sandbox.allowLocalRepos).toBe(false);
+    expect(prod.sandbox.maxMemoryBytes).toBe(2 * 1024 ** 3);
   });
 
   const bad: [Record<string, string>, string][] = [
@@ -21,6 +38,10 @@ describe("loadConfig", () => {
     [{ LOG_LEVEL: "loud" }, "LOG_LEVEL"],
     [{ PUBLIC_URL: "not a url" }, "PUBLIC_URL"],
     [{ JWT_PRIVATE_KEY: "abc" }, "JWT_PRIVATE_KEY"],
+    [{ SANDBOX_WORKSPACES: "zfs" }, "SANDBOX_WORKSPACES"],
+    [{ SANDBOX_REQUIRE_ISOLATION: "maybe" }, "SANDBOX_REQUIRE_ISOLATION"],
+    [{ SANDBOX_MAX_MEMORY_BYTES: "lots" }, "SANDBOX_MAX_MEMORY_BYTES"],
+    [{ SANDBOX_TIMEOUT_MS: "5" }, "SANDBOX_TIMEOUT_MS"],
   ];
   for (const [env, variable] of bad) {
     test(`${JSON.stringify(env)} names ${variable}`, () => {
