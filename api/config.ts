@@ -1,6 +1,7 @@
 // The one place that reads the environment. Everything else receives a typed Config.
 // A bad value stops start-up with one line naming the variable (ConfigError).
 import { resolve } from "node:path";
+import type { SandboxConfig } from "../sandbox/create.ts";
 
 export type Environment = "development" | "production" | "test";
 
@@ -28,17 +29,7 @@ export interface Config {
     /** Login/register attempts per client address per minute. */
     authAttemptsPerMinute: number;
   };
-  sandbox: {
-    provider: "local";
-    dir: string;
-    workspaces: "auto" | "overlay" | "copy";
-    requireIsolation: boolean;
-    allowLocalRepos: boolean;
-    timeoutMs: number;
-    maxOutputBytes: number;
-    maxProcesses: number;
-    maxMemoryBytes: number;
-  };
+  sandbox: SandboxConfig;
   shutdownGraceMs: number;
   logLevel: "debug" | "info" | "warn" | "error";
 }

@@ -91,18 +91,9 @@ export class Store {
       }
     }
     if (await this.hasObject(hash)) return hash;
+    // Copied through a temp file, so a reader never sees a partial object.
     const tmp = this.tempPath();
     await fs.copyFile(path, tmp);
-    await fs.rename(tmp, target);
-    return hash;
-  }
-
-  async putBytes(data: Uint8Array): Promise<string> {
-    const hash = createHash("sha256").update(data).digest("hex");
-    const target = this.objectPath(hash);
-    if (await this.hasObject(hash)) return hash;
-    const tmp = this.tempPath();
-    await fs.writeFile(tmp, data);
     await fs.rename(tmp, target);
     return hash;
   }
