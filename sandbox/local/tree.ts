@@ -109,18 +109,25 @@ export async function scanUpper(
   };
 
   const files: { path: string; abs: string; stat: import("node:fs").BigIntStats }[] = [];
-  const visit = async (dir: string) => {
+  const visit = async (dir: string): Promise<void> => {
     const absUpper = dir ? join(upper, dir) : upper;
-    const inMerged = new Set(await fs.readdir(dir ? join(merged, dir) : merged));
-    const upperNames = await fs.readdir(absUpper);
+    const lowerHere = lowerChildren.get(dir) ?? [];
+    // The merged view only matters where the lower has children that may have been hidden.
+    const [upperNames, mergedNames] = await Promise.all([
+      fs.readdir(absUpper),
+      lowerHere.length > 0 ? fs.readdir(dir ? join(merged, dir) : merged) : Promise.resolve(null),
+    ]);
+    const inMerged = mergedNames ? new Set(mergedNames) : null;
+    const stats = await Promise.all(
+      upperNames.map((name) => fs.lstat(join(absUpper, name), { bigint: true })),
+    );
     const subdirs: string[] = [];
-    for (const name of upperNames) {
+    upperNames.forEach((name, i) => {
       const path = dir ? `${dir}/${name}` : name;
-      const abs = join(absUpper, name);
-      const stat = await fs.lstat(abs, { bigint: true });
-      if (isWhiteout(stat) || !inMerged.has(name)) {
+      const stat = stats[i]!;
+      if (isWhiteout(stat) || (inMerged && !inMerged.has(name))) {
         if (lower.has(path)) deleteSubtree(path);
-        continue;
+        return;
       }
       if (stat.isDirectory()) {
         const entry: ManifestEntry = { t: "d", m: Number(stat.mode) & PERM, s: 0 };
@@ -134,16 +141,18 @@ export async function scanUpper(
       } else {
         const old = lower.get(path);
         if (old?.t === "d") deleteSubtree(path);
-        files.push({ path, abs, stat });
+        files.push({ path, abs: join(absUpper, name), stat });
+      }
+    });
+    // Lower children hidden by the merged view were deleted (or their directory was made opaque).
+    if (inMerged) {
+      const upperSet = new Set(upperNames);
+      for (const child of lowerHere) {
+        const name = child.slice(dir ? dir.length + 1 : 0);
+        if (!inMerged.has(name) && !upperSet.has(name)) deleteSubtree(child);
       }
     }
-    // Lower children hidden by the merged view were deleted (or their directory was made opaque).
-    const upperSet = new Set(upperNames);
-    for (const child of lowerChildren.get(dir) ?? []) {
-      const name = child.slice(dir ? dir.length + 1 : 0);
-      if (!inMerged.has(name) && !upperSet.has(name)) deleteSubtree(child);
-    }
-    for (const sub of subdirs) await visit(sub);
+    await Promise.all(subdirs.map(visit));
   };
   await visit("");
 
