@@ -30,6 +30,8 @@ export interface Config {
     authAttemptsPerMinute: number;
   };
   sandbox: SandboxConfig;
+  /** Runs executing at once on this instance (runs on one branch always queue). */
+  maxParallelRuns: number;
   shutdownGraceMs: number;
   logLevel: "debug" | "info" | "warn" | "error";
 }
@@ -166,6 +168,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxProcesses: int(env, "SANDBOX_MAX_PROCESSES", 512, 8, 1_000_000),
       maxMemoryBytes: bytes(env, "SANDBOX_MAX_MEMORY_BYTES", 4 * 1024 ** 3),
     },
+    maxParallelRuns: int(env, "RUNS_MAX_PARALLEL", 4, 1, 1000),
     shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     logLevel: oneOf(env, "LOG_LEVEL", ["debug", "info", "warn", "error"] as const, "info"),
   };

@@ -1,5 +1,6 @@
 // Builds the per-request context, for HTTP and WebSocket alike.
 import type { Context, Services, Viewer } from "../resolvers/context.ts";
+import { createLoaders } from "../resolvers/loaders.ts";
 
 export function createContext(
   services: Services,
@@ -10,5 +11,6 @@ export function createContext(
     requestId: request.requestId ?? crypto.randomUUID(),
     viewer: request.viewer,
     clientAddress: request.clientAddress,
+    loaders: createLoaders(services.db, request.viewer?.userId ?? null),
   };
 }

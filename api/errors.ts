@@ -5,6 +5,16 @@ import { GraphQLError } from "graphql";
 import type { Plugin } from "graphql-yoga";
 import type { Logger } from "../resolvers/context.ts";
 import { AppError, ERROR_CODES, type ErrorCode } from "../resolvers/errors.ts";
+import { SandboxError, type SandboxErrorCode } from "../sandbox/provider.ts";
+
+/** Sandbox failures a client caused (or may retry); the rest are unexpected and masked. */
+const SANDBOX_CODES: Partial<Record<SandboxErrorCode, ErrorCode>> = {
+  NOT_FOUND: "NOT_FOUND",
+  BAD_PATH: "BAD_USER_INPUT",
+  BAD_BASE: "BAD_USER_INPUT",
+  TOO_LARGE: "PAYLOAD_TOO_LARGE",
+  BUSY: "CONFLICT",
+};
 
 /** The request being served, for logs written far from the request (error masking). */
 export const requestScope = new AsyncLocalStorage<{ requestId: string }>();
@@ -37,6 +47,9 @@ export function createErrorMasker(log: Logger) {
     const original = graphQLError?.originalError ?? (graphQLError ? undefined : error);
 
     if (original instanceof AppError) return appErrorToGraphQL(original, graphQLError);
+    if (original instanceof SandboxError && SANDBOX_CODES[original.code]) {
+      return appErrorToGraphQL(new AppError(SANDBOX_CODES[original.code]!, original.message), graphQLError);
+    }
     if (original instanceof GraphQLError) return normaliseGraphQLError(original, graphQLError);
     // A GraphQLError raised by graphql-js or yoga itself (parse, validation, variables): the client's input.
     if (graphQLError && original === undefined) return normaliseGraphQLError(graphQLError);

@@ -4,7 +4,9 @@ import { createRequire } from "node:module";
 import { createMemoryBus } from "../bus/memory.ts";
 import { openDatabase, tuneEmbedded } from "../db/client.ts";
 import { applyMigrations } from "../db/migrate.ts";
+import { BranchRuntime } from "../resolvers/branch-runtime.ts";
 import type { Services } from "../resolvers/context.ts";
+import { Runner } from "../resolvers/runner.ts";
 import { createProvider } from "../sandbox/create.ts";
 import { schema } from "../schema/index.ts";
 import { createAuthenticator } from "./auth/authenticate.ts";
@@ -45,6 +47,10 @@ export async function startServer(
   );
   const tokens = await createTokenService(config);
   const bus = createMemoryBus();
+  const branchRuntime = new BranchRuntime(sandboxes, config.maxParallelRuns);
+  const runner = new Runner({ db: database.db, bus, provider: sandboxes, runtime: branchRuntime, log });
+  const interrupted = await runner.recoverInterrupted();
+  if (interrupted > 0) log.warn("runs interrupted by the previous stop", { runs: interrupted });
   const services: Services = {
     db: database.db,
     bus,
@@ -52,7 +58,15 @@ export async function startServer(
     tokens,
     rateLimiter: createMemoryRateLimiter(),
     log,
-    limits: { authAttemptsPerMinute: config.limits.authAttemptsPerMinute },
+    limits: {
+      authAttemptsPerMinute: config.limits.authAttemptsPerMinute,
+      maxRunTimeoutMs: config.sandbox.timeoutMs,
+    },
+    sandboxes,
+    branchRuntime,
+    runner,
+    shareLinks: { sign: tokens.signFor, verify: tokens.verifyFor },
+    publicUrl: config.publicUrl,
     health: {
       version,
       runtime: runtime.name,
@@ -89,10 +103,12 @@ export async function startServer(
     stop() {
       stopping ??= (async () => {
         const stopped = server.stop(false);
+        runner.abortAll();
         await app.close();
         await Promise.race([stopped, new Promise((r) => setTimeout(r, 1000))]);
         await server.stop(true);
         await bus.close();
+        await branchRuntime.close();
         await sandboxes.close();
         database.close();
         log.info("stopped");

@@ -3,7 +3,7 @@
 // Implementations: memory.ts (one process, the default); Redis/Upstash follow the same contract.
 
 export interface BusEvent<T = unknown> {
-  /** Monotonic within the topic. */
+  /** Monotonic within the topic (time-based: microsecond-scale numbers, so expose them as strings). */
   id: number;
   topic: string;
   payload: T;
@@ -18,6 +18,8 @@ export interface SubscribeOptions {
 export interface Bus {
   publish<T>(topic: string, payload: T): Promise<BusEvent<T>>;
   subscribe<T>(topic: string, options?: SubscribeOptions): AsyncIterableIterator<BusEvent<T>>;
+  /** A cursor to resume after: the topic's latest event id, or "now" when it has none. */
+  lastId(topic: string): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -27,4 +29,8 @@ export const topics = {
   user: (userId: string) => `user:${userId}`,
   /** Credentials revoked anywhere: sockets authenticated by them close. */
   revokedCredentials: "auth:revoked",
+  /** Everything that changes a session's tree, branches or runs. */
+  session: (sessionId: string) => `session:${sessionId}`,
+  /** One run's output chunks and its end. */
+  run: (runId: string) => `run:${runId}`,
 } as const;

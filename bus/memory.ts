@@ -47,7 +47,9 @@ export function createMemoryBus(options: MemoryBusOptions = {}): Bus {
   return {
     async publish<T>(name: string, payload: T) {
       const topic = topicOf(name);
-      const event: BusEvent<T> = { id: ++topic.lastId, topic: name, payload };
+      // Time-based ids stay monotonic even after an idle topic was forgotten (or the process restarted).
+      topic.lastId = Math.max(topic.lastId + 1, Date.now() * 1000);
+      const event: BusEvent<T> = { id: topic.lastId, topic: name, payload };
       if (historyLimit > 0) {
         topic.history.push({ event, at: Date.now() });
         if (topic.history.length > historyLimit) topic.history.shift();
@@ -67,6 +69,11 @@ export function createMemoryBus(options: MemoryBusOptions = {}): Bus {
       }
       topic.subscribers.add(queue);
       return queue as unknown as AsyncIterableIterator<BusEvent<T>>;
+    },
+
+    async lastId(name: string) {
+      // For a topic with nothing retained, "now" is a cursor every later event passes.
+      return topicsByName.get(name)?.lastId ?? Date.now() * 1000 - 1;
     },
 
     async close() {

@@ -20,7 +20,7 @@ function base32(bytes: Uint8Array): string {
   return out;
 }
 
-export type IdKind = "usr" | "key";
+export type IdKind = "usr" | "key" | "ses" | "br" | "snp" | "run";
 
 export function newId(kind: IdKind): string {
   // 48-bit millisecond time, big-endian, then 80 random bits: 26 base32 characters in all.
@@ -37,5 +37,5 @@ export function newId(kind: IdKind): string {
 }
 
 export function idKind(id: string): string | undefined {
-  return /^([a-z]{3})_[0-9a-z]{26}$/.exec(id)?.[1];
+  return /^([a-z]{2,3})_[0-9a-z]{26}$/.exec(id)?.[1];
 }

@@ -1,6 +1,6 @@
 // The platform's tables. camelCase keys over snake_case columns; times are integer milliseconds.
 import { sql } from "drizzle-orm";
-import { index, integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 const createdAt = () =>
   integer("created_at", { mode: "timestamp_ms" }).notNull().default(sql`(unixepoch('subsec') * 1000)`);
@@ -43,3 +43,121 @@ export const apiKeys = sqliteTable(
 
 export type UserRow = typeof users.$inferSelect;
 export type ApiKeyRow = typeof apiKeys.$inferSelect;
+
+export const ROLES = ["OWNER", "EDITOR", "VIEWER"] as const;
+export type Role = (typeof ROLES)[number];
+
+export const sessions = sqliteTable(
+  "sessions",
+  {
+    id: text("id").primaryKey(),
+    title: text("title").notNull(),
+    ownerId: text("owner_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    provider: text("provider").notNull(),
+    /** Set once the main branch exists (right after the session row). */
+    mainBranchId: text("main_branch_id"),
+    rootSnapshotId: text("root_snapshot_id"),
+    createdAt: createdAt(),
+  },
+  (t) => [index("sessions_owner_idx").on(t.ownerId)],
+);
+
+export const members = sqliteTable(
+  "members",
+  {
+    sessionId: text("session_id")
+      .notNull()
+      .references(() => sessions.id, { onDelete: "cascade" }),
+    userId: text("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    role: text("role", { enum: ROLES }).notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [primaryKey({ columns: [t.sessionId, t.userId] }), index("members_user_idx").on(t.userId)],
+);
+
+export const SNAPSHOT_ORIGINS = ["IMPORT", "CHECKPOINT", "RUN", "WRITE"] as const;
+
+export const snapshots = sqliteTable(
+  "snapshots",
+  {
+    id: text("id").primaryKey(),
+    sessionId: text("session_id")
+      .notNull()
+      .references(() => sessions.id, { onDelete: "cascade" }),
+    parentId: text("parent_id"),
+    /** The provider's own id for this snapshot (a local store id, a ConTree image UUID). */
+    providerRef: text("provider_ref").notNull(),
+    origin: text("origin", { enum: SNAPSHOT_ORIGINS }).notNull(),
+    label: text("label"),
+    runId: text("run_id"),
+    createdById: text("created_by_id"),
+    fileCount: integer("file_count").notNull(),
+    sizeBytes: integer("size_bytes").notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    index("snapshots_session_idx").on(t.sessionId, t.createdAt),
+    index("snapshots_parent_idx").on(t.parentId),
+  ],
+);
+
+export const branches = sqliteTable(
+  "branches",
+  {
+    id: text("id").primaryKey(),
+    sessionId: text("session_id")
+      .notNull()
+      .references(() => sessions.id, { onDelete: "cascade" }),
+    name: text("name").notNull(),
+    headSnapshotId: text("head_snapshot_id").notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex("branches_session_name_unique").on(t.sessionId, t.name)],
+);
+
+export const RUN_KINDS = ["EXEC", "PROMPT"] as const;
+export const RUN_STATUSES = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "ABORTED", "INTERRUPTED"] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];
+
+export const runs = sqliteTable(
+  "runs",
+  {
+    id: text("id").primaryKey(),
+    sessionId: text("session_id")
+      .notNull()
+      .references(() => sessions.id, { onDelete: "cascade" }),
+    branchId: text("branch_id").notNull(),
+    userId: text("user_id"),
+    kind: text("kind", { enum: RUN_KINDS }).notNull(),
+    status: text("status", { enum: RUN_STATUSES }).notNull(),
+    input: text("input").notNull(),
+    timeoutMs: integer("timeout_ms"),
+    exitCode: integer("exit_code"),
+    /** What the run printed (stdout and stderr interleaved), capped; flushed while it runs. */
+    output: text("output").notNull().default(""),
+    outputTruncated: integer("output_truncated", { mode: "boolean" }).notNull().default(false),
+    killedBy: text("killed_by"),
+    error: text("error"),
+    snapshotId: text("snapshot_id"),
+    durationMs: integer("duration_ms"),
+    cpuMs: integer("cpu_ms"),
+    createdAt: createdAt(),
+    startedAt: integer("started_at", { mode: "timestamp_ms" }),
+    finishedAt: integer("finished_at", { mode: "timestamp_ms" }),
+  },
+  (t) => [
+    index("runs_branch_idx").on(t.branchId, t.createdAt),
+    index("runs_session_idx").on(t.sessionId, t.createdAt),
+    index("runs_status_idx").on(t.status),
+  ],
+);
+
+export type SessionRow = typeof sessions.$inferSelect;
+export type MemberRow = typeof members.$inferSelect;
+export type SnapshotRow = typeof snapshots.$inferSelect;
+export type BranchRow = typeof branches.$inferSelect;
+export type RunRow = typeof runs.$inferSelect;

@@ -2,7 +2,11 @@
 // outside (password hashing, token signing, rate limits, logging). api/ builds and implements them.
 import type { Bus } from "../bus/bus.ts";
 import type { Db } from "../db/client.ts";
+import type { SandboxProvider } from "../sandbox/provider.ts";
+import type { BranchRuntime } from "./branch-runtime.ts";
 import { forbidden, unauthenticated } from "./errors.ts";
+import type { Loaders } from "./loaders.ts";
+import type { Runner } from "./runner.ts";
 
 export type Scope = "read" | "write";
 export const ALL_SCOPES: readonly Scope[] = ["read", "write"];
@@ -37,6 +41,12 @@ export interface Logger {
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
+/** Signed, expiring tokens for another audience than API access (share links). */
+export interface AudienceTokens {
+  sign(audience: string, claims: Record<string, unknown>, expiresAt: number): Promise<string>;
+  verify(audience: string, token: string): Promise<Record<string, unknown>>;
+}
+
 export interface HealthInfo {
   version: string;
   runtime: string;
@@ -56,13 +66,19 @@ export interface Services {
   rateLimiter: RateLimiter;
   log: Logger;
   health: HealthInfo;
-  limits: { authAttemptsPerMinute: number };
+  limits: { authAttemptsPerMinute: number; maxRunTimeoutMs: number };
+  sandboxes: SandboxProvider;
+  branchRuntime: BranchRuntime;
+  runner: Runner;
+  shareLinks: AudienceTokens;
+  publicUrl: string;
 }
 
 export interface Context extends Services {
   requestId: string;
   viewer: Viewer | null;
   clientAddress: string;
+  loaders: Loaders;
 }
 
 /** The signed-in viewer, or UNAUTHENTICATED. */

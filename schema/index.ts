@@ -2,6 +2,10 @@
 import { builder } from "./builder.ts";
 import "./scalars.ts";
 import "./user.ts";
+import "./session.ts";
+import "./branch.ts";
+import "./snapshot.ts";
+import "./run.ts";
 import "./health.ts";
 
 export const schema = builder.toSchema();

@@ -16,8 +16,10 @@ test("subscribers get events in order with monotonic ids per topic", async () =>
 
 test("a subscriber resumes after the last id it saw, without gaps or repeats", async () => {
   const bus = createMemoryBus();
-  for (const n of [1, 2, 3, 4]) await bus.publish("t", n);
-  const sub = bus.subscribe<number>("t", { after: 2 });
+  const ids: number[] = [];
+  for (const n of [1, 2, 3, 4]) ids.push((await bus.publish("t", n)).id);
+  expect(await bus.lastId("t")).toBe(ids[3]!);
+  const sub = bus.subscribe<number>("t", { after: ids[1]! });
   await bus.publish("t", 5);
   const seen: number[] = [];
   for (let i = 0; i < 3; i++) seen.push((await sub.next()).value.payload);
@@ -43,5 +45,18 @@ test("abort and return end the subscription and release it", async () => {
   const other = bus.subscribe("t");
   await other.return?.();
   expect((await other.next()).done).toBe(true);
+  await bus.close();
+});
+
+test("ids stay monotonic after an idle topic is forgotten, and a fresh cursor sees later events", async () => {
+  const bus = createMemoryBus({ historyPerTopic: 0 });
+  const first = await bus.publish("t", 1);
+  // With no history and no subscribers, the topic is gone; its next id must still be larger.
+  const cursor = await bus.lastId("t");
+  const sub = bus.subscribe<number>("t", { after: cursor });
+  const second = await bus.publish("t", 2);
+  expect(second.id).toBeGreaterThan(first.id);
+  expect(second.id).toBeGreaterThan(cursor);
+  expect((await sub.next()).value.payload).toBe(2);
   await bus.close();
 });

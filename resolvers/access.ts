@@ -1,0 +1,31 @@
+// Who may do what in a session. Viewers read and subscribe; editors also run, write, checkpoint and
+// fork; owners also delete, share and promote. A session the viewer is not a member of does not
+// exist for them: the same NOT_FOUND as a missing id, so no query reveals another tenant's objects.
+import type { Role } from "../db/schema.ts";
+import { type Context, requireScope, requireViewer } from "./context.ts";
+import { forbidden, notFound } from "./errors.ts";
+
+const RANK: Record<Role, number> = { VIEWER: 1, EDITOR: 2, OWNER: 3 };
+
+export const atLeast = (role: Role | null, need: Role) => role !== null && RANK[role] >= RANK[need];
+
+/**
+ * The viewer's role in the session, when it is at least `need`. `what` names the object the caller
+ * looked up (a branch, a run...), so a stranger's NOT_FOUND reads exactly like a missing object's.
+ */
+export async function requireRole(
+  ctx: Context,
+  sessionId: string,
+  need: Role,
+  what = "Session",
+): Promise<Role> {
+  if (need === "VIEWER") requireScope(ctx, "read");
+  else requireScope(ctx, "write");
+  requireViewer(ctx);
+  const role = await ctx.loaders.role.load(sessionId);
+  if (role === null) throw notFound(what);
+  if (!atLeast(role, need)) {
+    throw forbidden(`This needs the ${need} role in the session; you are ${role}`);
+  }
+  return role;
+}

@@ -1,0 +1,230 @@
+// Branches: fork any snapshot, roll back, promote, checkpoint, write files, read files, delete.
+import { and, eq } from "drizzle-orm";
+import { newId } from "../db/ids.ts";
+import { type BranchRow, branches, type SessionRow, type SnapshotRow, sessions } from "../db/schema.ts";
+import type { FileEntry } from "../sandbox/provider.ts";
+import { requireRole } from "./access.ts";
+import type { Context } from "./context.ts";
+import { badInput, conflict, notFound } from "./errors.ts";
+import { publishSessionEvent } from "./events.ts";
+import { headRef, recordSnapshot } from "./snapshot-records.ts";
+
+const BRANCH_NAME = /^[A-Za-z0-9][\w.\-/]{0,63}$/;
+const MAX_WRITE_BYTES = 10 * 1024 * 1024;
+const MAX_READ_BYTES = 10 * 1024 * 1024;
+
+export async function loadBranch(
+  ctx: Context,
+  id: string,
+  need: "VIEWER" | "EDITOR" | "OWNER",
+): Promise<BranchRow> {
+  const branch = await ctx.loaders.branch.load(id);
+  if (!branch) throw notFound("Branch");
+  await requireRole(ctx, branch.sessionId, need, "Branch");
+  return branch;
+}
+
+export async function loadSnapshot(
+  ctx: Context,
+  id: string,
+  need: "VIEWER" | "EDITOR" | "OWNER",
+): Promise<SnapshotRow> {
+  const snapshot = await ctx.loaders.snapshot.load(id);
+  if (!snapshot) throw notFound("Snapshot");
+  await requireRole(ctx, snapshot.sessionId, need, "Snapshot");
+  return snapshot;
+}
+
+export async function fork(
+  ctx: Context,
+  args: { snapshotId: string; name?: string | null },
+): Promise<BranchRow> {
+  const snapshot = await loadSnapshot(ctx, args.snapshotId, "EDITOR");
+  const existing = await ctx.loaders.branchesOfSession.load(snapshot.sessionId);
+  let name = args.name?.trim();
+  if (name !== undefined && !BRANCH_NAME.test(name)) {
+    throw badInput(
+      "Branch names are 1-64 letters, digits, '.', '-', '_' or '/', starting with a letter or digit",
+      "name",
+    );
+  }
+  if (!name) {
+    const taken = new Set(existing.map((b) => b.name));
+    let n = existing.length;
+    do name = `fork-${n++}`;
+    while (taken.has(name));
+  }
+  if (existing.some((b) => b.name === name)) throw conflict(`A branch named "${name}" already exists`);
+  const [branch] = await ctx.db
+    .insert(branches)
+    .values({
+      id: newId("br"),
+      sessionId: snapshot.sessionId,
+      name,
+      headSnapshotId: snapshot.id,
+      createdAt: new Date(),
+    })
+    .returning();
+  await publishSessionEvent(ctx, {
+    kind: "BRANCH_CREATED",
+    sessionId: snapshot.sessionId,
+    branchId: branch!.id,
+    snapshotId: snapshot.id,
+  });
+  return branch!;
+}
+
+export async function rollback(
+  ctx: Context,
+  args: { branchId: string; snapshotId: string },
+): Promise<BranchRow> {
+  const branch = await loadBranch(ctx, args.branchId, "EDITOR");
+  const snapshot = await ctx.loaders.snapshot.load(args.snapshotId);
+  if (!snapshot || snapshot.sessionId !== branch.sessionId) throw notFound("Snapshot");
+  // Queued behind the branch's runs, so a rollback never lands in the middle of one.
+  await ctx.branchRuntime.enqueue(
+    branch.id,
+    async () => {
+      await ctx.db.update(branches).set({ headSnapshotId: snapshot.id }).where(eq(branches.id, branch.id));
+      return snapshot.providerRef;
+    },
+    async () => {},
+  );
+  await publishSessionEvent(ctx, {
+    kind: "HEAD_MOVED",
+    sessionId: branch.sessionId,
+    branchId: branch.id,
+    snapshotId: snapshot.id,
+  });
+  const [row] = await ctx.db.select().from(branches).where(eq(branches.id, branch.id));
+  return row!;
+}
+
+export async function promote(ctx: Context, branchId: string): Promise<SessionRow> {
+  const branch = await loadBranch(ctx, branchId, "OWNER");
+  const [row] = await ctx.db
+    .update(sessions)
+    .set({ mainBranchId: branch.id })
+    .where(eq(sessions.id, branch.sessionId))
+    .returning();
+  await publishSessionEvent(ctx, { kind: "MAIN_CHANGED", sessionId: branch.sessionId, branchId: branch.id });
+  return row!;
+}
+
+/** Freezes the branch's live files as a snapshot (after queued runs) and moves the head to it. */
+async function snapshotBranch(
+  ctx: Context,
+  branch: BranchRow,
+  origin: "CHECKPOINT" | "WRITE",
+  label: string | null,
+  before?: (sandboxId: string) => Promise<void>,
+): Promise<SnapshotRow> {
+  const snapshot = await ctx.branchRuntime.enqueue(
+    branch.id,
+    () => headRef(ctx.db, branch.id),
+    async (sandbox) => {
+      await before?.(sandbox.id);
+      const row = await recordSnapshot(ctx.db, {
+        sandboxId: sandbox.id,
+        provider: ctx.sandboxes,
+        branchId: branch.id,
+        origin,
+        label,
+        userId: ctx.viewer?.userId ?? null,
+      });
+      sandbox.setBase(row.providerRef);
+      return row;
+    },
+  );
+  await publishSessionEvent(ctx, {
+    kind: "SNAPSHOT_ADDED",
+    sessionId: branch.sessionId,
+    branchId: branch.id,
+    snapshotId: snapshot.id,
+  });
+  await publishSessionEvent(ctx, {
+    kind: "HEAD_MOVED",
+    sessionId: branch.sessionId,
+    branchId: branch.id,
+    snapshotId: snapshot.id,
+  });
+  return snapshot;
+}
+
+export async function checkpoint(
+  ctx: Context,
+  args: { branchId: string; label?: string | null },
+): Promise<SnapshotRow> {
+  const branch = await loadBranch(ctx, args.branchId, "EDITOR");
+  const label = args.label?.trim() || null;
+  if (label && label.length > 200) throw badInput("label must be at most 200 characters", "label");
+  return snapshotBranch(ctx, branch, "CHECKPOINT", label);
+}
+
+export async function writeFile(
+  ctx: Context,
+  args: { branchId: string; path: string; content: string },
+): Promise<SnapshotRow> {
+  const branch = await loadBranch(ctx, args.branchId, "EDITOR");
+  const data = new TextEncoder().encode(args.content);
+  if (data.byteLength > MAX_WRITE_BYTES)
+    throw badInput(`content must be at most ${MAX_WRITE_BYTES} bytes`, "content");
+  return snapshotBranch(ctx, branch, "WRITE", `write ${args.path}`, (sandboxId) =>
+    ctx.sandboxes.writeFile(sandboxId, args.path, data),
+  );
+}
+
+export async function deleteBranch(ctx: Context, id: string): Promise<boolean> {
+  const branch = await loadBranch(ctx, id, "EDITOR");
+  const session = await ctx.loaders.session.load(branch.sessionId);
+  if (session?.mainBranchId === branch.id)
+    throw conflict("The main branch cannot be deleted; promote another first");
+  ctx.runner.abortBranch(branch.id);
+  await ctx.branchRuntime.drop(branch.id);
+  await ctx.db
+    .delete(branches)
+    .where(and(eq(branches.id, branch.id), eq(branches.sessionId, branch.sessionId)));
+  await publishSessionEvent(ctx, {
+    kind: "BRANCH_DELETED",
+    sessionId: branch.sessionId,
+    branchId: branch.id,
+  });
+  return true;
+}
+
+/** Files of the branch as it is now: its live sandbox here if it has one, else its head snapshot. */
+function sourceOf(ctx: Context, branch: BranchRow, head: SnapshotRow) {
+  const sandbox = ctx.branchRuntime.sandboxOf(branch.id);
+  return sandbox ? { sandbox } : { snapshot: head.providerRef };
+}
+
+export async function branchFiles(
+  ctx: Context,
+  branch: BranchRow,
+  path: string | null | undefined,
+): Promise<FileEntry[]> {
+  const head = await ctx.loaders.snapshot.load(branch.headSnapshotId);
+  return ctx.sandboxes.listFiles(sourceOf(ctx, branch, head!), path ?? "");
+}
+
+export interface FileContent {
+  path: string;
+  content: string;
+  encoding: "utf8" | "base64";
+  size: number;
+}
+
+export function toFileContent(path: string, data: Uint8Array | null): FileContent | null {
+  if (data === null) return null;
+  if (data.byteLength > MAX_READ_BYTES) throw badInput(`File is larger than ${MAX_READ_BYTES} bytes`, "path");
+  try {
+    const content = new TextDecoder("utf-8", { fatal: true }).decode(data);
+    if (!content.includes("\0")) return { path, content, encoding: "utf8", size: data.byteLength };
+  } catch {}
+  return { path, content: Buffer.from(data).toString("base64"), encoding: "base64", size: data.byteLength };
+}
+
+export async function branchFile(ctx: Context, branch: BranchRow, path: string): Promise<FileContent | null> {
+  const head = await ctx.loaders.snapshot.load(branch.headSnapshotId);
+  return toFileContent(path, await ctx.sandboxes.readFile(sourceOf(ctx, branch, head!), path));
+}

@@ -1,0 +1,117 @@
+// Runs over GraphQL: exec (returns at once, output streams), abort, history, and the output stream.
+import { and, eq } from "drizzle-orm";
+import { topics } from "../bus/bus.ts";
+import { type RunRow, runs } from "../db/schema.ts";
+import { requireRole } from "./access.ts";
+import { loadBranch } from "./branch.ts";
+import type { Context } from "./context.ts";
+import { badInput, conflict, notFound } from "./errors.ts";
+import { afterCursor, decodeCursor, orderBy, type Page, pageSize, toPage } from "./pagination.ts";
+import type { RunStreamEvent } from "./runner.ts";
+
+const MAX_COMMAND = 100_000;
+
+export async function loadRun(ctx: Context, id: string, need: "VIEWER" | "EDITOR"): Promise<RunRow> {
+  const run = await ctx.loaders.run.load(id);
+  if (!run) throw notFound("Run");
+  await requireRole(ctx, run.sessionId, need, "Run");
+  return run;
+}
+
+export async function exec(
+  ctx: Context,
+  args: { branchId: string; command: string; timeoutMs?: number | null },
+): Promise<RunRow> {
+  const branch = await loadBranch(ctx, args.branchId, "EDITOR");
+  if (!args.command.trim()) throw badInput("command is empty", "command");
+  if (args.command.length > MAX_COMMAND)
+    throw badInput(`command must be at most ${MAX_COMMAND} characters`, "command");
+  const max = ctx.limits.maxRunTimeoutMs;
+  if (
+    args.timeoutMs !== null &&
+    args.timeoutMs !== undefined &&
+    (args.timeoutMs < 100 || args.timeoutMs > max)
+  ) {
+    throw badInput(`timeoutMs must be 100 to ${max}`, "timeoutMs");
+  }
+  return ctx.runner.startExec({
+    sessionId: branch.sessionId,
+    branchId: branch.id,
+    userId: ctx.viewer!.userId,
+    command: args.command,
+    timeoutMs: args.timeoutMs ?? null,
+  });
+}
+
+export async function abortRun(ctx: Context, id: string): Promise<RunRow> {
+  const run = await loadRun(ctx, id, "EDITOR");
+  if (run.status === "QUEUED" || run.status === "RUNNING") {
+    if (!ctx.runner.abort(run.id)) throw conflict("This run is not running on this server instance");
+    // Give the run a moment to end so the reply usually shows its final state.
+    for (let i = 0; i < 50; i++) {
+      const [row] = await ctx.db.select().from(runs).where(eq(runs.id, id));
+      if (row && row.status !== "QUEUED" && row.status !== "RUNNING") return row;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  const [row] = await ctx.db.select().from(runs).where(eq(runs.id, id));
+  return row!;
+}
+
+export async function listRuns(
+  ctx: Context,
+  where: { sessionId: string } | { branchId: string },
+  args: { first?: number | null; after?: string | null },
+): Promise<Page<RunRow>> {
+  const size = pageSize(args.first);
+  const scope =
+    "sessionId" in where ? eq(runs.sessionId, where.sessionId) : eq(runs.branchId, where.branchId);
+  const rows = await ctx.db
+    .select()
+    .from(runs)
+    .where(and(scope, afterCursor(runs.createdAt, runs.id, decodeCursor(args.after), "desc")))
+    .orderBy(...orderBy(runs.createdAt, runs.id, "desc"))
+    .limit(size + 1);
+  return toPage(rows, size);
+}
+
+/**
+ * A run's output: what was already printed first, then live chunks, then the end; each event once,
+ * in order (chunks carry sequence numbers, so the replay and the live stream join without gaps).
+ */
+export async function* runOutput(ctx: Context, runId: string): AsyncGenerator<RunStreamEvent> {
+  await loadRun(ctx, runId, "VIEWER");
+  const live = ctx.bus.subscribe<RunStreamEvent>(topics.run(runId));
+  try {
+    const replay = ctx.runner.replay(runId);
+    if (!replay) {
+      // Finished before this subscription (or on another instance): the stored record tells it all.
+      const [row] = await ctx.db.select().from(runs).where(eq(runs.id, runId));
+      if (row!.output) yield { type: "chunk", seq: 1, stream: "stdout", text: row!.output };
+      if (row!.status !== "QUEUED" && row!.status !== "RUNNING") {
+        yield {
+          type: "end",
+          seq: 2,
+          status: row!.status,
+          exitCode: row!.exitCode,
+          snapshotId: row!.snapshotId,
+        };
+        return;
+      }
+    }
+    let last = 0;
+    for (const event of replay?.events ?? []) {
+      last = event.seq;
+      yield event;
+      if (event.type === "end") return;
+    }
+    for await (const { payload } of live) {
+      if (payload.seq <= last) continue;
+      last = payload.seq;
+      yield payload;
+      if (payload.type === "end") return;
+    }
+  } finally {
+    await live.return?.();
+  }
+}

@@ -1,0 +1,300 @@
+// Runs: one command (or, later, one agent turn) on a branch, from QUEUED to its end. Output streams
+// on the bus as numbered chunks and is kept in memory for late subscribers; it is flushed to the
+// database every second, so a crash loses at most a second of it. Every finished run records a
+// snapshot and moves the branch head: the audit trail.
+import { eq, inArray } from "drizzle-orm";
+import type { Bus } from "../bus/bus.ts";
+import { topics } from "../bus/bus.ts";
+import type { Db } from "../db/client.ts";
+import { newId } from "../db/ids.ts";
+import { branches, type RunRow, type RunStatus, runs } from "../db/schema.ts";
+import type { SandboxProvider } from "../sandbox/provider.ts";
+import type { BranchRuntime } from "./branch-runtime.ts";
+import type { Logger } from "./context.ts";
+import { publishSessionEvent } from "./events.ts";
+import { headRef, recordSnapshot } from "./snapshot-records.ts";
+
+/** What the database keeps of a run's output (the live stream is not capped by this). */
+const MAX_STORED_OUTPUT = 1024 * 1024;
+const FLUSH_MS = 1000;
+
+export type RunStreamEvent =
+  | { type: "chunk"; seq: number; stream: "stdout" | "stderr"; text: string }
+  | { type: "end"; seq: number; status: RunStatus; exitCode: number | null; snapshotId: string | null };
+
+interface LiveRun {
+  row: RunRow;
+  events: RunStreamEvent[];
+  seq: number;
+  ended: boolean;
+  controller: AbortController;
+  output: string;
+  truncated: boolean;
+}
+
+export interface RunnerDeps {
+  db: Db;
+  bus: Bus;
+  provider: SandboxProvider;
+  runtime: BranchRuntime;
+  log: Logger;
+}
+
+export class Runner {
+  private readonly live = new Map<string, LiveRun>();
+
+  constructor(private readonly deps: RunnerDeps) {}
+
+  /** Marks runs a previous process left QUEUED or RUNNING as INTERRUPTED (called at start-up). */
+  async recoverInterrupted(): Promise<number> {
+    const stale = await this.deps.db
+      .update(runs)
+      .set({
+        status: "INTERRUPTED",
+        finishedAt: new Date(),
+        error: "The server stopped while this run was in progress",
+      })
+      .where(inArray(runs.status, ["QUEUED", "RUNNING"]))
+      .returning({ id: runs.id });
+    return stale.length;
+  }
+
+  /** Queues an exec run; resolves as soon as the run is recorded (QUEUED). */
+  async startExec(input: {
+    sessionId: string;
+    branchId: string;
+    userId: string;
+    command: string;
+    timeoutMs: number | null;
+  }): Promise<RunRow> {
+    const [row] = await this.deps.db
+      .insert(runs)
+      .values({
+        id: newId("run"),
+        sessionId: input.sessionId,
+        branchId: input.branchId,
+        userId: input.userId,
+        kind: "EXEC",
+        status: "QUEUED",
+        input: input.command,
+        timeoutMs: input.timeoutMs,
+        createdAt: new Date(),
+      })
+      .returning();
+    const live: LiveRun = {
+      row: row!,
+      events: [],
+      seq: 0,
+      ended: false,
+      controller: new AbortController(),
+      output: "",
+      truncated: false,
+    };
+    this.live.set(row!.id, live);
+    await publishSessionEvent(this.deps, {
+      kind: "RUN_QUEUED",
+      sessionId: input.sessionId,
+      branchId: input.branchId,
+      runId: row!.id,
+    });
+    void this.deps.runtime
+      .enqueue(
+        input.branchId,
+        () => headRef(this.deps.db, input.branchId),
+        (sandbox) => this.execute(live, sandbox),
+        { slot: true },
+      )
+      .catch((error) => this.fail(live, error));
+    return row!;
+  }
+
+  /** Aborts a queued or running run; false when it is not live here. */
+  abort(runId: string): boolean {
+    const live = this.live.get(runId);
+    if (!live || live.ended) return false;
+    live.controller.abort();
+    return true;
+  }
+
+  /** Whether the branch has a run queued or running here. */
+  isBusy(branchId: string): boolean {
+    for (const live of this.live.values()) if (live.row.branchId === branchId && !live.ended) return true;
+    return false;
+  }
+
+  /** Aborts every live run of a branch (the branch or its session is going away). */
+  abortBranch(branchId: string): void {
+    for (const live of this.live.values())
+      if (live.row.branchId === branchId && !live.ended) live.controller.abort();
+  }
+
+  /** What a late subscriber needs: everything emitted so far and whether the run ended. */
+  replay(runId: string): { events: RunStreamEvent[]; ended: boolean } | null {
+    const live = this.live.get(runId);
+    return live ? { events: [...live.events], ended: live.ended } : null;
+  }
+
+  private emit(live: LiveRun, event: RunStreamEvent) {
+    live.events.push(event);
+    void this.deps.bus.publish(topics.run(live.row.id), event);
+  }
+
+  private async update(live: LiveRun, values: Partial<RunRow>) {
+    Object.assign(live.row, values);
+    await this.deps.db.update(runs).set(values).where(eq(runs.id, live.row.id));
+  }
+
+  private async execute(live: LiveRun, sandbox: { id: string; setBase(base: string): void }) {
+    const { db, provider } = this.deps;
+    const { row } = live;
+    if (live.controller.signal.aborted) {
+      await this.finish(live, { status: "ABORTED", exitCode: null, snapshotId: null, killedBy: "abort" });
+      return;
+    }
+    const startedAt = new Date();
+    await this.update(live, { status: "RUNNING", startedAt });
+    await publishSessionEvent(this.deps, {
+      kind: "RUN_STARTED",
+      sessionId: row.sessionId,
+      branchId: row.branchId,
+      runId: row.id,
+    });
+
+    const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+    const flush = setInterval(() => {
+      void db
+        .update(runs)
+        .set({ output: live.output, outputTruncated: live.truncated })
+        .where(eq(runs.id, row.id))
+        .catch(() => {});
+    }, FLUSH_MS);
+    let result: Awaited<ReturnType<SandboxProvider["exec"]>>;
+    try {
+      result = await provider.exec(sandbox.id, {
+        command: row.input,
+        ...(row.timeoutMs ? { timeoutMs: row.timeoutMs } : {}),
+        signal: live.controller.signal,
+        onOutput: ({ stream, data }) => {
+          const text = decoders[stream].decode(data, { stream: true });
+          if (!text) return;
+          this.emit(live, { type: "chunk", seq: ++live.seq, stream, text });
+          if (live.output.length + text.length <= MAX_STORED_OUTPUT) live.output += text;
+          else live.truncated = true;
+        },
+      });
+    } finally {
+      clearInterval(flush);
+    }
+
+    // The audit trail: whatever the run left in the workspace becomes the branch's new head.
+    const snapshot = await recordSnapshot(db, {
+      sandboxId: sandbox.id,
+      provider,
+      branchId: row.branchId,
+      origin: "RUN",
+      runId: row.id,
+      userId: row.userId,
+    });
+    sandbox.setBase(snapshot.providerRef);
+    await publishSessionEvent(this.deps, {
+      kind: "SNAPSHOT_ADDED",
+      sessionId: row.sessionId,
+      branchId: row.branchId,
+      snapshotId: snapshot.id,
+    });
+    await publishSessionEvent(this.deps, {
+      kind: "HEAD_MOVED",
+      sessionId: row.sessionId,
+      branchId: row.branchId,
+      snapshotId: snapshot.id,
+    });
+
+    const status: RunStatus =
+      result.killedBy === "abort"
+        ? "ABORTED"
+        : result.exitCode === 0 && !result.killedBy
+          ? "SUCCEEDED"
+          : "FAILED";
+    await this.finish(live, {
+      status,
+      exitCode: result.exitCode,
+      snapshotId: snapshot.id,
+      killedBy: result.killedBy,
+      durationMs: result.durationMs,
+      cpuMs: result.cpuMs,
+      startedAt,
+    });
+  }
+
+  private async finish(
+    live: LiveRun,
+    end: {
+      status: RunStatus;
+      exitCode: number | null;
+      snapshotId: string | null;
+      killedBy: string | null;
+      durationMs?: number;
+      cpuMs?: number | null;
+      startedAt?: Date;
+      error?: string;
+    },
+  ) {
+    const { row } = live;
+    await this.update(live, {
+      status: end.status,
+      exitCode: end.exitCode,
+      snapshotId: end.snapshotId,
+      killedBy: end.killedBy,
+      durationMs: end.durationMs ?? null,
+      cpuMs: end.cpuMs ?? null,
+      output: live.output,
+      outputTruncated: live.truncated,
+      finishedAt: new Date(),
+      ...(end.error ? { error: end.error } : {}),
+    });
+    live.ended = true;
+    this.emit(live, {
+      type: "end",
+      seq: ++live.seq,
+      status: end.status,
+      exitCode: end.exitCode,
+      snapshotId: end.snapshotId,
+    });
+    await publishSessionEvent(this.deps, {
+      kind: "RUN_FINISHED",
+      sessionId: row.sessionId,
+      branchId: row.branchId,
+      runId: row.id,
+    });
+    // Late subscribers read the database from here on; keep the replay a little for those in flight.
+    setTimeout(() => this.live.delete(row.id), 30_000).unref?.();
+  }
+
+  private async fail(live: LiveRun, error: unknown) {
+    this.deps.log.error("run failed", {
+      runId: live.row.id,
+      error: String(error),
+      stack: (error as Error)?.stack,
+    });
+    if (live.ended) return;
+    await this.finish(live, {
+      status: "FAILED",
+      exitCode: null,
+      snapshotId: null,
+      killedBy: null,
+      error: "The sandbox failed while running this command",
+    }).catch(() => {});
+  }
+
+  /** Aborts everything live (shutdown); their rows become INTERRUPTED at the next start if they do not finish. */
+  abortAll(): void {
+    for (const live of this.live.values()) if (!live.ended) live.controller.abort();
+  }
+}
+
+/** The branch ids a session has (for teardown). */
+export async function branchIdsOf(db: Db, sessionId: string): Promise<string[]> {
+  return (await db.select({ id: branches.id }).from(branches).where(eq(branches.sessionId, sessionId))).map(
+    (b) => b.id,
+  );
+}

@@ -1,0 +1,273 @@
+// Sessions: create (empty, files, git), list, read, delete; members, sharing by email and by link.
+import { and, eq } from "drizzle-orm";
+import { topics } from "../bus/bus.ts";
+import { newId } from "../db/ids.ts";
+import {
+  branches,
+  type MemberRow,
+  members,
+  type Role,
+  type SessionRow,
+  sessions,
+  snapshots,
+  users,
+} from "../db/schema.ts";
+import type { FileMap, SandboxBase } from "../sandbox/provider.ts";
+import { atLeast, requireRole } from "./access.ts";
+import { type Context, requireScope } from "./context.ts";
+import { badInput, conflict, notFound } from "./errors.ts";
+import { publishSessionEvent, type SessionEventPayload } from "./events.ts";
+import { afterCursor, decodeCursor, orderBy, type Page, pageSize, toPage } from "./pagination.ts";
+import { branchIdsOf } from "./runner.ts";
+
+const SHARE_AUDIENCE = "opencode.cloud/share";
+const DEFAULT_LINK_SECONDS = 7 * 24 * 3600;
+const MAX_LINK_SECONDS = 90 * 24 * 3600;
+
+export interface CreateSessionInput {
+  title: string;
+  repoUrl?: string | null;
+  ref?: string | null;
+  files?: unknown;
+  provider?: string | null;
+}
+
+function baseOf(input: CreateSessionInput): SandboxBase {
+  if (input.repoUrl && input.files) throw badInput("Give repoUrl or files, not both", "files");
+  if (input.repoUrl) return { kind: "git", url: input.repoUrl, ...(input.ref ? { ref: input.ref } : {}) };
+  if (input.files === null || input.files === undefined) return { kind: "empty" };
+  if (typeof input.files !== "object" || Array.isArray(input.files)) {
+    throw badInput(
+      'files must be an object of path -> content (or {content, encoding: "base64", mode})',
+      "files",
+    );
+  }
+  for (const [path, value] of Object.entries(input.files as Record<string, unknown>)) {
+    const ok =
+      typeof value === "string" ||
+      (typeof value === "object" &&
+        value !== null &&
+        typeof (value as { content?: unknown }).content === "string");
+    if (!ok) throw badInput(`files["${path}"] must be a string or {content, encoding, mode}`, "files");
+  }
+  return { kind: "files", files: input.files as FileMap };
+}
+
+export async function createSession(ctx: Context, input: CreateSessionInput): Promise<SessionRow> {
+  const viewer = requireScope(ctx, "write");
+  const title = input.title.trim();
+  if (!title || title.length > 200) throw badInput("title must be 1 to 200 characters", "title");
+  const provider = input.provider ?? ctx.sandboxes.status.name;
+  if (provider !== ctx.sandboxes.status.name) {
+    throw badInput(`Unknown provider "${provider}"; available: ${ctx.sandboxes.status.name}`, "provider");
+  }
+  const base = baseOf(input);
+
+  const sandboxId = await ctx.sandboxes.create(base);
+  let info: Awaited<ReturnType<Context["sandboxes"]["snapshot"]>>;
+  try {
+    info = await ctx.sandboxes.snapshot(sandboxId);
+  } catch (error) {
+    await ctx.sandboxes.destroy(sandboxId);
+    throw error;
+  }
+  const sessionId = newId("ses");
+  const branchId = newId("br");
+  const snapshotId = newId("snp");
+  const now = new Date();
+  await ctx.db.transaction(async (tx) => {
+    await tx
+      .insert(sessions)
+      .values({ id: sessionId, title, ownerId: viewer.userId, provider, createdAt: now });
+    await tx.insert(members).values({ sessionId, userId: viewer.userId, role: "OWNER", createdAt: now });
+    await tx.insert(snapshots).values({
+      id: snapshotId,
+      sessionId,
+      parentId: null,
+      providerRef: info.id,
+      origin: "IMPORT",
+      label: base.kind === "git" ? `import ${base.url}` : base.kind === "files" ? "import files" : "empty",
+      createdById: viewer.userId,
+      fileCount: info.fileCount,
+      sizeBytes: info.sizeBytes,
+      createdAt: now,
+    });
+    await tx
+      .insert(branches)
+      .values({ id: branchId, sessionId, name: "main", headSnapshotId: snapshotId, createdAt: now });
+    await tx
+      .update(sessions)
+      .set({ mainBranchId: branchId, rootSnapshotId: snapshotId })
+      .where(eq(sessions.id, sessionId));
+  });
+  ctx.branchRuntime.adopt(branchId, sandboxId, info.id);
+  const [row] = await ctx.db.select().from(sessions).where(eq(sessions.id, sessionId));
+  return row!;
+}
+
+export async function session(ctx: Context, id: string): Promise<SessionRow> {
+  await requireRole(ctx, id, "VIEWER");
+  const row = await ctx.loaders.session.load(id);
+  if (!row) throw notFound("Session");
+  return row;
+}
+
+/** The viewer's sessions (any role), newest first. */
+export async function listSessions(
+  ctx: Context,
+  args: { first?: number | null; after?: string | null },
+): Promise<Page<SessionRow>> {
+  const viewer = requireScope(ctx, "read");
+  const size = pageSize(args.first);
+  const rows = await ctx.db
+    .select({ session: sessions })
+    .from(sessions)
+    .innerJoin(members, and(eq(members.sessionId, sessions.id), eq(members.userId, viewer.userId)))
+    .where(afterCursor(sessions.createdAt, sessions.id, decodeCursor(args.after), "desc"))
+    .orderBy(...orderBy(sessions.createdAt, sessions.id, "desc"))
+    .limit(size + 1);
+  return toPage(
+    rows.map((r) => r.session),
+    size,
+  );
+}
+
+export async function deleteSession(ctx: Context, id: string): Promise<boolean> {
+  await requireRole(ctx, id, "OWNER");
+  for (const branchId of await branchIdsOf(ctx.db, id)) {
+    ctx.runner.abortBranch(branchId);
+    await ctx.branchRuntime.drop(branchId);
+  }
+  await ctx.db.delete(sessions).where(eq(sessions.id, id));
+  await publishSessionEvent(ctx, { kind: "SESSION_DELETED", sessionId: id });
+  // Free the storage only this session used: every snapshot still in the database is a root.
+  const kept = await ctx.db.select({ ref: snapshots.providerRef }).from(snapshots);
+  await ctx.sandboxes.gc(kept.map((k) => k.ref));
+  return true;
+}
+
+export async function listMembers(ctx: Context, sessionId: string): Promise<MemberRow[]> {
+  return ctx.loaders.membersOfSession.load(sessionId);
+}
+
+async function upsertMember(
+  ctx: Context,
+  sessionId: string,
+  userId: string,
+  role: Role,
+  keepHigher: boolean,
+) {
+  const [existing] = await ctx.db
+    .select()
+    .from(members)
+    .where(and(eq(members.sessionId, sessionId), eq(members.userId, userId)));
+  if (existing && keepHigher && atLeast(existing.role, role)) return existing;
+  if (existing) {
+    const [row] = await ctx.db
+      .update(members)
+      .set({ role })
+      .where(and(eq(members.sessionId, sessionId), eq(members.userId, userId)))
+      .returning();
+    return row!;
+  }
+  const [row] = await ctx.db
+    .insert(members)
+    .values({ sessionId, userId, role, createdAt: new Date() })
+    .returning();
+  return row!;
+}
+
+export async function shareSession(
+  ctx: Context,
+  args: { sessionId: string; email: string; role: Role },
+): Promise<MemberRow> {
+  await requireRole(ctx, args.sessionId, "OWNER");
+  const email = args.email.trim().toLowerCase();
+  const [user] = await ctx.db.select({ id: users.id }).from(users).where(eq(users.email, email)).limit(1);
+  if (!user) throw notFound("User with this email");
+  const row = await ctx.loaders.session.load(args.sessionId);
+  if (row?.ownerId === user.id && args.role !== "OWNER")
+    throw conflict("The session's creator stays its owner");
+  const member = await upsertMember(ctx, args.sessionId, user.id, args.role, false);
+  await publishSessionEvent(ctx, { kind: "MEMBER_CHANGED", sessionId: args.sessionId, userId: user.id });
+  return member;
+}
+
+export interface ShareLinkResult {
+  token: string;
+  url: string;
+  role: Role;
+  expiresAt: Date;
+}
+
+export async function createShareLink(
+  ctx: Context,
+  args: { sessionId: string; role: Role; expiresInSeconds?: number | null },
+): Promise<ShareLinkResult> {
+  await requireRole(ctx, args.sessionId, "OWNER");
+  if (args.role === "OWNER")
+    throw badInput("Links can grant EDITOR or VIEWER; share ownership by email", "role");
+  const seconds = args.expiresInSeconds ?? DEFAULT_LINK_SECONDS;
+  if (!Number.isInteger(seconds) || seconds < 60 || seconds > MAX_LINK_SECONDS) {
+    throw badInput(`expiresInSeconds must be 60 to ${MAX_LINK_SECONDS}`, "expiresInSeconds");
+  }
+  const expiresAt = new Date(Date.now() + seconds * 1000);
+  const token = await ctx.shareLinks.sign(
+    SHARE_AUDIENCE,
+    { sid: args.sessionId, role: args.role },
+    expiresAt.getTime(),
+  );
+  // The link opens GraphiQL with the join mutation ready to run.
+  const query = `mutation Join {\n  joinSession(token: "${token}") { id title viewerRole }\n}\n`;
+  const url = `${ctx.publicUrl}/graphql?query=${encodeURIComponent(query)}`;
+  return { token, url, role: args.role, expiresAt };
+}
+
+export async function joinSession(ctx: Context, token: string): Promise<SessionRow> {
+  const viewer = requireScope(ctx, "write");
+  let claims: Record<string, unknown>;
+  try {
+    claims = await ctx.shareLinks.verify(SHARE_AUDIENCE, token);
+  } catch (error) {
+    throw badInput(`This share link is not valid: ${(error as Error).message}`, "token");
+  }
+  const sessionId = String(claims.sid);
+  const role = claims.role as Role;
+  if (role !== "EDITOR" && role !== "VIEWER") throw badInput("This share link is not valid", "token");
+  const row = await ctx.loaders.session.load(sessionId);
+  if (!row) throw notFound("Session");
+  await upsertMember(ctx, sessionId, viewer.userId, role, true);
+  ctx.loaders.role.clear(sessionId);
+  await publishSessionEvent(ctx, { kind: "MEMBER_CHANGED", sessionId, userId: viewer.userId });
+  return row;
+}
+
+export async function eventCursor(ctx: Context, sessionId: string): Promise<string> {
+  return String(await ctx.bus.lastId(topics.session(sessionId)));
+}
+
+/** Live session events after `after` (a cursor from eventCursor or an earlier event). */
+export async function* sessionEvents(
+  ctx: Context,
+  sessionId: string,
+  after: string | null | undefined,
+): AsyncGenerator<SessionEventPayload & { cursor: string }> {
+  await requireRole(ctx, sessionId, "VIEWER");
+  let from: number | undefined;
+  if (after !== null && after !== undefined) {
+    if (!/^\d+$/.test(after)) throw badInput("after must be a cursor from eventCursor", "after");
+    from = Number(after);
+  }
+  const events = ctx.bus.subscribe<SessionEventPayload>(
+    topics.session(sessionId),
+    from === undefined ? {} : { after: from },
+  );
+  try {
+    for await (const event of events) {
+      yield { ...event.payload, cursor: String(event.id) };
+      if (event.payload.kind === "SESSION_DELETED") return;
+    }
+  } finally {
+    await events.return?.();
+  }
+}

@@ -1,0 +1,58 @@
+// Recording snapshots: freeze a branch's live sandbox, add the snapshot to the session's tree with the
+// branch head as parent, and move the head. Used by runs, checkpoints and writes alike.
+import { eq } from "drizzle-orm";
+import type { Db } from "../db/client.ts";
+import { newId } from "../db/ids.ts";
+import { branches, type SNAPSHOT_ORIGINS, type SnapshotRow, snapshots } from "../db/schema.ts";
+import type { SandboxProvider } from "../sandbox/provider.ts";
+import { notFound } from "./errors.ts";
+
+/** The provider snapshot id of a branch's head. */
+export async function headRef(db: Db, branchId: string): Promise<string> {
+  const [row] = await db
+    .select({ ref: snapshots.providerRef })
+    .from(branches)
+    .innerJoin(snapshots, eq(snapshots.id, branches.headSnapshotId))
+    .where(eq(branches.id, branchId))
+    .limit(1);
+  if (!row) throw notFound("Branch");
+  return row.ref;
+}
+
+export async function recordSnapshot(
+  db: Db,
+  input: {
+    sandboxId: string;
+    provider: SandboxProvider;
+    branchId: string;
+    origin: (typeof SNAPSHOT_ORIGINS)[number];
+    label?: string | null;
+    runId?: string | null;
+    userId?: string | null;
+  },
+): Promise<SnapshotRow> {
+  const info = await input.provider.snapshot(input.sandboxId);
+  const [branch] = await db.select().from(branches).where(eq(branches.id, input.branchId)).limit(1);
+  if (!branch) throw notFound("Branch");
+  const row = await db.transaction(async (tx) => {
+    const [snapshot] = await tx
+      .insert(snapshots)
+      .values({
+        id: newId("snp"),
+        sessionId: branch.sessionId,
+        parentId: branch.headSnapshotId,
+        providerRef: info.id,
+        origin: input.origin,
+        label: input.label ?? null,
+        runId: input.runId ?? null,
+        createdById: input.userId ?? null,
+        fileCount: info.fileCount,
+        sizeBytes: info.sizeBytes,
+        createdAt: info.createdAt,
+      })
+      .returning();
+    await tx.update(branches).set({ headSnapshotId: snapshot!.id }).where(eq(branches.id, branch.id));
+    return snapshot!;
+  });
+  return row;
+}

@@ -1,0 +1,62 @@
+// Snapshots: the session's tree, their files, and diffs between any two of one session.
+import { and, eq } from "drizzle-orm";
+import { type SnapshotRow, snapshots } from "../db/schema.ts";
+import type { DiffEntry, FileEntry } from "../sandbox/provider.ts";
+import { type FileContent, loadSnapshot, toFileContent } from "./branch.ts";
+import type { Context } from "./context.ts";
+import { badInput } from "./errors.ts";
+import { afterCursor, decodeCursor, orderBy, type Page, pageSize, toPage } from "./pagination.ts";
+
+export const snapshot = (ctx: Context, id: string) => loadSnapshot(ctx, id, "VIEWER");
+
+/** The whole tree of a session, flat, oldest first (parents always before their children). */
+export async function sessionSnapshots(
+  ctx: Context,
+  sessionId: string,
+  args: { first?: number | null; after?: string | null },
+): Promise<Page<SnapshotRow>> {
+  const size = pageSize(args.first, 100);
+  const rows = await ctx.db
+    .select()
+    .from(snapshots)
+    .where(
+      and(
+        eq(snapshots.sessionId, sessionId),
+        afterCursor(snapshots.createdAt, snapshots.id, decodeCursor(args.after), "asc"),
+      ),
+    )
+    .orderBy(...orderBy(snapshots.createdAt, snapshots.id, "asc"))
+    .limit(size + 1);
+  return toPage(rows, size);
+}
+
+export function snapshotFiles(
+  ctx: Context,
+  row: SnapshotRow,
+  path: string | null | undefined,
+): Promise<FileEntry[]> {
+  return ctx.sandboxes.listFiles({ snapshot: row.providerRef }, path ?? "");
+}
+
+export async function snapshotFile(
+  ctx: Context,
+  row: SnapshotRow,
+  path: string,
+): Promise<FileContent | null> {
+  return toFileContent(path, await ctx.sandboxes.readFile({ snapshot: row.providerRef }, path));
+}
+
+export interface SnapshotDiff {
+  from: SnapshotRow;
+  to: SnapshotRow;
+  files: DiffEntry[];
+}
+
+export async function diff(ctx: Context, fromId: string, toId: string): Promise<SnapshotDiff> {
+  const [from, to] = await Promise.all([
+    loadSnapshot(ctx, fromId, "VIEWER"),
+    loadSnapshot(ctx, toId, "VIEWER"),
+  ]);
+  if (from.sessionId !== to.sessionId) throw badInput("Both snapshots must belong to the same session", "to");
+  return { from, to, files: await ctx.sandboxes.diff(from.providerRef, to.providerRef) };
+}

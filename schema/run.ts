@@ -1,0 +1,121 @@
+// Runs: exec returns at once; output streams by runOutput; abortRun stops one.
+
+import * as runs from "../resolvers/run.ts";
+import type { RunStreamEvent } from "../resolvers/runner.ts";
+import { builder } from "./builder.ts";
+import { BranchRef, RunRef, SnapshotRef } from "./refs.ts";
+import { UserRef } from "./user.ts";
+
+const RunKind = builder.enumType("RunKind", { values: ["EXEC", "PROMPT"] as const });
+const RunStatus = builder.enumType("RunStatus", {
+  values: ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "ABORTED", "INTERRUPTED"] as const,
+});
+
+RunRef.implement({
+  description: "One command (or agent turn) on a branch. When it ends, its workspace becomes a snapshot.",
+  fields: (t) => ({
+    id: t.exposeID("id"),
+    kind: t.field({ type: RunKind, resolve: (r) => r.kind }),
+    status: t.field({ type: RunStatus, resolve: (r) => r.status }),
+    branch: t.field({
+      type: BranchRef,
+      nullable: true,
+      description: "Null once the branch is deleted.",
+      resolve: (r, _a, ctx) => ctx.loaders.branch.load(r.branchId),
+    }),
+    input: t.exposeString("input"),
+    exitCode: t.exposeInt("exitCode", { nullable: true }),
+    output: t.exposeString("output", {
+      description: "What it printed so far (stored up to 1 MB; see outputTruncated).",
+    }),
+    outputTruncated: t.exposeBoolean("outputTruncated"),
+    killedBy: t.exposeString("killedBy", {
+      nullable: true,
+      description: '"timeout", "output", "memory" or "abort"',
+    }),
+    error: t.exposeString("error", { nullable: true }),
+    createdAt: t.expose("createdAt", { type: "DateTime" }),
+    startedAt: t.expose("startedAt", { type: "DateTime", nullable: true }),
+    finishedAt: t.expose("finishedAt", { type: "DateTime", nullable: true }),
+    durationMs: t.exposeInt("durationMs", { nullable: true }),
+    cpuMs: t.exposeInt("cpuMs", {
+      nullable: true,
+      description: "CPU time of the sandbox's processes, where measurable.",
+    }),
+    snapshot: t.field({
+      type: SnapshotRef,
+      nullable: true,
+      resolve: (r, _a, ctx) => (r.snapshotId ? ctx.loaders.snapshot.load(r.snapshotId) : null),
+    }),
+    user: t.field({
+      type: UserRef,
+      nullable: true,
+      resolve: (r, _a, ctx) => (r.userId ? ctx.loaders.user.load(r.userId) : null),
+    }),
+  }),
+});
+
+const RunOutputChunk = builder
+  .objectRef<Extract<RunStreamEvent, { type: "chunk" }>>("RunOutputChunk")
+  .implement({
+    fields: (t) => ({
+      seq: t.exposeInt("seq", { description: "1, 2, 3... in order; each chunk arrives once." }),
+      stream: t.exposeString("stream", { description: '"stdout" or "stderr"' }),
+      text: t.exposeString("text"),
+    }),
+  });
+
+const RunFinished = builder.objectRef<Extract<RunStreamEvent, { type: "end" }>>("RunFinished").implement({
+  fields: (t) => ({
+    seq: t.exposeInt("seq"),
+    status: t.field({ type: RunStatus, resolve: (e) => e.status }),
+    exitCode: t.exposeInt("exitCode", { nullable: true }),
+    snapshot: t.field({
+      type: SnapshotRef,
+      nullable: true,
+      resolve: (e, _a, ctx) => (e.snapshotId ? ctx.loaders.snapshot.load(e.snapshotId) : null),
+    }),
+  }),
+});
+
+const RunEvent = builder.unionType("RunEvent", {
+  types: [RunOutputChunk, RunFinished],
+  resolveType: (event) => (event.type === "chunk" ? RunOutputChunk : RunFinished),
+});
+
+builder.queryFields((t) => ({
+  run: t.field({
+    type: RunRef,
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_r, args, ctx) => runs.loadRun(ctx, String(args.id), "VIEWER"),
+  }),
+}));
+
+builder.mutationFields((t) => ({
+  exec: t.field({
+    type: RunRef,
+    description:
+      "Runs a shell command in the branch's workspace. Returns at once (QUEUED); follow it with runOutput.",
+    args: {
+      branchId: t.arg.id({ required: true }),
+      command: t.arg.string({ required: true }),
+      timeoutMs: t.arg.int(),
+    },
+    resolve: (_r, args, ctx) => runs.exec(ctx, { ...args, branchId: String(args.branchId) }),
+  }),
+  abortRun: t.field({
+    type: RunRef,
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_r, args, ctx) => runs.abortRun(ctx, String(args.id)),
+  }),
+}));
+
+builder.subscriptionFields((t) => ({
+  runOutput: t.field({
+    type: RunEvent,
+    description: "Everything the run printed so far, then live chunks, then RunFinished.",
+    args: { runId: t.arg.id({ required: true }) },
+    subscribe: (_r, args, ctx) => runs.runOutput(ctx, String(args.runId)),
+    resolve: (event) => event,
+  }),
+}));
