@@ -6,6 +6,7 @@ import { createYoga } from "graphql-yoga";
 import type { Context, Services, Viewer } from "../resolvers/context.ts";
 import { AppError } from "../resolvers/errors.ts";
 import { health } from "../resolvers/health.ts";
+import { sessionTreeSvg } from "../resolvers/tree-svg.ts";
 import type { Authenticator } from "./auth/authenticate.ts";
 import type { Config } from "./config.ts";
 import { createContext } from "./context.ts";
@@ -123,6 +124,19 @@ export function createApp(deps: AppDeps): App {
         request.method === "GET" && (request.headers.get("accept") ?? "").includes("text/html");
       if (!wantsGraphiQL) viewer = await auth.fromAuthorizationHeader(request.headers.get("authorization"));
       return yoga.fetch(limited, { viewer, clientAddress, requestId });
+    }
+    const tree = /^\/sessions\/([^/]+)\/tree\.svg$/.exec(url.pathname);
+    if (tree && request.method === "GET") {
+      // Authorized like the session; ?token= lets an <img> tag carry the credential.
+      const token = url.searchParams.get("token");
+      const viewer = token
+        ? await auth.fromCredential(token)
+        : await auth.fromAuthorizationHeader(request.headers.get("authorization"));
+      const ctx = createContext(services, { viewer, clientAddress, requestId });
+      const svg = await sessionTreeSvg(ctx, decodeURIComponent(tree[1]!));
+      return new Response(svg, {
+        headers: { "content-type": "image/svg+xml; charset=utf-8", "cache-control": "no-store" },
+      });
     }
     throw new AppError("NOT_FOUND", `No route for ${request.method} ${url.pathname}; the API is at /graphql`);
   }

@@ -113,6 +113,15 @@ export class Runner {
     const live = this.live.get(runId);
     if (!live || live.ended) return false;
     live.controller.abort();
+    // A run still waiting for its turn ends now; when its turn comes it is skipped.
+    if (live.row.status === "QUEUED") {
+      void this.finish(live, {
+        status: "ABORTED",
+        exitCode: null,
+        snapshotId: null,
+        killedBy: "abort",
+      }).catch((error) => this.deps.log.error("abort failed", { runId, error: String(error) }));
+    }
     return true;
   }
 
@@ -147,10 +156,8 @@ export class Runner {
   private async execute(live: LiveRun, sandbox: { id: string; setBase(base: string): void }) {
     const { db, provider } = this.deps;
     const { row } = live;
-    if (live.controller.signal.aborted) {
-      await this.finish(live, { status: "ABORTED", exitCode: null, snapshotId: null, killedBy: "abort" });
-      return;
-    }
+    if (live.ended) return; // aborted while queued
+
     const startedAt = new Date();
     await this.update(live, { status: "RUNNING", startedAt });
     await publishSessionEvent(this.deps, {
@@ -240,6 +247,8 @@ export class Runner {
     },
   ) {
     const { row } = live;
+    // Ended from this moment: a queued run that was aborted will not start.
+    live.ended = true;
     await this.update(live, {
       status: end.status,
       exitCode: end.exitCode,
@@ -252,7 +261,6 @@ export class Runner {
       finishedAt: new Date(),
       ...(end.error ? { error: end.error } : {}),
     });
-    live.ended = true;
     this.emit(live, {
       type: "end",
       seq: ++live.seq,
