@@ -3,6 +3,14 @@ import { ConfigError, loadConfig } from "./config.ts";
 import { bunRuntime } from "./runtime/bun.ts";
 import { startServer } from "./start.ts";
 
+/** Status lines for whoever started us; a closed stdout (EPIPE) must not stop a shutdown. */
+process.stdout.on("error", () => {});
+function say(line: string): void {
+  try {
+    process.stdout.write(`${line}\n`);
+  } catch {}
+}
+
 let config: ReturnType<typeof loadConfig>;
 try {
   config = loadConfig();
@@ -21,11 +29,11 @@ const server = await startServer(config, bunRuntime).catch((error: unknown) => {
   process.exit(1);
 });
 
-process.stdout.write(`opencode.cloud is running: GraphiQL at ${server.url}/graphql\n`);
+say(`opencode.cloud is running: GraphiQL at ${server.url}/graphql`);
 
 const unregister = bunRuntime.onShutdownSignal(async (signal) => {
   unregister();
-  process.stdout.write(`opencode.cloud: ${signal} received, shutting down\n`);
+  say(`opencode.cloud: ${signal} received, shutting down`);
   await server.stop();
   process.exit(0);
 });
