@@ -1,6 +1,7 @@
 // Who may do what in a session. Viewers read and subscribe; editors also run, write, checkpoint and
 // fork; owners also delete, share and promote. A session the viewer is not a member of does not
 // exist for them: the same NOT_FOUND as a missing id, so no query reveals another tenant's objects.
+import type DataLoader from "dataloader";
 import type { Role } from "../db/schema.ts";
 import { type Context, requireScope, requireViewer } from "./context.ts";
 import { forbidden, notFound } from "./errors.ts";
@@ -28,4 +29,18 @@ export async function requireRole(
     throw forbidden(`This needs the ${need} role in the session; you are ${role}`);
   }
   return role;
+}
+
+/** An object of some session (branch, snapshot, run) by id, when the viewer's role allows `need`. */
+export async function loadInSession<T extends { sessionId: string }>(
+  ctx: Context,
+  loader: DataLoader<string, T | null>,
+  id: string,
+  need: Role,
+  what: string,
+): Promise<T> {
+  const row = await loader.load(id);
+  if (!row) throw notFound(what);
+  await requireRole(ctx, row.sessionId, need, what);
+  return row;
 }

@@ -1,9 +1,16 @@
 // Branches: fork any snapshot, roll back, promote, checkpoint, write files, read files, delete.
 import { and, eq } from "drizzle-orm";
 import { newId } from "../db/ids.ts";
-import { type BranchRow, branches, type SessionRow, type SnapshotRow, sessions } from "../db/schema.ts";
+import {
+  type BranchRow,
+  branches,
+  type Role,
+  type SessionRow,
+  type SnapshotRow,
+  sessions,
+} from "../db/schema.ts";
 import type { FileEntry } from "../sandbox/provider.ts";
-import { requireRole } from "./access.ts";
+import { loadInSession } from "./access.ts";
 import type { Context } from "./context.ts";
 import { badInput, conflict, notFound } from "./errors.ts";
 import { publishSessionEvent } from "./events.ts";
@@ -13,27 +20,11 @@ const BRANCH_NAME = /^[A-Za-z0-9][\w.\-/]{0,63}$/;
 const MAX_WRITE_BYTES = 10 * 1024 * 1024;
 const MAX_READ_BYTES = 10 * 1024 * 1024;
 
-export async function loadBranch(
-  ctx: Context,
-  id: string,
-  need: "VIEWER" | "EDITOR" | "OWNER",
-): Promise<BranchRow> {
-  const branch = await ctx.loaders.branch.load(id);
-  if (!branch) throw notFound("Branch");
-  await requireRole(ctx, branch.sessionId, need, "Branch");
-  return branch;
-}
+export const loadBranch = (ctx: Context, id: string, need: Role): Promise<BranchRow> =>
+  loadInSession(ctx, ctx.loaders.branch, id, need, "Branch");
 
-export async function loadSnapshot(
-  ctx: Context,
-  id: string,
-  need: "VIEWER" | "EDITOR" | "OWNER",
-): Promise<SnapshotRow> {
-  const snapshot = await ctx.loaders.snapshot.load(id);
-  if (!snapshot) throw notFound("Snapshot");
-  await requireRole(ctx, snapshot.sessionId, need, "Snapshot");
-  return snapshot;
-}
+export const loadSnapshot = (ctx: Context, id: string, need: Role): Promise<SnapshotRow> =>
+  loadInSession(ctx, ctx.loaders.snapshot, id, need, "Snapshot");
 
 export async function fork(
   ctx: Context,

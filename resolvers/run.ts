@@ -2,21 +2,17 @@
 import { and, eq } from "drizzle-orm";
 import { topics } from "../bus/bus.ts";
 import { type RunRow, runs } from "../db/schema.ts";
-import { requireRole } from "./access.ts";
+import { loadInSession } from "./access.ts";
 import { loadBranch } from "./branch.ts";
 import type { Context } from "./context.ts";
-import { badInput, conflict, notFound } from "./errors.ts";
+import { badInput, conflict } from "./errors.ts";
 import { afterCursor, decodeCursor, orderBy, type Page, pageSize, toPage } from "./pagination.ts";
 import type { RunStreamEvent } from "./runner.ts";
 
 const MAX_COMMAND = 100_000;
 
-export async function loadRun(ctx: Context, id: string, need: "VIEWER" | "EDITOR"): Promise<RunRow> {
-  const run = await ctx.loaders.run.load(id);
-  if (!run) throw notFound("Run");
-  await requireRole(ctx, run.sessionId, need, "Run");
-  return run;
-}
+export const loadRun = (ctx: Context, id: string, need: "VIEWER" | "EDITOR"): Promise<RunRow> =>
+  loadInSession(ctx, ctx.loaders.run, id, need, "Run");
 
 export async function exec(
   ctx: Context,
