@@ -151,7 +151,9 @@ export function loadConfig(env: Env = process.env): Config {
     limits: {
       maxBodyBytes: bytes(env, "MAX_BODY_BYTES", 1024 * 1024),
       maxDepth: int(env, "GRAPHQL_MAX_DEPTH", 12, 2, 100),
-      maxCost: int(env, "GRAPHQL_MAX_COST", 5000, 10, 1_000_000),
+      // graphql-armor weighs depth (x1.5 per level) but not list sizes; a dashboard listing sessions with
+      // branches, heads and members scores ~6000, so the default leaves room for such queries.
+      maxCost: int(env, "GRAPHQL_MAX_COST", 20_000, 10, 1_000_000),
       maxAliases: int(env, "GRAPHQL_MAX_ALIASES", 30, 1, 1000),
       maxTokens: int(env, "GRAPHQL_MAX_TOKENS", 2000, 50, 100_000),
       authAttemptsPerMinute: int(env, "AUTH_RATE_LIMIT_PER_MINUTE", 20, 1, 100_000),

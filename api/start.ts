@@ -30,6 +30,8 @@ export interface StartedServer {
 export interface StartOptions {
   /** Where log lines go (stderr by default); tests read them. */
   logSink?: (line: string) => void;
+  /** Sees every SQL statement (tests count them to catch N+1 queries). */
+  onQuery?: (sql: string) => void;
 }
 
 export async function startServer(
@@ -38,7 +40,7 @@ export async function startServer(
   options: StartOptions = {},
 ): Promise<StartedServer> {
   const log = createLogger(config.logLevel, options.logSink);
-  const database = openDatabase(config.database);
+  const database = openDatabase({ ...config.database, onQuery: options.onQuery });
   await tuneEmbedded(database.client, config.database.url);
   await applyMigrations(database.db);
 

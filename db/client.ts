@@ -13,13 +13,22 @@ export interface Database {
   close(): void;
 }
 
-export function openDatabase(options: { url: string; authToken?: string | undefined }): Database {
+export function openDatabase(options: {
+  url: string;
+  authToken?: string | undefined;
+  /** Called with every SQL statement drizzle sends (tests count them). */
+  onQuery?: (sql: string) => void;
+}): Database {
   if (options.url.startsWith("file:")) {
     const path = options.url.slice("file:".length);
     if (path && path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   }
   const client = createClient({ url: options.url, authToken: options.authToken });
-  const db = drizzle(client, { schema });
+  const onQuery = options.onQuery;
+  const db = drizzle(client, {
+    schema,
+    ...(onQuery ? { logger: { logQuery: (sql: string) => onQuery(sql) } } : {}),
+  });
   return { db, client, close: () => client.close() };
 }
 

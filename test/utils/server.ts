@@ -19,6 +19,8 @@ export interface TestServer extends StartedServer {
   dataDir: string;
   /** Every log line the server wrote (parsed JSON). */
   logs: Record<string, unknown>[];
+  /** Every SQL statement sent so far. */
+  queries: string[];
   wsUrl: string;
   gql<T = Record<string, any>>(
     query: string,
@@ -34,7 +36,11 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
   const dataDir = mkdtempSync(join(tmpdir(), "occ-test-"));
   const config = loadConfig({ NODE_ENV: "test", PORT: "0", DATA_DIR: dataDir, LOG_LEVEL: "warn", ...env });
   const logs: Record<string, unknown>[] = [];
-  const server = await startServer(config, bunRuntime, { logSink: (line) => logs.push(JSON.parse(line)) });
+  const queries: string[] = [];
+  const server = await startServer(config, bunRuntime, {
+    logSink: (line) => logs.push(JSON.parse(line)),
+    onQuery: (sql) => queries.push(sql),
+  });
   let users = 0;
 
   const gql: TestServer["gql"] = async (query, variables, token) => {
@@ -56,6 +62,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     ...server,
     dataDir,
     logs,
+    queries,
     wsUrl: `${server.url.replace(/^http/, "ws")}/graphql`,
     gql,
     async signUp(email = `user${++users}-${crypto.randomUUID().slice(0, 8)}@example.com`) {
