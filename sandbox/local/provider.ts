@@ -90,7 +90,15 @@ export class LocalProvider implements SandboxProvider {
     await fs.mkdir(this.liveDir, { recursive: true });
 
     const warnings: string[] = [];
-    this.bwrap = await detectBubblewrap();
+    // The three probes are independent: run them together (start-up time).
+    const wanted = this.options.workspaces ?? "auto";
+    const [bwrap, cgroups, overlay] = await Promise.all([
+      detectBubblewrap(),
+      detectCgroups("occ"),
+      wanted === "copy" ? Promise.resolve(false) : canMountOverlay(this.store),
+    ]);
+    this.bwrap = bwrap;
+    this.cgroups = cgroups;
     if (!this.bwrap) {
       if (this.options.requireIsolation) {
         throw new SandboxError(
@@ -100,14 +108,10 @@ export class LocalProvider implements SandboxProvider {
       }
       warnings.push("bubblewrap is not available: commands run unisolated on the host (install bubblewrap)");
     }
-    this.cgroups = await detectCgroups("occ");
     if (!this.cgroups)
       warnings.push(
         "cgroups are not writable: process and memory limits are not enforced (wall time and output are)",
       );
-
-    const wanted = this.options.workspaces ?? "auto";
-    const overlay = wanted !== "copy" && (await canMountOverlay(this.store));
     if (wanted === "overlay" && !overlay)
       throw new SandboxError("FAILED", "overlay workspaces requested but overlayfs cannot be mounted here");
     this.factory = overlay ? await overlayFactory(this.store) : copyFactory(this.store);
