@@ -45,6 +45,11 @@ export interface ExecOptions {
   maxOutputBytes?: number;
   /** Outbound network (off by default). */
   network?: boolean;
+  /**
+   * Host paths made visible inside the sandbox for this command only (an agent binary, the model
+   * gateway's socket). Read-only unless `writable` (a unix socket must be writable to connect).
+   */
+  binds?: { host: string; sandbox: string; writable?: boolean }[];
   signal?: AbortSignal;
   onOutput?: (chunk: OutputChunk) => void;
 }

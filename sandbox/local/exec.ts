@@ -17,7 +17,6 @@ export interface Runner {
   bwrap: string | null;
   cgroups: Cgroups | null;
   limits: Limits;
-  readOnlyBinds?: string[];
 }
 
 // Joins the run's cgroups (its own pid, inherited by every descendant), then becomes the command.
@@ -49,7 +48,7 @@ export async function execIn(runner: Runner, workspace: string, options: ExecOpt
       command: options.command,
       env,
       network: options.network ?? false,
-      readOnlyBinds: runner.readOnlyBinds,
+      binds: options.binds,
     });
     cwd = "/";
   } else {

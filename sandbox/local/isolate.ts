@@ -37,8 +37,8 @@ export interface SandboxCommand {
   command: string;
   env: Record<string, string>;
   network: boolean;
-  /** Host paths made visible read-only at the same path (e.g. an agent binary). */
-  readOnlyBinds?: string[];
+  /** Host paths made visible inside the sandbox. */
+  binds?: { host: string; sandbox: string; writable?: boolean }[];
 }
 
 /** The root filesystem part of the argv, computed once: it depends only on the host. */
@@ -66,7 +66,8 @@ export function bwrapArgv(bwrap: string, spec: SandboxCommand): string[] {
   argv.push("--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox");
   argv.push(...cachedRoot);
   argv.push("--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp");
-  for (const path of spec.readOnlyBinds ?? []) argv.push("--ro-bind", path, path);
+  for (const bind of spec.binds ?? [])
+    argv.push(bind.writable ? "--bind" : "--ro-bind", bind.host, bind.sandbox);
   argv.push("--bind", spec.workspace, WORKSPACE, "--chdir", WORKSPACE, "--clearenv");
   for (const [key, value] of Object.entries(spec.env)) argv.push("--setenv", key, value);
   argv.push("/bin/sh", "-c", spec.command);

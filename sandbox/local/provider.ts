@@ -218,6 +218,12 @@ export class LocalProvider implements SandboxProvider {
   }
 
   async exec(sandboxId: string, options: ExecOptions): Promise<ExecResult> {
+    if (options.binds?.length && !this.bwrap) {
+      throw new SandboxError(
+        "ISOLATION_UNAVAILABLE",
+        "This command maps paths into the sandbox, which needs bubblewrap",
+      );
+    }
     return this.serial(sandboxId, (ws) =>
       execIn({ bwrap: this.bwrap, cgroups: this.cgroups, limits: this.limits }, ws.root, options),
     );
