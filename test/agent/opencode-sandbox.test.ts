@@ -78,12 +78,26 @@ test.skipIf(!ready)(
 
     const first = await turn(sbx, "first task");
     expect(first.result.exitCode, first.out.slice(-1500)).toBe(0);
-    expect(first.events.filter((e) => e.type === "tool_use").map((e) => e.part.tool)).toEqual([
-      "write",
-      "bash",
+    // In order: write started and finished, bash started and finished, then the answer streamed, then done.
+    const tools = first.events
+      .filter((e) => e.type === "tool.started" || e.type === "tool.finished")
+      .map((e) => `${e.type}:${e.tool}`);
+    expect(tools).toEqual([
+      "tool.started:write",
+      "tool.finished:write",
+      "tool.started:bash",
+      "tool.finished:bash",
     ]);
-    const bash = first.events.find((e) => e.type === "tool_use" && e.part.tool === "bash");
-    expect(bash.part.state.output).toContain("hi\n0"); // the file exists; no sk-platform in the sandbox env
+    const bash = first.events.find((e) => e.type === "tool.finished" && e.tool === "bash");
+    expect(bash.output).toContain("hi\n0"); // the file exists; no sk-platform in the sandbox env
+    expect(bash.input.command).toContain("cat hello.txt");
+    const deltas = first.events.filter((e) => e.type === "text.delta");
+    expect(deltas.length).toBeGreaterThan(1);
+    expect(deltas.map((e) => e.delta).join("")).toBe("first done");
+    const lastTool = first.events.findLastIndex((e) => e.type === "tool.finished");
+    expect(first.events.findIndex((e) => e.type === "text.delta")).toBeGreaterThan(lastTool);
+    expect(first.events.filter((e) => e.type === "step.finished").length).toBe(3);
+    expect(first.events.at(-1).type).toBe("done");
     expect(first.usage!.requests).toBe(3);
     expect(first.usage!.totalTokens).toBeGreaterThan(0);
     const afterFirst = await provider.snapshot(sbx);
