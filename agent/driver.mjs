@@ -81,8 +81,7 @@ const decoder = new TextDecoder();
 let buffer = "";
 for await (const chunk of events.body) {
   buffer += decoder.decode(chunk, { stream: true });
-  let at;
-  while ((at = buffer.indexOf("\n\n")) >= 0) {
+  for (let at = buffer.indexOf("\n\n"); at >= 0; at = buffer.indexOf("\n\n")) {
     const block = buffer.slice(0, at);
     buffer = buffer.slice(at + 2);
     const data = block
