@@ -32,6 +32,8 @@ export interface Config {
   sandbox: SandboxConfig;
   /** Runs executing at once on this instance (runs on one branch always queue). */
   maxParallelRuns: number;
+  /** The model agent runs use, reached through the gateway; null when none is configured. */
+  model: { baseURL: string; apiKey: string | undefined; name: string } | null;
   shutdownGraceMs: number;
   logLevel: "debug" | "info" | "warn" | "error";
 }
@@ -109,6 +111,29 @@ function databaseUrl(env: Env, dataDir: string): string {
   return raw;
 }
 
+/**
+ * The agents' model: any OpenAI-compatible endpoint (AGENT_MODEL_BASE_URL), or OpenAI or Anthropic
+ * (whose OpenAI-compatible endpoint is used) from their usual key variables.
+ */
+function modelConfig(env: Env): Config["model"] {
+  const baseURL = optional(env, "AGENT_MODEL_BASE_URL");
+  const name = optional(env, "AGENT_MODEL");
+  if (baseURL) {
+    try {
+      new URL(baseURL);
+    } catch {
+      throw new ConfigError("AGENT_MODEL_BASE_URL", `not a valid URL: "${baseURL}"`);
+    }
+    return { baseURL, apiKey: optional(env, "AGENT_MODEL_API_KEY"), name: name ?? "default" };
+  }
+  const openai = optional(env, "OPENAI_API_KEY");
+  if (openai) return { baseURL: "https://api.openai.com/v1", apiKey: openai, name: name ?? "gpt-4.1" };
+  const anthropic = optional(env, "ANTHROPIC_API_KEY");
+  if (anthropic)
+    return { baseURL: "https://api.anthropic.com/v1", apiKey: anthropic, name: name ?? "claude-sonnet-4-5" };
+  return null;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const nodeEnv = oneOf(env, "NODE_ENV", ["development", "production", "test"] as const, "development");
   const host = str(env, "HOST", "127.0.0.1");
@@ -171,6 +196,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxMemoryBytes: bytes(env, "SANDBOX_MAX_MEMORY_BYTES", 4 * 1024 ** 3),
     },
     maxParallelRuns: int(env, "RUNS_MAX_PARALLEL", 4, 1, 1000),
+    model: modelConfig(env),
     shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     logLevel: oneOf(env, "LOG_LEVEL", ["debug", "info", "warn", "error"] as const, "info"),
   };

@@ -1,6 +1,9 @@
 // Composition root: builds every service once from config and starts serving. Used by api/main.ts
 // (the process entry) and by tests (the same server, on an ephemeral port).
 import { createRequire } from "node:module";
+import { join } from "node:path";
+import { ModelGateway } from "../agent/gateway.ts";
+import { opencodeBinary } from "../agent/opencode-binary.ts";
 import { createMemoryBus } from "../bus/memory.ts";
 import { openDatabase, tuneEmbedded } from "../db/client.ts";
 import { applyMigrations } from "../db/migrate.ts";
@@ -50,7 +53,35 @@ export async function startServer(
   const tokens = await createTokenService(config);
   const bus = createMemoryBus();
   const branchRuntime = new BranchRuntime(sandboxes, config.maxParallelRuns);
-  const runner = new Runner({ db: database.db, bus, provider: sandboxes, runtime: branchRuntime, log });
+  // Agent runs need a model (reached only through the gateway), bubblewrap and the opencode binary.
+  const agentUnavailable = !config.model
+    ? "No model is configured: set AGENT_MODEL_BASE_URL (+ AGENT_MODEL_API_KEY, AGENT_MODEL), OPENAI_API_KEY or ANTHROPIC_API_KEY"
+    : sandboxes.status.isolation !== "bubblewrap"
+      ? "Agent runs need bubblewrap isolation on this server (install bubblewrap)"
+      : !opencodeBinary()
+        ? "The opencode binary is not installed (npm package opencode-linux-x64)"
+        : null;
+  let gateway: ModelGateway | null = null;
+  if (!agentUnavailable) {
+    gateway = new ModelGateway(join(config.dataDir, "gateway.sock"), (message, fields) =>
+      log.warn(message, fields),
+    );
+    await gateway.start();
+  } else if (config.model) {
+    log.warn("agent runs are unavailable", { reason: agentUnavailable });
+  }
+  const model = config.model
+    ? { baseURL: config.model.baseURL, apiKey: config.model.apiKey, model: config.model.name }
+    : null;
+  const runner = new Runner({
+    db: database.db,
+    bus,
+    provider: sandboxes,
+    runtime: branchRuntime,
+    log,
+    gateway,
+    model,
+  });
   const interrupted = await runner.recoverInterrupted();
   if (interrupted > 0) log.warn("runs interrupted by the previous stop", { runs: interrupted });
   const services: Services = {
@@ -68,6 +99,7 @@ export async function startServer(
     branchRuntime,
     runner,
     shareLinks: { sign: tokens.signFor, verify: tokens.verifyFor },
+    agentUnavailable,
     publicUrl: config.publicUrl,
     health: {
       version,
@@ -111,6 +143,7 @@ export async function startServer(
         await server.stop(true);
         await bus.close();
         await branchRuntime.close();
+        await gateway?.close();
         await sandboxes.close();
         database.close();
         log.info("stopped");

@@ -33,4 +33,6 @@ export const topics = {
   session: (sessionId: string) => `session:${sessionId}`,
   /** One run's output chunks and its end. */
   run: (runId: string) => `run:${runId}`,
+  /** Agent events of every run on a branch. */
+  agent: (branchId: string) => `agent:${branchId}`,
 } as const;

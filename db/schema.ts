@@ -1,6 +1,6 @@
 // The platform's tables. camelCase keys over snake_case columns; times are integer milliseconds.
 import { sql } from "drizzle-orm";
-import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 const createdAt = () =>
   integer("created_at", { mode: "timestamp_ms" }).notNull().default(sql`(unixepoch('subsec') * 1000)`);
@@ -145,6 +145,11 @@ export const runs = sqliteTable(
     snapshotId: text("snapshot_id"),
     durationMs: integer("duration_ms"),
     cpuMs: integer("cpu_ms"),
+    /** Agent runs: tokens as the provider reported them through the gateway, and opencode's cost. */
+    modelRequests: integer("model_requests"),
+    inputTokens: integer("input_tokens"),
+    outputTokens: integer("output_tokens"),
+    costUsd: real("cost_usd"),
     createdAt: createdAt(),
     startedAt: integer("started_at", { mode: "timestamp_ms" }),
     finishedAt: integer("finished_at", { mode: "timestamp_ms" }),

@@ -72,6 +72,8 @@ export interface Services {
   runner: Runner;
   shareLinks: AudienceTokens;
   publicUrl: string;
+  /** Why agent runs cannot start here (null: they can). */
+  agentUnavailable: string | null;
 }
 
 export interface Context extends Services {

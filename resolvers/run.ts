@@ -5,7 +5,7 @@ import { type RunRow, runs } from "../db/schema.ts";
 import { loadInSession } from "./access.ts";
 import { loadBranch } from "./branch.ts";
 import type { Context } from "./context.ts";
-import { badInput, conflict } from "./errors.ts";
+import { AppError, badInput, conflict } from "./errors.ts";
 import { afterCursor, decodeCursor, orderBy, type Page, pageSize, toPage } from "./pagination.ts";
 import type { RunStreamEvent } from "./runner.ts";
 
@@ -30,13 +30,46 @@ export async function exec(
   ) {
     throw badInput(`timeoutMs must be 100 to ${max}`, "timeoutMs");
   }
-  return ctx.runner.startExec({
+  return ctx.runner.start({
+    kind: "EXEC",
     sessionId: branch.sessionId,
     branchId: branch.id,
     userId: ctx.viewer!.userId,
-    command: args.command,
+    input: args.command,
     timeoutMs: args.timeoutMs ?? null,
   });
+}
+
+const MAX_PROMPT = 100_000;
+
+/** One agent turn on the branch, as a run; its events stream by runOutput and agentEvents. */
+export async function prompt(ctx: Context, args: { branchId: string; text: string }): Promise<RunRow> {
+  const branch = await loadBranch(ctx, args.branchId, "EDITOR");
+  if (ctx.agentUnavailable) throw new AppError("UNAVAILABLE", ctx.agentUnavailable);
+  if (!args.text.trim()) throw badInput("text is empty", "text");
+  if (args.text.length > MAX_PROMPT) throw badInput(`text must be at most ${MAX_PROMPT} characters`, "text");
+  return ctx.runner.start({
+    kind: "PROMPT",
+    sessionId: branch.sessionId,
+    branchId: branch.id,
+    userId: ctx.viewer!.userId,
+    input: args.text,
+    timeoutMs: null,
+  });
+}
+
+/** Agent events of every run on a branch, live. */
+export async function* agentEvents(
+  ctx: Context,
+  branchId: string,
+): AsyncGenerator<RunStreamEvent & { type: "agent" }> {
+  await loadBranch(ctx, branchId, "VIEWER");
+  const events = ctx.bus.subscribe<RunStreamEvent & { type: "agent" }>(topics.agent(branchId));
+  try {
+    for await (const { payload } of events) yield payload;
+  } finally {
+    await events.return?.();
+  }
 }
 
 export async function abortRun(ctx: Context, id: string): Promise<RunRow> {

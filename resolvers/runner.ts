@@ -3,12 +3,15 @@
 // database every second, so a crash loses at most a second of it. Every finished run records a
 // snapshot and moves the branch head: the audit trail.
 import { eq, inArray } from "drizzle-orm";
+import { type AgentEvent, LineSplitter, parseAgentLine } from "../agent/events.ts";
+import type { ModelGateway, Upstream } from "../agent/gateway.ts";
+import { opencodeTurn } from "../agent/opencode-command.ts";
 import type { Bus } from "../bus/bus.ts";
 import { topics } from "../bus/bus.ts";
 import type { Db } from "../db/client.ts";
 import { newId } from "../db/ids.ts";
 import { branches, type RunRow, type RunStatus, runs } from "../db/schema.ts";
-import type { SandboxProvider } from "../sandbox/provider.ts";
+import type { ExecOptions, SandboxProvider } from "../sandbox/provider.ts";
 import type { BranchRuntime } from "./branch-runtime.ts";
 import type { Logger } from "./context.ts";
 import { publishSessionEvent } from "./events.ts";
@@ -20,6 +23,7 @@ const FLUSH_MS = 1000;
 
 export type RunStreamEvent =
   | { type: "chunk"; seq: number; stream: "stdout" | "stderr"; text: string }
+  | { type: "agent"; seq: number; runId: string; event: AgentEvent }
   | { type: "end"; seq: number; status: RunStatus; exitCode: number | null; snapshotId: string | null };
 
 interface LiveRun {
@@ -38,6 +42,9 @@ export interface RunnerDeps {
   provider: SandboxProvider;
   runtime: BranchRuntime;
   log: Logger;
+  /** Agent runs: the gateway and the model behind it (null: no model configured). */
+  gateway: ModelGateway | null;
+  model: Upstream | null;
 }
 
 export class Runner {
@@ -59,12 +66,14 @@ export class Runner {
     return stale.length;
   }
 
-  /** Queues an exec run; resolves as soon as the run is recorded (QUEUED). */
-  async startExec(input: {
+  /** Queues a run (a command, or an agent turn for a prompt); resolves once it is recorded (QUEUED). */
+  async start(input: {
+    kind: "EXEC" | "PROMPT";
     sessionId: string;
     branchId: string;
     userId: string;
-    command: string;
+    /** The command, or the prompt text. */
+    input: string;
     timeoutMs: number | null;
   }): Promise<RunRow> {
     const [row] = await this.deps.db
@@ -74,9 +83,9 @@ export class Runner {
         sessionId: input.sessionId,
         branchId: input.branchId,
         userId: input.userId,
-        kind: "EXEC",
+        kind: input.kind,
         status: "QUEUED",
-        input: input.command,
+        input: input.input,
         timeoutMs: input.timeoutMs,
         createdAt: new Date(),
       })
@@ -143,6 +152,12 @@ export class Runner {
     return live ? { events: [...live.events], ended: live.ended } : null;
   }
 
+  private emitAgent(live: LiveRun, event: AgentEvent) {
+    const wrapped: RunStreamEvent = { type: "agent", seq: ++live.seq, runId: live.row.id, event };
+    this.emit(live, wrapped);
+    void this.deps.bus.publish(topics.agent(live.row.branchId), wrapped);
+  }
+
   private emit(live: LiveRun, event: RunStreamEvent) {
     live.events.push(event);
     void this.deps.bus.publish(topics.run(live.row.id), event);
@@ -167,7 +182,6 @@ export class Runner {
       runId: row.id,
     });
 
-    const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
     const flush = setInterval(() => {
       void db
         .update(runs)
@@ -175,23 +189,21 @@ export class Runner {
         .where(eq(runs.id, row.id))
         .catch(() => {});
     }, FLUSH_MS);
+    const agent =
+      row.kind === "PROMPT"
+        ? { token: this.deps.gateway!.grant(row.id, this.deps.model!), cost: 0, done: false }
+        : null;
     let result: Awaited<ReturnType<SandboxProvider["exec"]>>;
     try {
       result = await provider.exec(sandbox.id, {
-        command: row.input,
+        ...(agent ? this.agentOptions(live, agent) : this.commandOptions(live)),
         ...(row.timeoutMs ? { timeoutMs: row.timeoutMs } : {}),
         signal: live.controller.signal,
-        onOutput: ({ stream, data }) => {
-          const text = decoders[stream].decode(data, { stream: true });
-          if (!text) return;
-          this.emit(live, { type: "chunk", seq: ++live.seq, stream, text });
-          if (live.output.length + text.length <= MAX_STORED_OUTPUT) live.output += text;
-          else live.truncated = true;
-        },
       });
     } finally {
       clearInterval(flush);
     }
+    const usage = agent ? this.deps.gateway!.revoke(agent.token) : null;
 
     // The audit trail: whatever the run left in the workspace becomes the branch's new head.
     const snapshot = await recordSnapshot(db, {
@@ -216,12 +228,17 @@ export class Runner {
       snapshotId: snapshot.id,
     });
 
-    const status: RunStatus =
-      result.killedBy === "abort"
-        ? "ABORTED"
-        : result.exitCode === 0 && !result.killedBy
-          ? "SUCCEEDED"
-          : "FAILED";
+    // An agent run succeeds only if the turn reached its end, whatever the process exit said.
+    const succeeded = result.exitCode === 0 && !result.killedBy && (!agent || agent.done);
+    const status: RunStatus = result.killedBy === "abort" ? "ABORTED" : succeeded ? "SUCCEEDED" : "FAILED";
+    if (usage) {
+      await this.update(live, {
+        modelRequests: usage.requests,
+        inputTokens: usage.promptTokens,
+        outputTokens: usage.completionTokens,
+        costUsd: agent!.cost,
+      });
+    }
     await this.finish(live, {
       status,
       exitCode: result.exitCode,
@@ -231,6 +248,48 @@ export class Runner {
       cpuMs: result.cpuMs,
       startedAt,
     });
+  }
+
+  private store(live: LiveRun, text: string) {
+    if (live.output.length + text.length <= MAX_STORED_OUTPUT) live.output += text;
+    else live.truncated = true;
+  }
+
+  /** A command: stdout and stderr stream as text chunks. */
+  private commandOptions(live: LiveRun): ExecOptions {
+    const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+    return {
+      command: live.row.input,
+      onOutput: ({ stream, data }) => {
+        const text = decoders[stream].decode(data, { stream: true });
+        if (!text) return;
+        this.emit(live, { type: "chunk", seq: ++live.seq, stream, text });
+        this.store(live, text);
+      },
+    };
+  }
+
+  /** An agent turn: the driver's JSON lines become agent events; the answer's text is the output. */
+  private agentOptions(live: LiveRun, agent: { token: string; cost: number; done: boolean }): ExecOptions {
+    const lines = new LineSplitter();
+    return {
+      ...opencodeTurn({
+        prompt: live.row.input,
+        gatewaySocket: this.deps.gateway!.socketPath,
+        token: agent.token,
+      }),
+      onOutput: ({ stream, data }) => {
+        if (stream === "stderr") return; // opencode's own logs are not part of the run's story
+        for (const line of lines.push(data)) {
+          const event = parseAgentLine(line);
+          if (!event) continue;
+          if (event.type === "text.delta") this.store(live, event.delta);
+          if (event.type === "step.finished") agent.cost += event.cost ?? 0;
+          if (event.type === "done") agent.done = true;
+          this.emitAgent(live, event);
+        }
+      },
+    };
   }
 
   private async finish(

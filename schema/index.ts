@@ -6,6 +6,7 @@ import "./session.ts";
 import "./branch.ts";
 import "./snapshot.ts";
 import "./run.ts";
+import "./agent.ts";
 import "./health.ts";
 
 export const schema = builder.toSchema();

@@ -2,6 +2,7 @@
 
 import * as runs from "../resolvers/run.ts";
 import type { RunStreamEvent } from "../resolvers/runner.ts";
+import { AGENT_EVENT_TYPES, agentEventType } from "./agent.ts";
 import { builder } from "./builder.ts";
 import { BranchRef, RunRef, SnapshotRef } from "./refs.ts";
 import { UserRef } from "./user.ts";
@@ -42,6 +43,19 @@ RunRef.implement({
       nullable: true,
       description: "CPU time of the sandbox's processes, where measurable.",
     }),
+    modelRequests: t.exposeInt("modelRequests", {
+      nullable: true,
+      description: "Agent runs: model calls through the gateway.",
+    }),
+    inputTokens: t.exposeInt("inputTokens", {
+      nullable: true,
+      description: "Agent runs: as the provider reported them.",
+    }),
+    outputTokens: t.exposeInt("outputTokens", { nullable: true }),
+    costUsd: t.exposeFloat("costUsd", {
+      nullable: true,
+      description: "Agent runs: cost as opencode computes it.",
+    }),
     snapshot: t.field({
       type: SnapshotRef,
       nullable: true,
@@ -79,8 +93,10 @@ const RunFinished = builder.objectRef<Extract<RunStreamEvent, { type: "end" }>>(
 });
 
 const RunEvent = builder.unionType("RunEvent", {
-  types: [RunOutputChunk, RunFinished],
-  resolveType: (event) => (event.type === "chunk" ? RunOutputChunk : RunFinished),
+  description: "Output chunks (commands), agent events (prompts), then RunFinished.",
+  types: [RunOutputChunk, RunFinished, ...AGENT_EVENT_TYPES],
+  resolveType: (event) =>
+    event.type === "chunk" ? RunOutputChunk : event.type === "end" ? RunFinished : agentEventType(event),
 });
 
 builder.queryFields((t) => ({
@@ -116,6 +132,6 @@ builder.subscriptionFields((t) => ({
     description: "Everything the run printed so far, then live chunks, then RunFinished.",
     args: { runId: t.arg.id({ required: true }) },
     subscribe: (_r, args, ctx) => runs.runOutput(ctx, String(args.runId)),
-    resolve: (event) => event,
+    resolve: (event) => event as never,
   }),
 }));

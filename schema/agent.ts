@@ -1,0 +1,137 @@
+// Agent events as GraphQL types: part of a run's output (RunEvent) and of a branch's agentEvents.
+import type { AgentEvent } from "../agent/events.ts";
+import * as runs from "../resolvers/run.ts";
+import type { RunStreamEvent } from "../resolvers/runner.ts";
+import { builder } from "./builder.ts";
+import { RunRef } from "./refs.ts";
+
+type Wrapped<T extends AgentEvent["type"]> = RunStreamEvent & {
+  type: "agent";
+  event: Extract<AgentEvent, { type: T }>;
+};
+
+const ToolPhase = builder.enumType("ToolPhase", { values: ["STARTED", "UPDATED", "FINISHED"] as const });
+
+export const AgentTextDelta = builder.objectRef<Wrapped<"text.delta">>("AgentTextDelta").implement({
+  description: "A piece of the agent's answer as it streams.",
+  fields: (t) => ({
+    seq: t.exposeInt("seq"),
+    runId: t.exposeID("runId"),
+    partId: t.string({ resolve: (e) => e.event.partId }),
+    text: t.string({ resolve: (e) => e.event.delta }),
+  }),
+});
+
+export const AgentToolEvent = builder
+  .objectRef<Wrapped<"tool.started" | "tool.updated" | "tool.finished">>("AgentToolEvent")
+  .implement({
+    description:
+      "A tool call of the agent: started (with input), updated (running output), finished (output or error).",
+    fields: (t) => ({
+      seq: t.exposeInt("seq"),
+      runId: t.exposeID("runId"),
+      phase: t.field({
+        type: ToolPhase,
+        resolve: (e) =>
+          e.event.type === "tool.started"
+            ? "STARTED"
+            : e.event.type === "tool.updated"
+              ? "UPDATED"
+              : "FINISHED",
+      }),
+      callId: t.string({ resolve: (e) => e.event.callId }),
+      tool: t.string({ resolve: (e) => e.event.tool }),
+      input: t.field({ type: "JSON", nullable: true, resolve: (e) => e.event.input ?? null }),
+      output: t.string({ nullable: true, resolve: (e) => e.event.output ?? null }),
+      error: t.string({ nullable: true, resolve: (e) => e.event.error ?? null }),
+      title: t.string({ nullable: true, resolve: (e) => e.event.title ?? null }),
+    }),
+  });
+
+export const AgentStepFinished = builder.objectRef<Wrapped<"step.finished">>("AgentStepFinished").implement({
+  description: "One model call of the turn finished, with the tokens and cost opencode reports.",
+  fields: (t) => ({
+    seq: t.exposeInt("seq"),
+    runId: t.exposeID("runId"),
+    inputTokens: t.int({ nullable: true, resolve: (e) => e.event.tokens?.input ?? null }),
+    outputTokens: t.int({ nullable: true, resolve: (e) => e.event.tokens?.output ?? null }),
+    reasoningTokens: t.int({ nullable: true, resolve: (e) => e.event.tokens?.reasoning ?? null }),
+    cost: t.float({ resolve: (e) => e.event.cost ?? 0 }),
+  }),
+});
+
+export const AgentPermissionAsked = builder
+  .objectRef<Wrapped<"permission.asked">>("AgentPermissionAsked")
+  .implement({
+    fields: (t) => ({
+      seq: t.exposeInt("seq"),
+      runId: t.exposeID("runId"),
+      id: t.string({ resolve: (e) => e.event.id }),
+      permission: t.string({ resolve: (e) => e.event.permission }),
+      patterns: t.stringList({ resolve: (e) => e.event.patterns }),
+    }),
+  });
+
+export const AgentError = builder.objectRef<Wrapped<"error">>("AgentError").implement({
+  fields: (t) => ({
+    seq: t.exposeInt("seq"),
+    runId: t.exposeID("runId"),
+    message: t.string({ resolve: (e) => e.event.message }),
+  }),
+});
+
+export const AgentDone = builder.objectRef<Wrapped<"done">>("AgentDone").implement({
+  description: "The turn is over (the run's snapshot follows in RunFinished).",
+  fields: (t) => ({ seq: t.exposeInt("seq"), runId: t.exposeID("runId") }),
+});
+
+export const AGENT_EVENT_TYPES = [
+  AgentTextDelta,
+  AgentToolEvent,
+  AgentStepFinished,
+  AgentPermissionAsked,
+  AgentError,
+  AgentDone,
+] as const;
+
+export function agentEventType(e: RunStreamEvent & { type: "agent" }) {
+  switch (e.event.type) {
+    case "text.delta":
+      return AgentTextDelta;
+    case "step.finished":
+      return AgentStepFinished;
+    case "permission.asked":
+      return AgentPermissionAsked;
+    case "error":
+      return AgentError;
+    case "done":
+      return AgentDone;
+    default:
+      return AgentToolEvent;
+  }
+}
+
+const AgentEventUnion = builder.unionType("AgentEvent", {
+  types: [...AGENT_EVENT_TYPES],
+  resolveType: (e) => agentEventType(e as RunStreamEvent & { type: "agent" }),
+});
+
+builder.mutationFields((t) => ({
+  prompt: t.field({
+    type: RunRef,
+    description:
+      "One agent turn (opencode) on the branch, as a run: follow it with runOutput or agentEvents.",
+    args: { branchId: t.arg.id({ required: true }), text: t.arg.string({ required: true }) },
+    resolve: (_r, args, ctx) => runs.prompt(ctx, { branchId: String(args.branchId), text: args.text }),
+  }),
+}));
+
+builder.subscriptionFields((t) => ({
+  agentEvents: t.field({
+    type: AgentEventUnion,
+    description: "Agent events of every run on the branch, live.",
+    args: { branchId: t.arg.id({ required: true }) },
+    subscribe: (_r, args, ctx) => runs.agentEvents(ctx, String(args.branchId)),
+    resolve: (e) => e as never,
+  }),
+}));

@@ -1,0 +1,188 @@
+// The opencode agent through the public API: the real binary in the branch's sandbox, the scripted
+// fake model behind the gateway, events over graphql-ws.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { opencodeBinary } from "../../agent/opencode-binary.ts";
+import { type FakeModel, startFakeModel } from "../../scripts/fake-model.ts";
+import { startTestServer, type TestServer } from "../utils/server.ts";
+import { collect, wsClient } from "../utils/ws.ts";
+
+let fake: FakeModel;
+let server: TestServer;
+let token: string;
+let available = false;
+
+beforeAll(async () => {
+  fake = startFakeModel({
+    apiKey: "sk-platform",
+    scenarios: [
+      {
+        match: "write",
+        steps: [
+          { tool: "write", args: { filePath: "/workspace/hello.txt", content: "hello\n" } },
+          { tool: "bash", args: { command: "cat hello.txt", description: "show it" } },
+          { text: "All done here." },
+        ],
+      },
+      { match: "again", steps: [{ text: "continuing" }] },
+      {
+        match: "slow",
+        chunkDelayMs: 250,
+        steps: [{ text: "one two three four five six seven eight nine ten eleven twelve" }],
+      },
+    ],
+  });
+  server = await startTestServer({
+    AGENT_MODEL_BASE_URL: fake.baseURL,
+    AGENT_MODEL_API_KEY: "sk-platform",
+    AGENT_MODEL: "fake-model",
+  });
+  token = (await server.signUp()).token;
+  const health = (await server.gql("{ health { isolation } }")).data!.health;
+  available = health.isolation === "bubblewrap" && opencodeBinary() !== null;
+});
+afterAll(async () => {
+  await server.close();
+  await fake.close();
+});
+
+async function gql(query: string, variables: Record<string, unknown> = {}) {
+  const res = await server.gql(query, variables, token);
+  if (res.errors) throw new Error(JSON.stringify(res.errors));
+  return res.data!;
+}
+
+const RUN_OUTPUT = `subscription($r: ID!) { runOutput(runId: $r) {
+  __typename
+  ... on AgentToolEvent { seq phase tool input output }
+  ... on AgentTextDelta { seq text }
+  ... on AgentStepFinished { seq inputTokens outputTokens }
+  ... on AgentDone { seq }
+  ... on RunFinished { seq status snapshot { id file(path: "hello.txt") { content } } }
+} }`;
+
+const usersInLastRequest = () =>
+  fake.requests
+    .filter((r) => (r.body.tools?.length ?? 0) > 0)
+    .at(-1)!
+    .body.messages!.filter((m) => m.role === "user").length;
+
+async function promptAndWait(client: ReturnType<typeof wsClient>, branchId: string, text: string) {
+  const run = (
+    await gql(`mutation($b: ID!, $t: String!) { prompt(branchId: $b, text: $t) { id kind status } }`, {
+      b: branchId,
+      t: text,
+    })
+  ).prompt;
+  expect(run.kind).toBe("PROMPT");
+  const out = collect(client, RUN_OUTPUT, { r: run.id });
+  const end = await out.until((r) => r.data?.runOutput.__typename === "RunFinished", 120_000);
+  return { run, events: out.results.map((r) => r.data.runOutput), end: end.data.runOutput };
+}
+
+test("a prompt streams tool calls and text in order and ends with a snapshot holding the file; fork and rollback", async () => {
+  if (!available) return console.warn("agent e2e skipped: needs bubblewrap and the opencode binary");
+  const client = wsClient(server.wsUrl, token);
+  const s = (
+    await gql(
+      `mutation { createSession(input: { title: "agent" }) { id mainBranch { id } rootSnapshot { id } } }`,
+    )
+  ).createSession;
+
+  const first = await promptAndWait(client, s.mainBranch.id, "please write hello");
+  const story = first.events
+    .filter((e) => e.__typename !== "AgentStepFinished")
+    .map((e) => (e.__typename === "AgentToolEvent" ? `${e.phase}:${e.tool}` : e.__typename));
+  // Tool calls in order, then text deltas, then the end (updates while running may appear in between).
+  const compact = story.filter((x, i) => x !== story[i - 1] && !x.startsWith("UPDATED"));
+  expect(compact).toEqual([
+    "STARTED:write",
+    "FINISHED:write",
+    "STARTED:bash",
+    "FINISHED:bash",
+    "AgentTextDelta",
+    "AgentDone",
+    "RunFinished",
+  ]);
+  expect(
+    first.events
+      .filter((e) => e.__typename === "AgentTextDelta")
+      .map((e) => e.text)
+      .join(""),
+  ).toBe("All done here.");
+  const bash = first.events.find(
+    (e) => e.__typename === "AgentToolEvent" && e.phase === "FINISHED" && e.tool === "bash",
+  );
+  expect(bash.input.command).toBe("cat hello.txt");
+  expect(bash.output).toContain("hello");
+  const seqs = first.events.map((e) => e.seq);
+  expect(seqs).toEqual(seqs.map((_, i) => i + 1));
+  expect(first.end.status).toBe("SUCCEEDED");
+  expect(first.end.snapshot.file.content).toBe("hello\n");
+  const usage = (
+    await gql(`query($r: ID!) { run(id: $r) { output modelRequests inputTokens outputTokens } }`, {
+      r: first.run.id,
+    })
+  ).run;
+  expect(usage).toMatchObject({ output: "All done here.", modelRequests: 3 });
+  expect(usage.inputTokens).toBeGreaterThan(0);
+
+  // A fork of that snapshot continues the conversation: the model sees the first prompt.
+  const fork = (
+    await gql(`mutation($s: ID!) { fork(snapshotId: $s, name: "more") { id } }`, { s: first.end.snapshot.id })
+  ).fork;
+  expect((await promptAndWait(client, fork.id, "again please")).end.status).toBe("SUCCEEDED");
+  expect(usersInLastRequest()).toBe(2);
+
+  // Rolled back to before the first turn, the agent has forgotten it.
+  await gql(`mutation($b: ID!, $s: ID!) { rollback(branchId: $b, snapshotId: $s) { id } }`, {
+    b: s.mainBranch.id,
+    s: s.rootSnapshot.id,
+  });
+  expect((await promptAndWait(client, s.mainBranch.id, "again, after rollback")).end.status).toBe(
+    "SUCCEEDED",
+  );
+  expect(usersInLastRequest()).toBe(1);
+  await client.dispose();
+}, 180_000);
+
+test("abortRun stops a long turn within a second", async () => {
+  if (!available) return;
+  const client = wsClient(server.wsUrl, token);
+  const s = (await gql(`mutation { createSession(input: { title: "abort" }) { mainBranch { id } } }`))
+    .createSession;
+  const run = (
+    await gql(`mutation($b: ID!) { prompt(branchId: $b, text: "slow answer please") { id } }`, {
+      b: s.mainBranch.id,
+    })
+  ).prompt;
+  const out = collect(client, RUN_OUTPUT, { r: run.id });
+  await out.until((r) => r.data?.runOutput.__typename === "AgentTextDelta", 60_000);
+  const t = performance.now();
+  const aborted = (await gql(`mutation($r: ID!) { abortRun(id: $r) { status } }`, { r: run.id })).abortRun;
+  expect(performance.now() - t).toBeLessThan(1_000);
+  expect(aborted.status).toBe("ABORTED");
+  await client.dispose();
+}, 120_000);
+
+test("without a model, prompt fails with a typed error naming what to set", async () => {
+  const bare = await startTestServer();
+  try {
+    const user = await bare.signUp();
+    const s = (
+      await bare.gql(
+        `mutation { createSession(input: { title: "x" }) { mainBranch { id } } }`,
+        {},
+        user.token,
+      )
+    ).data!.createSession;
+    const res = await bare.gql(
+      `mutation($b: ID!) { prompt(branchId: $b, text: "hi") { id } }`,
+      { b: s.mainBranch.id },
+      user.token,
+    );
+    expect(res.errors![0]!.extensions!.code).toBe("UNAVAILABLE");
+    expect(res.errors![0]!.message).toContain("AGENT_MODEL_BASE_URL");
+  } finally {
+    await bare.close();
+  }
+});
