@@ -1,0 +1,143 @@
+// Agent latencies through the public API of a real server, with the scripted fake model (so the
+// model itself costs nothing): prompt mutation -> first streamed agent event, cold (first turn of a
+// fresh session) and warm (a later turn, opencode state in place), plus whole-turn time and the peak
+// memory of the sandbox's processes during a turn.
+//
+//   bun scripts/bench-agent.ts [--reps 5]
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { createClient } from "graphql-ws";
+import { startFakeModel } from "./fake-model.ts";
+
+const { values } = parseArgs({ options: { reps: { type: "string", default: "5" } } });
+const REPS = Number(values.reps);
+const fake = startFakeModel({
+  scenarios: [
+    {
+      steps: [
+        { tool: "bash", args: { command: "echo hi", description: "say hi" } },
+        { text: "A short answer from the fake model." },
+      ],
+    },
+  ],
+});
+const dataDir = mkdtempSync(join(tmpdir(), "occ-bench-agent-"));
+const proc = Bun.spawn([process.execPath, "api/main.ts"], {
+  cwd: resolve(import.meta.dir, ".."),
+  env: {
+    ...process.env,
+    PORT: "0",
+    DATA_DIR: dataDir,
+    LOG_LEVEL: "error",
+    AGENT_MODEL_BASE_URL: fake.baseURL,
+    AGENT_MODEL: "fake",
+  },
+  stdout: "pipe",
+  stderr: "inherit",
+});
+process.on("exit", () => proc.kill("SIGKILL"));
+let out = "";
+const reader = proc.stdout.getReader();
+let url: string | undefined;
+while (!url) {
+  const { value, done } = await reader.read();
+  if (done) throw new Error(`server exited: ${out}`);
+  out += new TextDecoder().decode(value);
+  url = /GraphiQL at (http:\/\/\S+)\/graphql/.exec(out)?.[1];
+}
+
+async function gql(query: string, variables: Record<string, unknown> = {}, token?: string) {
+  const res = await fetch(`${url}/graphql`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = (await res.json()) as { data?: any; errors?: unknown };
+  if (body.errors) throw new Error(JSON.stringify(body.errors));
+  return body.data;
+}
+
+const token = (
+  await gql(`mutation { register(email: "agent@example.com", password: "password123") { token } }`)
+).register.token;
+const client = createClient({
+  url: `${url!.replace("http", "ws")}/graphql`,
+  connectionParams: { token },
+  lazy: false,
+});
+
+/** Peak RSS (MB) of all processes whose command line mentions opencode, sampled every 100 ms. */
+function sampleMemory() {
+  let peak = 0;
+  const timer = setInterval(async () => {
+    const ps = await Bun.$`ps -eo rss=,args=`.text();
+    const rss = ps
+      .split("\n")
+      .filter((l) => /\/opt\/occ\/(opencode|driver|forwarder)/.test(l))
+      .reduce((sum, l) => sum + Number(l.trim().split(/\s+/)[0]), 0);
+    peak = Math.max(peak, rss / 1024);
+  }, 100);
+  return () => {
+    clearInterval(timer);
+    return peak;
+  };
+}
+
+async function turn(branchId: string): Promise<{ first: number; total: number; peakMb: number }> {
+  const stop = sampleMemory();
+  const t0 = performance.now();
+  const run = (
+    await gql(`mutation($b: ID!) { prompt(branchId: $b, text: "go") { id } }`, { b: branchId }, token)
+  ).prompt;
+  return new Promise((resolvePromise, reject) => {
+    let first: number | undefined;
+    const dispose = client.subscribe(
+      {
+        query: `subscription($r: ID!) { runOutput(runId: $r) { __typename ... on RunFinished { status } } }`,
+        variables: { r: run.id },
+      },
+      {
+        next: (result) => {
+          const e = (result.data as { runOutput: { __typename: string; status?: string } }).runOutput;
+          if (first === undefined && e.__typename.startsWith("Agent")) first = performance.now() - t0;
+          if (e.__typename === "RunFinished") {
+            dispose();
+            if (e.status !== "SUCCEEDED") reject(new Error(`turn ${e.status}`));
+            resolvePromise({ first: first ?? Number.NaN, total: performance.now() - t0, peakMb: stop() });
+          }
+        },
+        error: reject,
+        complete: () => {},
+      },
+    );
+  });
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+const cold: { first: number; total: number; peakMb: number }[] = [];
+const warm: { first: number; total: number; peakMb: number }[] = [];
+for (let i = 0; i < REPS; i++) {
+  const s = (
+    await gql(`mutation { createSession(input: { title: "bench" }) { mainBranch { id } } }`, {}, token)
+  ).createSession;
+  cold.push(await turn(s.mainBranch.id));
+  warm.push(await turn(s.mainBranch.id));
+}
+const fmt = (xs: number[]) =>
+  `median ${median(xs).toFixed(0)} ms (${xs.map((x) => x.toFixed(0)).join(", ")})`;
+console.log(`prompt -> first agent event, cold (new session): ${fmt(cold.map((c) => c.first))}`);
+console.log(`prompt -> first agent event, warm (later turn):  ${fmt(warm.map((c) => c.first))}`);
+console.log(
+  `whole 2-step turn, cold: ${fmt(cold.map((c) => c.total))}; warm: ${fmt(warm.map((c) => c.total))}`,
+);
+console.log(
+  `peak memory of one live agent (opencode serve + driver + forwarder): median ${median([...cold, ...warm].map((c) => c.peakMb)).toFixed(0)} MB`,
+);
+
+await client.dispose();
+proc.kill("SIGTERM");
+await proc.exited;
+await fake.close();
+rmSync(dataDir, { recursive: true, force: true });
