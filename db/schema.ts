@@ -166,3 +166,51 @@ export type MemberRow = typeof members.$inferSelect;
 export type SnapshotRow = typeof snapshots.$inferSelect;
 export type BranchRow = typeof branches.$inferSelect;
 export type RunRow = typeof runs.$inferSelect;
+
+export const EXPLORATION_STATUSES = ["RUNNING", "SUCCEEDED", "FAILED"] as const;
+
+export const explorations = sqliteTable(
+  "explorations",
+  {
+    id: text("id").primaryKey(),
+    sessionId: text("session_id")
+      .notNull()
+      .references(() => sessions.id, { onDelete: "cascade" }),
+    userId: text("user_id").notNull(),
+    fromSnapshotId: text("from_snapshot_id").notNull(),
+    status: text("status", { enum: EXPLORATION_STATUSES }).notNull(),
+    prompts: text("prompts", { mode: "json" }).$type<string[]>().notNull(),
+    samples: integer("samples").notNull(),
+    scoreCommand: text("score_command").notNull(),
+    depth: integer("depth").notNull(),
+    parallelism: integer("parallelism").notNull(),
+    promote: integer("promote", { mode: "boolean" }).notNull(),
+    bestBranchId: text("best_branch_id"),
+    error: text("error"),
+    createdAt: createdAt(),
+    finishedAt: integer("finished_at", { mode: "timestamp_ms" }),
+  },
+  (t) => [index("explorations_session_idx").on(t.sessionId)],
+);
+
+/** One candidate of an exploration: a branch, its agent run, its score run and the score. */
+export const explorationBranches = sqliteTable(
+  "exploration_branches",
+  {
+    explorationId: text("exploration_id")
+      .notNull()
+      .references(() => explorations.id, { onDelete: "cascade" }),
+    branchId: text("branch_id").notNull(),
+    level: integer("level").notNull(),
+    prompt: text("prompt").notNull(),
+    runId: text("run_id"),
+    scoreRunId: text("score_run_id"),
+    passed: integer("passed", { mode: "boolean" }),
+    score: real("score"),
+    createdAt: createdAt(),
+  },
+  (t) => [primaryKey({ columns: [t.explorationId, t.branchId] })],
+);
+
+export type ExplorationRow = typeof explorations.$inferSelect;
+export type ExplorationBranchRow = typeof explorationBranches.$inferSelect;

@@ -6,6 +6,8 @@ import type { Db } from "../db/client.ts";
 import {
   type BranchRow,
   branches,
+  type ExplorationRow,
+  explorations,
   members,
   type Role,
   type RunRow,
@@ -47,6 +49,9 @@ export function createLoaders(db: Db, viewerId: string | null) {
     branch: byId<BranchRow>((ids) => db.select().from(branches).where(inArray(branches.id, ids))),
     snapshot: byId<SnapshotRow>((ids) => db.select().from(snapshots).where(inArray(snapshots.id, ids))),
     run: byId<RunRow>((ids) => db.select().from(runs).where(inArray(runs.id, ids))),
+    exploration: byId<ExplorationRow>((ids) =>
+      db.select().from(explorations).where(inArray(explorations.id, ids)),
+    ),
     branchesOfSession: grouped(
       (ids) => db.select().from(branches).where(inArray(branches.sessionId, ids)).orderBy(branches.createdAt),
       (b) => b.sessionId,

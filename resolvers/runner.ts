@@ -28,6 +28,9 @@ export type RunStreamEvent =
 
 interface LiveRun {
   row: RunRow;
+  /** Resolves when the run has ended (its row is final). */
+  finished: Promise<void>;
+  markFinished: () => void;
   events: RunStreamEvent[];
   seq: number;
   ended: boolean;
@@ -90,8 +93,14 @@ export class Runner {
         createdAt: new Date(),
       })
       .returning();
+    let markFinished!: () => void;
+    const finished = new Promise<void>((resolve) => {
+      markFinished = resolve;
+    });
     const live: LiveRun = {
       row: row!,
+      finished,
+      markFinished,
       events: [],
       seq: 0,
       ended: false,
@@ -114,6 +123,13 @@ export class Runner {
         { slot: true },
       )
       .catch((error) => this.fail(live, error));
+    return row!;
+  }
+
+  /** The run's final row, once it has ended (at once if it already has). */
+  async wait(runId: string): Promise<RunRow> {
+    await this.live.get(runId)?.finished;
+    const [row] = await this.deps.db.select().from(runs).where(eq(runs.id, runId));
     return row!;
   }
 
@@ -327,6 +343,7 @@ export class Runner {
       exitCode: end.exitCode,
       snapshotId: end.snapshotId,
     });
+    live.markFinished();
     await publishSessionEvent(this.deps, {
       kind: "RUN_FINISHED",
       sessionId: row.sessionId,

@@ -7,6 +7,7 @@ import "./branch.ts";
 import "./snapshot.ts";
 import "./run.ts";
 import "./agent.ts";
+import "./exploration.ts";
 import "./health.ts";
 
 export const schema = builder.toSchema();

@@ -1,0 +1,260 @@
+// Exploration: from one snapshot, fork a branch per prompt and sample, run the agent on each (in
+// parallel up to `parallelism`), score each with a command in its own sandbox (exit 0 = pass; a
+// number on the last output line = score), keep the best, and with depth > 1 expand the best again
+// (a tree search under a budget). Every branch it made stays in the tree with its score.
+import { and, eq } from "drizzle-orm";
+import { topics } from "../bus/bus.ts";
+import { newId } from "../db/ids.ts";
+import {
+  branches,
+  type ExplorationBranchRow,
+  type ExplorationRow,
+  explorationBranches,
+  explorations,
+  type SnapshotRow,
+  sessions,
+  snapshots,
+} from "../db/schema.ts";
+import { loadInSession } from "./access.ts";
+import { loadSnapshot } from "./branch.ts";
+import type { Context } from "./context.ts";
+import { AppError, badInput } from "./errors.ts";
+import { publishSessionEvent } from "./events.ts";
+
+export interface ExploreInput {
+  snapshotId: string;
+  prompts: string[];
+  samples?: number | null;
+  scoreCommand: string;
+  depth?: number | null;
+  parallelism?: number | null;
+  promote?: boolean | null;
+}
+
+export type ExplorationEvent =
+  | { kind: "BRANCH_STARTED"; explorationId: string; branchId: string; level: number }
+  | {
+      kind: "BRANCH_SCORED";
+      explorationId: string;
+      branchId: string;
+      level: number;
+      passed: boolean;
+      score: number | null;
+    }
+  | { kind: "LEVEL_FINISHED"; explorationId: string; level: number; branchId: string | null }
+  | { kind: "FINISHED"; explorationId: string; branchId: string | null };
+
+/** At most this many agent turns per exploration (prompts x samples x depth). */
+const MAX_TURNS = 32;
+
+/** A score from a score run: exit 0 passes; a number alone on the last output line is the score. */
+export function scoreOf(exitCode: number | null, output: string): { passed: boolean; score: number | null } {
+  const last = output.trimEnd().split("\n").at(-1)?.trim() ?? "";
+  const number = /^-?\d+(\.\d+)?$/.test(last) ? Number(last) : null;
+  return { passed: exitCode === 0, score: number };
+}
+
+/** Better first: passing, then higher score, then earlier. */
+const rank = (a: ExplorationBranchRow, b: ExplorationBranchRow) =>
+  Number(b.passed) - Number(a.passed) ||
+  (b.score ?? Number.NEGATIVE_INFINITY) - (a.score ?? Number.NEGATIVE_INFINITY);
+
+export async function explore(ctx: Context, input: ExploreInput): Promise<ExplorationRow> {
+  const from = await loadSnapshot(ctx, input.snapshotId, "EDITOR");
+  if (ctx.agentUnavailable) throw new AppError("UNAVAILABLE", ctx.agentUnavailable);
+  const prompts = input.prompts.map((p) => p.trim()).filter(Boolean);
+  const samples = input.samples ?? 1;
+  const depth = input.depth ?? 1;
+  const parallelism = input.parallelism ?? 4;
+  if (prompts.length === 0) throw badInput("Give at least one prompt", "prompts");
+  if (!Number.isInteger(samples) || samples < 1 || samples > 8)
+    throw badInput("samples must be 1 to 8", "samples");
+  if (!Number.isInteger(depth) || depth < 1 || depth > 4) throw badInput("depth must be 1 to 4", "depth");
+  if (!Number.isInteger(parallelism) || parallelism < 1 || parallelism > 16)
+    throw badInput("parallelism must be 1 to 16", "parallelism");
+  if (prompts.length * samples * depth > MAX_TURNS) {
+    throw badInput(`prompts x samples x depth must be at most ${MAX_TURNS} agent turns`, "samples");
+  }
+  if (!input.scoreCommand.trim()) throw badInput("scoreCommand is empty", "scoreCommand");
+
+  const [row] = await ctx.db
+    .insert(explorations)
+    .values({
+      id: newId("exp"),
+      sessionId: from.sessionId,
+      userId: ctx.viewer!.userId,
+      fromSnapshotId: from.id,
+      status: "RUNNING",
+      prompts,
+      samples,
+      scoreCommand: input.scoreCommand,
+      depth,
+      parallelism,
+      promote: input.promote ?? false,
+      createdAt: new Date(),
+    })
+    .returning();
+  void search(ctx, row!, from).catch(async (error) => {
+    ctx.log.error("exploration failed", {
+      explorationId: row!.id,
+      error: String(error),
+      stack: (error as Error)?.stack,
+    });
+    await ctx.db
+      .update(explorations)
+      .set({
+        status: "FAILED",
+        error: "The exploration stopped on an unexpected error",
+        finishedAt: new Date(),
+      })
+      .where(eq(explorations.id, row!.id));
+    await publish(ctx, { kind: "FINISHED", explorationId: row!.id, branchId: null });
+  });
+  return row!;
+}
+
+const publish = (ctx: Context, event: ExplorationEvent) =>
+  ctx.bus.publish(topics.exploration(event.explorationId), event);
+
+async function search(ctx: Context, exploration: ExplorationRow, start: SnapshotRow): Promise<void> {
+  let from = start;
+  let best: ExplorationBranchRow | null = null;
+  for (let level = 1; level <= exploration.depth; level++) {
+    const tasks = exploration.prompts.flatMap((prompt) =>
+      Array.from({ length: exploration.samples }, () => prompt),
+    );
+    const results: ExplorationBranchRow[] = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < tasks.length) {
+        const index = next++;
+        results.push(await candidate(ctx, exploration, from, level, index, tasks[index]!));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(exploration.parallelism, tasks.length) }, worker));
+    const levelBest = [...results].sort(rank)[0] ?? null;
+    await publish(ctx, {
+      kind: "LEVEL_FINISHED",
+      explorationId: exploration.id,
+      level,
+      branchId: levelBest?.branchId ?? null,
+    });
+    if (!levelBest) break;
+    if (!best || rank(levelBest, best) <= 0) best = levelBest;
+    // The next level starts from the best candidate's head (after its score run).
+    const [head] = await ctx.db
+      .select({ snapshot: snapshots })
+      .from(branches)
+      .innerJoin(snapshots, eq(snapshots.id, branches.headSnapshotId))
+      .where(eq(branches.id, levelBest.branchId));
+    from = head!.snapshot;
+  }
+  if (best && exploration.promote) {
+    await ctx.db
+      .update(sessions)
+      .set({ mainBranchId: best.branchId })
+      .where(eq(sessions.id, exploration.sessionId));
+    await publishSessionEvent(ctx, {
+      kind: "MAIN_CHANGED",
+      sessionId: exploration.sessionId,
+      branchId: best.branchId,
+    });
+  }
+  await ctx.db
+    .update(explorations)
+    .set({ status: "SUCCEEDED", bestBranchId: best?.branchId ?? null, finishedAt: new Date() })
+    .where(eq(explorations.id, exploration.id));
+  await publish(ctx, { kind: "FINISHED", explorationId: exploration.id, branchId: best?.branchId ?? null });
+}
+
+/** One candidate: a fork, an agent turn on it, then the score command; recorded with its score. */
+async function candidate(
+  ctx: Context,
+  exploration: ExplorationRow,
+  from: SnapshotRow,
+  level: number,
+  index: number,
+  prompt: string,
+): Promise<ExplorationBranchRow> {
+  const [branch] = await ctx.db
+    .insert(branches)
+    .values({
+      id: newId("br"),
+      sessionId: exploration.sessionId,
+      name: `explore-${exploration.id.slice(-6)}-l${level}-${index + 1}`,
+      headSnapshotId: from.id,
+      createdAt: new Date(),
+    })
+    .returning();
+  await publishSessionEvent(ctx, {
+    kind: "BRANCH_CREATED",
+    sessionId: exploration.sessionId,
+    branchId: branch!.id,
+    snapshotId: from.id,
+  });
+  await publish(ctx, { kind: "BRANCH_STARTED", explorationId: exploration.id, branchId: branch!.id, level });
+  const [row] = await ctx.db
+    .insert(explorationBranches)
+    .values({ explorationId: exploration.id, branchId: branch!.id, level, prompt, createdAt: new Date() })
+    .returning();
+
+  const common = {
+    sessionId: exploration.sessionId,
+    branchId: branch!.id,
+    userId: exploration.userId,
+    timeoutMs: null,
+  };
+  const turn = await ctx.runner.start({ ...common, kind: "PROMPT", input: prompt });
+  await ctx.runner.wait(turn.id);
+  const scoring = await ctx.runner.start({ ...common, kind: "EXEC", input: exploration.scoreCommand });
+  const scored = await ctx.runner.wait(scoring.id);
+  const { passed, score } = scoreOf(scored.exitCode, scored.output);
+  const [updated] = await ctx.db
+    .update(explorationBranches)
+    .set({ runId: turn.id, scoreRunId: scoring.id, passed, score })
+    .where(
+      and(
+        eq(explorationBranches.explorationId, exploration.id),
+        eq(explorationBranches.branchId, row!.branchId),
+      ),
+    )
+    .returning();
+  await publish(ctx, {
+    kind: "BRANCH_SCORED",
+    explorationId: exploration.id,
+    branchId: branch!.id,
+    level,
+    passed,
+    score,
+  });
+  return updated!;
+}
+
+export const loadExploration = (ctx: Context, id: string): Promise<ExplorationRow> =>
+  loadInSession(ctx, ctx.loaders.exploration, id, "VIEWER", "Exploration");
+
+export function explorationBranchesOf(ctx: Context, explorationId: string): Promise<ExplorationBranchRow[]> {
+  return ctx.db
+    .select()
+    .from(explorationBranches)
+    .where(eq(explorationBranches.explorationId, explorationId))
+    .orderBy(explorationBranches.createdAt);
+}
+
+/** Live progress of an exploration; ends with FINISHED. */
+export async function* explorationEvents(ctx: Context, id: string): AsyncGenerator<ExplorationEvent> {
+  const exploration = await loadExploration(ctx, id);
+  const events = ctx.bus.subscribe<ExplorationEvent>(topics.exploration(id), { after: 0 });
+  try {
+    if (exploration.status !== "RUNNING") {
+      yield { kind: "FINISHED", explorationId: id, branchId: exploration.bestBranchId };
+      return;
+    }
+    for await (const { payload } of events) {
+      yield payload;
+      if (payload.kind === "FINISHED") return;
+    }
+  } finally {
+    await events.return?.();
+  }
+}

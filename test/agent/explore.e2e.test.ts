@@ -1,0 +1,107 @@
+// An exploration with 4 branches: the fake model writes a different solution per branch, the score
+// command is a real test, the branches run concurrently, and the passing one is picked (and promoted).
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { opencodeBinary } from "../../agent/opencode-binary.ts";
+import { type FakeModel, startFakeModel } from "../../scripts/fake-model.ts";
+import { startTestServer, type TestServer } from "../utils/server.ts";
+import { collect, wsClient } from "../utils/ws.ts";
+
+const SOLUTIONS: Record<string, string> = {
+  alpha: "module.exports = (a, b) => a - b;\n",
+  beta: "module.exports = (a, b) => a * b;\n",
+  gamma: "module.exports = (a, b) => a + b;\n",
+  delta: "module.exports = () => 0;\n",
+};
+
+let fake: FakeModel;
+let server: TestServer;
+let token: string;
+let available = false;
+
+beforeAll(async () => {
+  fake = startFakeModel({
+    scenarios: Object.entries(SOLUTIONS).map(([name, code]) => ({
+      match: `strategy ${name}`,
+      steps: [
+        { tool: "write", args: { filePath: "/workspace/solution.js", content: code } },
+        { text: `Tried ${name}.` },
+      ],
+    })),
+  });
+  server = await startTestServer({
+    AGENT_MODEL_BASE_URL: fake.baseURL,
+    AGENT_MODEL: "fake",
+    RUNS_MAX_PARALLEL: "4",
+  });
+  token = (await server.signUp()).token;
+  const health = (await server.gql("{ health { isolation } }")).data!.health;
+  available = health.isolation === "bubblewrap" && opencodeBinary() !== null;
+});
+afterAll(async () => {
+  await server.close();
+  await fake.close();
+});
+
+async function gql(query: string, variables: Record<string, unknown> = {}) {
+  const res = await server.gql(query, variables, token);
+  if (res.errors) throw new Error(JSON.stringify(res.errors));
+  return res.data!;
+}
+
+test("4 strategies explored concurrently; the one that passes the test wins and is promoted", async () => {
+  if (!available) return console.warn("exploration e2e skipped: needs bubblewrap and the opencode binary");
+  const test =
+    "const add = require('./solution.js');\nconst ok = add(2, 3) === 5 && add(-1, 1) === 0;\nconsole.log(ok ? 100 : 0);\nprocess.exit(ok ? 0 : 1);\n";
+  const s = (
+    await gql(
+      `mutation($f: JSON) { createSession(input: { title: "explore", files: $f }) { id mainBranch { id head { id } } } }`,
+      { f: { "test.js": test } },
+    )
+  ).createSession;
+  const client = wsClient(server.wsUrl, token);
+  const t0 = performance.now();
+  const exploration = (
+    await gql(
+      `mutation($s: ID!, $p: [String!]!) { explore(input: { snapshotId: $s, prompts: $p, scoreCommand: "node test.js", parallelism: 4, promote: true }) { id status } }`,
+      { s: s.mainBranch.head.id, p: Object.keys(SOLUTIONS).map((n) => `use strategy ${n}`) },
+    )
+  ).explore;
+  expect(exploration.status).toBe("RUNNING");
+  const progress = collect(
+    client,
+    `subscription($id: ID!) { exploration(id: $id) { kind level passed score branch { id } } }`,
+    { id: exploration.id },
+  );
+  await progress.until((r) => r.data.exploration.kind === "FINISHED", 150_000);
+  const wallMs = performance.now() - t0;
+
+  const done = await gql(
+    `query($id: ID!, $s: ID!) {
+        exploration(id: $id) { status best { prompt score passed branch { id } }
+          candidates { prompt passed score branch { id name head { file(path: "solution.js") { content } } } run { status startedAt finishedAt } } }
+        session(id: $s) { mainBranch { id } snapshots(first: 100) { nodes { id } } } }`,
+    { id: exploration.id, s: s.id },
+  );
+  const e = done.exploration;
+  expect(e.status).toBe("SUCCEEDED");
+  expect(e.candidates.length).toBe(4);
+  for (const c of e.candidates) {
+    const name = /strategy (\w+)/.exec(c.prompt)![1]!;
+    expect(c.branch.head.file.content).toBe(SOLUTIONS[name]!); // each branch holds its own solution
+    expect(c.passed).toBe(name === "gamma");
+    expect(c.score).toBe(name === "gamma" ? 100 : 0);
+  }
+  expect(e.best.prompt).toContain("gamma");
+  expect(done.session.mainBranch.id).toBe(e.best.branch.id);
+
+  // Concurrent: every agent turn started before any of them finished.
+  const starts = e.candidates.map((c: any) => new Date(c.run.startedAt).getTime());
+  const ends = e.candidates.map((c: any) => new Date(c.run.finishedAt).getTime());
+  expect(Math.max(...starts)).toBeLessThan(Math.min(...ends));
+
+  const kinds = progress.results.map((r) => r.data.exploration.kind);
+  expect(kinds.filter((k) => k === "BRANCH_STARTED").length).toBe(4);
+  expect(kinds.filter((k) => k === "BRANCH_SCORED").length).toBe(4);
+  console.log(`exploration of 4 branches: ${(wallMs / 1000).toFixed(1)} s wall`);
+  await client.dispose();
+}, 180_000);
