@@ -13,8 +13,16 @@ import { startFakeModel } from "./fake-model.ts";
 
 const { values } = parseArgs({ options: { reps: { type: "string", default: "5" } } });
 const REPS = Number(values.reps);
+const STRATEGIES = ["alpha", "beta", "gamma", "delta"];
 const fake = startFakeModel({
   scenarios: [
+    ...STRATEGIES.map((name) => ({
+      match: `strategy ${name}`,
+      steps: [
+        { tool: "write", args: { filePath: "/workspace/solution.txt", content: name } },
+        { text: `Tried ${name}.` },
+      ],
+    })),
     {
       steps: [
         { tool: "bash", args: { command: "echo hi", description: "say hi" } },
@@ -33,6 +41,7 @@ const proc = Bun.spawn([process.execPath, "api/main.ts"], {
     LOG_LEVEL: "error",
     AGENT_MODEL_BASE_URL: fake.baseURL,
     AGENT_MODEL: "fake",
+    RUNS_MAX_PARALLEL: "4",
   },
   stdout: "pipe",
   stderr: "inherit",
@@ -134,6 +143,38 @@ console.log(
 );
 console.log(
   `peak memory of one live agent (opencode serve + driver + forwarder): median ${median([...cold, ...warm].map((c) => c.peakMb)).toFixed(0)} MB`,
+);
+
+/** Wall time of an exploration of the 4 strategies (scored by `grep -q gamma solution.txt`). */
+async function exploration(parallelism: number): Promise<number> {
+  const s = (
+    await gql(
+      `mutation { createSession(input: { title: "explore" }) { mainBranch { head { id } } } }`,
+      {},
+      token,
+    )
+  ).createSession;
+  const t0 = performance.now();
+  const e = (
+    await gql(
+      `mutation($s: ID!, $p: [String!]!, $n: Int) { explore(input: { snapshotId: $s, prompts: $p, scoreCommand: "grep -q gamma solution.txt", parallelism: $n }) { id } }`,
+      { s: s.mainBranch.head.id, p: STRATEGIES.map((n) => `strategy ${n}`), n: parallelism },
+      token,
+    )
+  ).explore;
+  for (;;) {
+    const status = (await gql(`query($id: ID!) { exploration(id: $id) { status } }`, { id: e.id }, token))
+      .exploration.status;
+    if (status !== "RUNNING") break;
+    await Bun.sleep(50);
+  }
+  return performance.now() - t0;
+}
+const parallel = await exploration(4);
+const sequential = await exploration(1);
+console.log(
+  `exploration of 4 branches (agent turn + score run each): parallel ${(parallel / 1000).toFixed(1)} s, ` +
+    `one after another ${(sequential / 1000).toFixed(1)} s (x${(sequential / parallel).toFixed(2)})`,
 );
 
 await client.dispose();
