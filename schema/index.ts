@@ -8,6 +8,7 @@ import "./snapshot.ts";
 import "./run.ts";
 import "./agent.ts";
 import "./exploration.ts";
+import "./usage.ts";
 import "./health.ts";
 
 export const schema = builder.toSchema();

@@ -125,6 +125,18 @@ test("a prompt streams tool calls and text in order and ends with a snapshot hol
   ).run;
   expect(usage).toMatchObject({ output: "All done here.", modelRequests: 3 });
   expect(usage.inputTokens).toBeGreaterThan(0);
+  const sums = await gql(
+    `query($s: ID!) { session(id: $s) { usage { runs promptRuns modelRequests inputTokens wallMs } } me { usage { promptRuns } } }`,
+    { s: s.id },
+  );
+  expect(sums.session.usage).toMatchObject({
+    runs: 1,
+    promptRuns: 1,
+    modelRequests: 3,
+    inputTokens: usage.inputTokens,
+  });
+  expect(sums.session.usage.wallMs).toBeGreaterThan(0);
+  expect(sums.me.usage.promptRuns).toBeGreaterThanOrEqual(1);
 
   // A fork of that snapshot continues the conversation: the model sees the first prompt.
   const fork = (
