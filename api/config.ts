@@ -32,6 +32,8 @@ export interface Config {
   sandbox: SandboxConfig;
   /** Runs executing at once on this instance (runs on one branch always queue). */
   maxParallelRuns: number;
+  /** Key material for sealing per-user secrets (SECRETS_KEY); null: derived from the JWT secret. */
+  secretsKey: string | undefined;
   /** The model agent runs use, reached through the gateway; null when none is configured. */
   model: { baseURL: string; apiKey: string | undefined; name: string } | null;
   shutdownGraceMs: number;
@@ -197,6 +199,12 @@ export function loadConfig(env: Env = process.env): Config {
     },
     maxParallelRuns: int(env, "RUNS_MAX_PARALLEL", 4, 1, 1000),
     model: modelConfig(env),
+    secretsKey: (() => {
+      const key = optional(env, "SECRETS_KEY");
+      if (key !== undefined && key.length < 32)
+        throw new ConfigError("SECRETS_KEY", "must be at least 32 characters");
+      return key;
+    })(),
     shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     logLevel: oneOf(env, "LOG_LEVEL", ["debug", "info", "warn", "error"] as const, "info"),
   };

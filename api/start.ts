@@ -13,6 +13,7 @@ import { Runner } from "../resolvers/runner.ts";
 import { createProvider } from "../sandbox/create.ts";
 import { schema } from "../schema/index.ts";
 import { createAuthenticator } from "./auth/authenticate.ts";
+import { createSecretBox } from "./auth/secret-box.ts";
 import { createTokenService, type TokenService } from "./auth/tokens.ts";
 import type { Config } from "./config.ts";
 import { createMemoryRateLimiter } from "./limits.ts";
@@ -54,9 +55,8 @@ export async function startServer(
   const bus = createMemoryBus();
   const branchRuntime = new BranchRuntime(sandboxes, config.maxParallelRuns);
   // Agent runs need a model (reached only through the gateway), bubblewrap and the opencode binary.
-  const agentUnavailable = !config.model
-    ? "No model is configured: set AGENT_MODEL_BASE_URL (+ AGENT_MODEL_API_KEY, AGENT_MODEL), OPENAI_API_KEY or ANTHROPIC_API_KEY"
-    : sandboxes.status.isolation !== "bubblewrap"
+  const agentUnavailable =
+    sandboxes.status.isolation !== "bubblewrap"
       ? "Agent runs need bubblewrap isolation on this server (install bubblewrap)"
       : !opencodeBinary()
         ? "The opencode binary is not installed (npm package opencode-linux-x64)"
@@ -67,7 +67,7 @@ export async function startServer(
       log.warn(message, fields),
     );
     await gateway.start();
-  } else if (config.model) {
+  } else {
     log.warn("agent runs are unavailable", { reason: agentUnavailable });
   }
   const model = config.model
@@ -100,6 +100,8 @@ export async function startServer(
     runner,
     shareLinks: { sign: tokens.signFor, verify: tokens.verifyFor },
     agentUnavailable,
+    platformModel: model,
+    secrets: createSecretBox(config.secretsKey ?? (await tokens.secretMaterial())),
     publicUrl: config.publicUrl,
     health: {
       version,

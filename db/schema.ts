@@ -214,3 +214,17 @@ export const explorationBranches = sqliteTable(
 
 export type ExplorationRow = typeof explorations.$inferSelect;
 export type ExplorationBranchRow = typeof explorationBranches.$inferSelect;
+
+/** A user's own model endpoint for agent runs; the key is sealed (AES-256-GCM), never stored plain. */
+export const userModelKeys = sqliteTable("user_model_keys", {
+  userId: text("user_id")
+    .primaryKey()
+    .references(() => users.id, { onDelete: "cascade" }),
+  baseURL: text("base_url").notNull(),
+  model: text("model").notNull(),
+  sealedKey: text("sealed_key").notNull(),
+  keyHint: text("key_hint").notNull(),
+  updatedAt: integer("updated_at", { mode: "timestamp_ms" }).notNull(),
+});
+
+export type UserModelKeyRow = typeof userModelKeys.$inferSelect;

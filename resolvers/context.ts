@@ -41,6 +41,12 @@ export interface Logger {
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
+/** Seals small secrets at rest (per-user model keys). */
+export interface SecretBox {
+  seal(plaintext: string): string;
+  open(sealed: string): string;
+}
+
 /** Signed, expiring tokens for another audience than API access (share links). */
 export interface AudienceTokens {
   sign(audience: string, claims: Record<string, unknown>, expiresAt: number): Promise<string>;
@@ -72,8 +78,11 @@ export interface Services {
   runner: Runner;
   shareLinks: AudienceTokens;
   publicUrl: string;
-  /** Why agent runs cannot start here (null: they can). */
+  /** Why agent runs cannot start here at all (null: they can, given a model). */
   agentUnavailable: string | null;
+  /** The platform's model for agent runs (null: users must bring their own). */
+  platformModel: import("../agent/gateway.ts").Upstream | null;
+  secrets: SecretBox;
 }
 
 export interface Context extends Services {

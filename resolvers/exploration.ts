@@ -3,6 +3,7 @@
 // number on the last output line = score), keep the best, and with depth > 1 expand the best again
 // (a tree search under a budget). Every branch it made stays in the tree with its score.
 import { and, eq } from "drizzle-orm";
+import type { Upstream } from "../agent/gateway.ts";
 import { topics } from "../bus/bus.ts";
 import { newId } from "../db/ids.ts";
 import {
@@ -20,6 +21,7 @@ import { loadSnapshot } from "./branch.ts";
 import type { Context } from "./context.ts";
 import { AppError, badInput } from "./errors.ts";
 import { publishSessionEvent } from "./events.ts";
+import { modelFor } from "./model-keys.ts";
 
 export interface ExploreInput {
   snapshotId: string;
@@ -76,6 +78,7 @@ export async function explore(ctx: Context, input: ExploreInput): Promise<Explor
     throw badInput(`prompts x samples x depth must be at most ${MAX_TURNS} agent turns`, "samples");
   }
   if (!input.scoreCommand.trim()) throw badInput("scoreCommand is empty", "scoreCommand");
+  const upstream = await modelFor(ctx, ctx.viewer!.userId);
 
   const [row] = await ctx.db
     .insert(explorations)
@@ -94,7 +97,7 @@ export async function explore(ctx: Context, input: ExploreInput): Promise<Explor
       createdAt: new Date(),
     })
     .returning();
-  void search(ctx, row!, from).catch(async (error) => {
+  void search(ctx, row!, from, upstream).catch(async (error) => {
     ctx.log.error("exploration failed", {
       explorationId: row!.id,
       error: String(error),
@@ -116,7 +119,12 @@ export async function explore(ctx: Context, input: ExploreInput): Promise<Explor
 const publish = (ctx: Context, event: ExplorationEvent) =>
   ctx.bus.publish(topics.exploration(event.explorationId), event);
 
-async function search(ctx: Context, exploration: ExplorationRow, start: SnapshotRow): Promise<void> {
+async function search(
+  ctx: Context,
+  exploration: ExplorationRow,
+  start: SnapshotRow,
+  upstream: Upstream,
+): Promise<void> {
   let from = start;
   let best: ExplorationBranchRow | null = null;
   for (let level = 1; level <= exploration.depth; level++) {
@@ -128,7 +136,7 @@ async function search(ctx: Context, exploration: ExplorationRow, start: Snapshot
     const worker = async () => {
       while (next < tasks.length) {
         const index = next++;
-        results.push(await candidate(ctx, exploration, from, level, index, tasks[index]!));
+        results.push(await candidate(ctx, exploration, from, level, index, tasks[index]!, upstream));
       }
     };
     await Promise.all(Array.from({ length: Math.min(exploration.parallelism, tasks.length) }, worker));
@@ -175,6 +183,7 @@ async function candidate(
   level: number,
   index: number,
   prompt: string,
+  upstream: Upstream,
 ): Promise<ExplorationBranchRow> {
   const [branch] = await ctx.db
     .insert(branches)
@@ -204,7 +213,7 @@ async function candidate(
     userId: exploration.userId,
     timeoutMs: null,
   };
-  const turn = await ctx.runner.start({ ...common, kind: "PROMPT", input: prompt });
+  const turn = await ctx.runner.start({ ...common, kind: "PROMPT", input: prompt, upstream });
   await ctx.runner.wait(turn.id);
   const scoring = await ctx.runner.start({ ...common, kind: "EXEC", input: exploration.scoreCommand });
   const scored = await ctx.runner.wait(scoring.id);

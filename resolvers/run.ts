@@ -6,6 +6,7 @@ import { loadInSession } from "./access.ts";
 import { loadBranch } from "./branch.ts";
 import type { Context } from "./context.ts";
 import { AppError, badInput, conflict } from "./errors.ts";
+import { modelFor } from "./model-keys.ts";
 import { afterCursor, decodeCursor, orderBy, type Page, pageSize, toPage } from "./pagination.ts";
 import type { RunStreamEvent } from "./runner.ts";
 
@@ -48,7 +49,9 @@ export async function prompt(ctx: Context, args: { branchId: string; text: strin
   if (ctx.agentUnavailable) throw new AppError("UNAVAILABLE", ctx.agentUnavailable);
   if (!args.text.trim()) throw badInput("text is empty", "text");
   if (args.text.length > MAX_PROMPT) throw badInput(`text must be at most ${MAX_PROMPT} characters`, "text");
+  const upstream = await modelFor(ctx, ctx.viewer!.userId);
   return ctx.runner.start({
+    upstream,
     kind: "PROMPT",
     sessionId: branch.sessionId,
     branchId: branch.id,

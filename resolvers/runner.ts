@@ -28,6 +28,7 @@ export type RunStreamEvent =
 
 interface LiveRun {
   row: RunRow;
+  upstream: Upstream | null;
   /** Resolves when the run has ended (its row is final). */
   finished: Promise<void>;
   markFinished: () => void;
@@ -78,6 +79,8 @@ export class Runner {
     /** The command, or the prompt text. */
     input: string;
     timeoutMs: number | null;
+    /** Agent runs: the model to use (the user's own, or the platform's). */
+    upstream?: Upstream;
   }): Promise<RunRow> {
     const [row] = await this.deps.db
       .insert(runs)
@@ -101,6 +104,7 @@ export class Runner {
       row: row!,
       finished,
       markFinished,
+      upstream: input.upstream ?? null,
       events: [],
       seq: 0,
       ended: false,
@@ -205,10 +209,12 @@ export class Runner {
         .where(eq(runs.id, row.id))
         .catch(() => {});
     }, FLUSH_MS);
+    const upstream = live.upstream ?? this.deps.model;
     const agent =
-      row.kind === "PROMPT"
-        ? { token: this.deps.gateway!.grant(row.id, this.deps.model!), cost: 0, done: false }
+      row.kind === "PROMPT" && upstream
+        ? { token: this.deps.gateway!.grant(row.id, upstream), cost: 0, done: false }
         : null;
+    if (row.kind === "PROMPT" && !agent) throw new Error("agent run without a model");
     let result: Awaited<ReturnType<SandboxProvider["exec"]>>;
     try {
       result = await provider.exec(sandbox.id, {

@@ -1,9 +1,12 @@
 // Agent events as GraphQL types: part of a run's output (RunEvent) and of a branch's agentEvents.
 import type { AgentEvent } from "../agent/events.ts";
+import type { UserModelKeyRow } from "../db/schema.ts";
+import * as modelKeys from "../resolvers/model-keys.ts";
 import * as runs from "../resolvers/run.ts";
 import type { RunStreamEvent } from "../resolvers/runner.ts";
 import { builder } from "./builder.ts";
 import { RunRef } from "./refs.ts";
+import { UserRef } from "./user.ts";
 
 type Wrapped<T extends AgentEvent["type"]> = RunStreamEvent & {
   type: "agent";
@@ -133,5 +136,41 @@ builder.subscriptionFields((t) => ({
     args: { branchId: t.arg.id({ required: true }) },
     subscribe: (_r, args, ctx) => runs.agentEvents(ctx, String(args.branchId)),
     resolve: (e) => e as never,
+  }),
+}));
+
+const ModelKeyRef = builder.objectRef<UserModelKeyRow>("ModelKey").implement({
+  description: "Your own model endpoint for agent runs. The key itself is never shown again.",
+  fields: (t) => ({
+    baseURL: t.exposeString("baseURL"),
+    model: t.exposeString("model"),
+    keyHint: t.exposeString("keyHint", { description: "The key's last characters." }),
+    updatedAt: t.expose("updatedAt", { type: "DateTime" }),
+  }),
+});
+
+builder.objectField(UserRef, "modelKey", (t) =>
+  t.field({
+    type: ModelKeyRef,
+    nullable: true,
+    description: "Your own model endpoint, if set (null for anyone else).",
+    resolve: (u, _a, ctx) => modelKeys.myModelKey(ctx, u.id),
+  }),
+);
+
+builder.mutationFields((t) => ({
+  setModelKey: t.field({
+    type: ModelKeyRef,
+    description: "Use your own OpenAI-compatible endpoint and key for your agent runs (stored encrypted).",
+    args: {
+      baseURL: t.arg.string({ required: true }),
+      apiKey: t.arg.string({ required: true }),
+      model: t.arg.string({ required: true }),
+    },
+    resolve: (_r, args, ctx) => modelKeys.setModelKey(ctx, args),
+  }),
+  deleteModelKey: t.boolean({
+    description: "Go back to the platform's model.",
+    resolve: (_r, _a, ctx) => modelKeys.deleteModelKey(ctx),
   }),
 }));

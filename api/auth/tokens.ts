@@ -21,6 +21,8 @@ export interface TokenService {
   /** Signs arbitrary claims for another audience (share links); never accepted as an access token. */
   signFor(audience: string, claims: Record<string, unknown>, expiresAt: number | undefined): Promise<string>;
   verifyFor(audience: string, token: string): Promise<Record<string, unknown>>;
+  /** The signing secret (or key), as material for deriving other keys. */
+  secretMaterial(): Promise<string>;
 }
 
 export class TokenError extends Error {
@@ -99,5 +101,7 @@ export async function createTokenService(config: Config): Promise<TokenService> 
     },
     signFor: sign,
     verifyFor,
+    secretMaterial: async () =>
+      config.auth.jwtPrivateKey ?? config.auth.jwtSecret ?? developmentSecret(config.dataDir),
   };
 }

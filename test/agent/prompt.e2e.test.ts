@@ -176,6 +176,66 @@ test("abortRun stops a long turn within a second", async () => {
   await client.dispose();
 }, 120_000);
 
+test("a user's own model key is sealed at rest and used only for their runs", async () => {
+  if (!available) return;
+  const own = startFakeModel({
+    apiKey: "sk-users-own-key",
+    scenarios: [{ steps: [{ text: "from your own model" }] }],
+  });
+  try {
+    const user = await server.signUp();
+    const set = await server.gql(
+      `mutation($u: String!) { setModelKey(baseURL: $u, apiKey: "sk-users-own-key", model: "their-model") { baseURL model keyHint } }`,
+      { u: own.baseURL },
+      user.token,
+    );
+    expect(set.data!.setModelKey).toEqual({ baseURL: own.baseURL, model: "their-model", keyHint: "…-key" });
+    expect(set.text).not.toContain("sk-users-own-key");
+    // Sealed in the database: the plain key appears nowhere in the file.
+    const dbText = await Bun.file(`${server.dataDir}/opencode-cloud.db`).text();
+    const wal = await Bun.file(`${server.dataDir}/opencode-cloud.db-wal`)
+      .text()
+      .catch(() => "");
+    expect(dbText + wal).not.toContain("sk-users-own-key");
+
+    const s = (
+      await server.gql(
+        `mutation { createSession(input: { title: "own" }) { mainBranch { id } } }`,
+        {},
+        user.token,
+      )
+    ).data!.createSession;
+    const platformRequests = fake.requests.length;
+    const run = (
+      await server.gql(
+        `mutation($b: ID!) { prompt(branchId: $b, text: "hi") { id } }`,
+        { b: s.mainBranch.id },
+        user.token,
+      )
+    ).data!.prompt;
+    for (let i = 0; i < 600; i++) {
+      const r = (
+        await server.gql(`query($r: ID!) { run(id: $r) { status output } }`, { r: run.id }, user.token)
+      ).data!.run;
+      if (!["QUEUED", "RUNNING"].includes(r.status)) {
+        expect(r).toEqual({ status: "SUCCEEDED", output: "from your own model" });
+        break;
+      }
+      await Bun.sleep(50);
+    }
+    const seen = own.requests.filter((r) => (r.body.tools?.length ?? 0) > 0).at(-1)!;
+    expect(seen.headers.authorization).toBe("Bearer sk-users-own-key");
+    expect(seen.body.model).toBe("their-model");
+    expect(fake.requests.length).toBe(platformRequests); // the platform's model was not used
+    expect(
+      (await server.gql("{ me { modelKey { keyHint } } }", {}, user.token)).data!.me.modelKey.keyHint,
+    ).toBe("…-key");
+    expect((await server.gql("mutation { deleteModelKey }", {}, user.token)).data!.deleteModelKey).toBe(true);
+  } finally {
+    await own.close();
+  }
+}, 120_000);
+
 test("without a model, prompt fails with a typed error naming what to set", async () => {
   const bare = await startTestServer();
   try {

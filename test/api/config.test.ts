@@ -42,6 +42,8 @@ describe("loadConfig", () => {
     [{ SANDBOX_REQUIRE_ISOLATION: "maybe" }, "SANDBOX_REQUIRE_ISOLATION"],
     [{ SANDBOX_MAX_MEMORY_BYTES: "lots" }, "SANDBOX_MAX_MEMORY_BYTES"],
     [{ SANDBOX_TIMEOUT_MS: "5" }, "SANDBOX_TIMEOUT_MS"],
+    [{ SECRETS_KEY: "short" }, "SECRETS_KEY"],
+    [{ AGENT_MODEL_BASE_URL: "not a url" }, "AGENT_MODEL_BASE_URL"],
   ];
   for (const [env, variable] of bad) {
     test(`${JSON.stringify(env)} names ${variable}`, () => {

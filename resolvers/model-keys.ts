@@ -1,0 +1,66 @@
+// Per-user model endpoints: a user may bring their own OpenAI-compatible endpoint and key. The key is
+// sealed at rest, shown only as a hint, and used only by the gateway for that user's agent runs.
+import { eq } from "drizzle-orm";
+import type { Upstream } from "../agent/gateway.ts";
+import { type UserModelKeyRow, userModelKeys } from "../db/schema.ts";
+import { type Context, requireScope, requireViewer } from "./context.ts";
+import { AppError, badInput } from "./errors.ts";
+
+export async function setModelKey(
+  ctx: Context,
+  input: { baseURL: string; apiKey: string; model: string },
+): Promise<UserModelKeyRow> {
+  const viewer = requireScope(ctx, "write");
+  let url: URL;
+  try {
+    url = new URL(input.baseURL);
+  } catch {
+    throw badInput("baseURL must be a URL such as https://api.openai.com/v1", "baseURL");
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:")
+    throw badInput("baseURL must be http(s)", "baseURL");
+  if (!input.apiKey.trim() || input.apiKey.length > 1000)
+    throw badInput("apiKey must be 1 to 1000 characters", "apiKey");
+  if (!input.model.trim() || input.model.length > 200)
+    throw badInput("model must be 1 to 200 characters", "model");
+  const row = {
+    userId: viewer.userId,
+    baseURL: input.baseURL,
+    model: input.model.trim(),
+    sealedKey: ctx.secrets.seal(input.apiKey),
+    keyHint: `…${input.apiKey.slice(-4)}`,
+    updatedAt: new Date(),
+  };
+  const [saved] = await ctx.db
+    .insert(userModelKeys)
+    .values(row)
+    .onConflictDoUpdate({ target: userModelKeys.userId, set: row })
+    .returning();
+  return saved!;
+}
+
+export async function deleteModelKey(ctx: Context): Promise<boolean> {
+  const viewer = requireScope(ctx, "write");
+  const deleted = await ctx.db
+    .delete(userModelKeys)
+    .where(eq(userModelKeys.userId, viewer.userId))
+    .returning();
+  return deleted.length > 0;
+}
+
+export async function myModelKey(ctx: Context, userId: string): Promise<UserModelKeyRow | null> {
+  if (requireViewer(ctx).userId !== userId) return null;
+  const [row] = await ctx.db.select().from(userModelKeys).where(eq(userModelKeys.userId, userId));
+  return row ?? null;
+}
+
+/** The model a user's agent runs use: their own if set, else the platform's; UNAVAILABLE if neither. */
+export async function modelFor(ctx: Context, userId: string): Promise<Upstream> {
+  const [own] = await ctx.db.select().from(userModelKeys).where(eq(userModelKeys.userId, userId));
+  if (own) return { baseURL: own.baseURL, apiKey: ctx.secrets.open(own.sealedKey), model: own.model };
+  if (ctx.platformModel) return ctx.platformModel;
+  throw new AppError(
+    "UNAVAILABLE",
+    "No model is configured: set AGENT_MODEL_BASE_URL (+ AGENT_MODEL_API_KEY, AGENT_MODEL), OPENAI_API_KEY or ANTHROPIC_API_KEY on the server, or call setModelKey",
+  );
+}
