@@ -105,3 +105,47 @@ test("4 strategies explored concurrently; the one that passes the test wins and 
   console.log(`exploration of 4 branches: ${(wallMs / 1000).toFixed(1)} s wall`);
   await client.dispose();
 }, 180_000);
+
+test("depth 2: the second round expands the first round's best branch (a tree search)", async () => {
+  if (!available) return;
+  const score =
+    "node -e \"const v = require('fs').existsSync('solution.js') ? require('./solution.js')(2, 3) : 0; console.log(v)\"";
+  const s = (await gql(`mutation { createSession(input: { title: "deep" }) { mainBranch { head { id } } } }`))
+    .createSession;
+  const e = (
+    await gql(
+      `mutation($s: ID!, $p: [String!]!, $c: String!) { explore(input: { snapshotId: $s, prompts: $p, scoreCommand: $c, depth: 2, parallelism: 2 }) { id } }`,
+      { s: s.mainBranch.head.id, p: ["use strategy beta", "use strategy gamma"], c: score },
+    )
+  ).explore;
+  const client = wsClient(server.wsUrl, token);
+  await collect(client, `subscription($id: ID!) { exploration(id: $id) { kind } }`, { id: e.id }).until(
+    (r) => r.data.exploration.kind === "FINISHED",
+    150_000,
+  );
+  await client.dispose();
+  const done = (
+    await gql(
+      `query($id: ID!) { exploration(id: $id) { status best { level score }
+        candidates { level prompt score branch { name head { parentId } } run { snapshot { parentId } } } } }`,
+      { id: e.id },
+    )
+  ).exploration;
+  expect(done.status).toBe("SUCCEEDED");
+  const level1 = done.candidates.filter((c: any) => c.level === 1);
+  const level2 = done.candidates.filter((c: any) => c.level === 2);
+  expect(level1.length).toBe(2);
+  expect(level2.length).toBe(2);
+  // Round 1: beta scores 6 (2*3), gamma 5 (2+3); no exit-0 difference, so the higher score (beta) wins.
+  const winner = level1.find((c: any) => c.score === 6);
+  expect(winner.prompt).toContain("beta");
+  // Round 2 starts from the winner's head: each level-2 agent turn's snapshot descends from it.
+  const winnerHead = (
+    await gql(
+      `query($id: ID!) { exploration(id: $id) { candidates { level score branch { head { id } } } } }`,
+      { id: e.id },
+    )
+  ).exploration.candidates.find((c: any) => c.level === 1 && c.score === 6).branch.head.id;
+  for (const c of level2) expect(c.run.snapshot.parentId).toBe(winnerHead);
+  expect(done.best.score).toBe(6);
+}, 180_000);

@@ -88,6 +88,14 @@ test("a prompt streams tool calls and text in order and ends with a snapshot hol
     )
   ).createSession;
 
+  const branchEvents = collect(
+    client,
+    `subscription($b: ID!) { agentEvents(branchId: $b) { __typename ... on AgentToolEvent { phase tool } } }`,
+    {
+      b: s.mainBranch.id,
+    },
+  );
+  await Bun.sleep(100);
   const first = await promptAndWait(client, s.mainBranch.id, "please write hello");
   const story = first.events
     .filter((e) => e.__typename !== "AgentStepFinished")
@@ -117,6 +125,14 @@ test("a prompt streams tool calls and text in order and ends with a snapshot hol
   const seqs = first.events.map((e) => e.seq);
   expect(seqs).toEqual(seqs.map((_, i) => i + 1));
   expect(first.end.status).toBe("SUCCEEDED");
+  // The branch-wide stream carried the same agent events.
+  await branchEvents.until((r) => r.data.agentEvents.__typename === "AgentDone");
+  expect(
+    branchEvents.results
+      .filter((r) => r.data.agentEvents.phase === "FINISHED")
+      .map((r) => r.data.agentEvents.tool),
+  ).toEqual(["write", "bash"]);
+  branchEvents.dispose();
   expect(first.end.snapshot.file.content).toBe("hello\n");
   const usage = (
     await gql(`query($r: ID!) { run(id: $r) { output modelRequests inputTokens outputTokens } }`, {
