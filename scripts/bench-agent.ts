@@ -4,12 +4,10 @@
 // memory of the sandbox's processes during a turn.
 //
 //   bun scripts/bench-agent.ts [--reps 5]
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { createClient } from "graphql-ws";
 import { startFakeModel } from "./fake-model.ts";
+import { startServerProcess } from "./lib/server-process.ts";
 
 const { values } = parseArgs({ options: { reps: { type: "string", default: "5" } } });
 const REPS = Number(values.reps);
@@ -31,42 +29,13 @@ const fake = startFakeModel({
     },
   ],
 });
-const dataDir = mkdtempSync(join(tmpdir(), "occ-bench-agent-"));
-const proc = Bun.spawn([process.execPath, "api/main.ts"], {
-  cwd: resolve(import.meta.dir, ".."),
-  env: {
-    ...process.env,
-    PORT: "0",
-    DATA_DIR: dataDir,
-    LOG_LEVEL: "error",
-    AGENT_MODEL_BASE_URL: fake.baseURL,
-    AGENT_MODEL: "fake",
-    RUNS_MAX_PARALLEL: "4",
-  },
-  stdout: "pipe",
-  stderr: "inherit",
+const server = await startServerProcess({
+  AGENT_MODEL_BASE_URL: fake.baseURL,
+  AGENT_MODEL: "fake",
+  RUNS_MAX_PARALLEL: "4",
 });
-process.on("exit", () => proc.kill("SIGKILL"));
-let out = "";
-const reader = proc.stdout.getReader();
-let url: string | undefined;
-while (!url) {
-  const { value, done } = await reader.read();
-  if (done) throw new Error(`server exited: ${out}`);
-  out += new TextDecoder().decode(value);
-  url = /GraphiQL at (http:\/\/\S+)\/graphql/.exec(out)?.[1];
-}
-
-async function gql(query: string, variables: Record<string, unknown> = {}, token?: string) {
-  const res = await fetch(`${url}/graphql`, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = (await res.json()) as { data?: any; errors?: unknown };
-  if (body.errors) throw new Error(JSON.stringify(body.errors));
-  return body.data;
-}
+const url = server.url;
+const gql = server.gql;
 
 const token = (
   await gql(`mutation { register(email: "agent@example.com", password: "password123") { token } }`)
@@ -178,7 +147,5 @@ console.log(
 );
 
 await client.dispose();
-proc.kill("SIGTERM");
-await proc.exited;
+await server.stop();
 await fake.close();
-rmSync(dataDir, { recursive: true, force: true });

@@ -4,49 +4,20 @@
 // Prints medians and p95 over N repetitions.
 //
 //   bun scripts/bench-runs.ts [--reps 30]
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { createClient } from "graphql-ws";
+import { startServerProcess } from "./lib/server-process.ts";
 
 const { values } = parseArgs({ options: { reps: { type: "string", default: "30" } } });
 const REPS = Number(values.reps);
-const ROOT = resolve(import.meta.dir, "..");
 
-const dataDir = mkdtempSync(join(tmpdir(), "occ-bench-runs-"));
-const proc = Bun.spawn([process.execPath, "api/main.ts"], {
-  cwd: ROOT,
-  env: { ...process.env, PORT: "0", DATA_DIR: dataDir, LOG_LEVEL: "warn" },
-  stdout: "pipe",
-  stderr: "inherit",
-});
-// Whatever happens below, the server goes down with this script.
-process.on("exit", () => proc.kill("SIGKILL"));
 process.on("uncaughtException", (error) => {
   console.error(error);
   process.exit(1);
 });
-let out = "";
-const reader = proc.stdout.getReader();
-let url: string | undefined;
-while (!url) {
-  const { value, done } = await reader.read();
-  if (done) throw new Error(`server exited: ${out}`);
-  out += new TextDecoder().decode(value);
-  url = /GraphiQL at (http:\/\/\S+)\/graphql/.exec(out)?.[1];
-}
-
-async function gql(query: string, variables: Record<string, unknown> = {}, token?: string) {
-  const res = await fetch(`${url}/graphql`, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = (await res.json()) as { data?: any; errors?: unknown };
-  if (body.errors) throw new Error(JSON.stringify(body.errors));
-  return body.data;
-}
+const server = await startServerProcess();
+const url = server.url;
+const gql = server.gql;
 
 const token = (
   await gql(`mutation { register(email: "bench@example.com", password: "password123") { token } }`)
@@ -120,6 +91,4 @@ console.log(`exec mutation -> first output chunk on runOutput:   ${stats(execLat
 console.log(`fork mutation -> new branch ran a command (1st chunk): ${stats(forkLatencies)}`);
 
 await client.dispose();
-proc.kill("SIGTERM");
-await proc.exited;
-rmSync(dataDir, { recursive: true, force: true });
+await server.stop();

@@ -4,10 +4,8 @@
 //
 //   npm run bench:server            (defaults: 5 cold starts, 8 s per load run, 32 connections)
 //   bun scripts/bench-server.ts --starts 3 --seconds 5 --concurrency 16
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { startServerProcess } from "./lib/server-process.ts";
 
 const { values } = parseArgs({
   options: {
@@ -19,7 +17,6 @@ const { values } = parseArgs({
 const STARTS = Number(values.starts);
 const SECONDS = Number(values.seconds);
 const CONCURRENCY = Number(values.concurrency);
-const ROOT = resolve(import.meta.dir, "..");
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -28,60 +25,19 @@ const median = (xs: number[]) => {
 const percentile = (sorted: number[], p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
 
+/** A server process, timed from spawn until /healthz answers (fresh database, migrations included). */
 async function startProcess() {
-  const dataDir = mkdtempSync(join(tmpdir(), "occ-bench-"));
   const t0 = performance.now();
-  const proc = Bun.spawn([process.execPath, "api/main.ts"], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      PORT: "0",
-      DATA_DIR: dataDir,
-      LOG_LEVEL: "warn",
-      AUTH_RATE_LIMIT_PER_MINUTE: "100000",
-    },
-    stdout: "pipe",
-    stderr: "inherit",
-  });
-  let out = "";
-  const decoder = new TextDecoder();
-  const reader = proc.stdout.getReader();
-  let url: string | undefined;
-  while (!url) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`server exited: ${out}`);
-    out += decoder.decode(value);
-    url = /GraphiQL at (http:\/\/\S+)\/graphql/.exec(out)?.[1];
-  }
-  reader.releaseLock();
+  const server = await startServerProcess({ AUTH_RATE_LIMIT_PER_MINUTE: "100000" });
   for (;;) {
-    const ok = await fetch(`${url}/healthz`).then(
+    const ok = await fetch(`${server.url}/healthz`).then(
       (r) => r.ok,
       () => false,
     );
     if (ok) break;
     await Bun.sleep(2);
   }
-  const coldStartMs = performance.now() - t0;
-  return {
-    url,
-    coldStartMs,
-    proc,
-    async stop() {
-      proc.kill("SIGTERM");
-      await proc.exited;
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
-}
-
-async function gql(url: string, query: string, token?: string) {
-  const res = await fetch(`${url}/graphql`, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: JSON.stringify({ query }),
-  });
-  return (await res.json()) as { data?: any; errors?: unknown[] };
+  return { ...server, coldStartMs: performance.now() - t0 };
 }
 
 async function load(url: string, token: string) {
@@ -121,17 +77,16 @@ for (let i = 0; i < STARTS; i++) {
 
 const server = await startProcess();
 try {
-  const reg = await gql(
-    server.url,
+  const reg = await server.gql(
     'mutation { register(email: "bench@example.com", password: "password123") { token } }',
   );
-  const jwt = reg.data.register.token as string;
-  const key = (await gql(server.url, 'mutation { createApiKey(name: "bench") { secret } }', jwt)).data
-    .createApiKey.secret as string;
+  const jwt = reg.register.token as string;
+  const key = (await server.gql('mutation { createApiKey(name: "bench") { secret } }', {}, jwt)).createApiKey
+    .secret as string;
   await load(server.url, jwt); // warm-up is discarded below
   const withJwt = await load(server.url, jwt);
   const withKey = await load(server.url, key);
-  const rssMb = Number((await Bun.$`ps -o rss= -p ${server.proc.pid}`.text()).trim()) / 1024;
+  const rssMb = Number((await Bun.$`ps -o rss= -p ${server.pid}`.text()).trim()) / 1024;
 
   const fmt = (n: number) => n.toFixed(1);
   console.log(`machine: ${navigator.hardwareConcurrency} cores, bun ${Bun.version}`);
