@@ -23,7 +23,7 @@ import { type Cgroups, detectCgroups } from "./cgroups.ts";
 import { diffManifests } from "./diff.ts";
 import { execIn, type Limits } from "./exec.ts";
 import { findSnapshotFile, listLive, listSnapshot, readLive, writeLive } from "./files.ts";
-import { detectBubblewrap } from "./isolate.ts";
+import { DEFAULT_PATH, detectBubblewrap } from "./isolate.ts";
 import { cleanPath } from "./manifest.ts";
 import { type SnapshotRecord, Store } from "./store.ts";
 import {
@@ -200,7 +200,7 @@ export class LocalProvider implements SandboxProvider {
         timeout: 5 * 60_000,
         // No ext:: or other command-running transports; no prompts for credentials.
         env: {
-          PATH: process.env.PATH,
+          PATH: DEFAULT_PATH,
           GIT_ALLOW_PROTOCOL: "file:http:https",
           GIT_TERMINAL_PROMPT: "0",
           HOME: "/nonexistent",

@@ -1,9 +1,8 @@
 // An exploration with 4 branches: the fake model writes a different solution per branch, the score
 // command is a real test, the branches run concurrently, and the passing one is picked (and promoted).
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { opencodeBinary } from "../../agent/opencode-binary.ts";
-import { type FakeModel, startFakeModel } from "../../scripts/fake-model.ts";
-import { startTestServer, type TestServer } from "../utils/server.ts";
+import { type AgentHarness, startAgentHarness } from "../utils/agent.ts";
+import type { TestServer } from "../utils/server.ts";
 import { collect, wsClient } from "../utils/ws.ts";
 
 const SOLUTIONS: Record<string, string> = {
@@ -13,40 +12,26 @@ const SOLUTIONS: Record<string, string> = {
   delta: "module.exports = () => 0;\n",
 };
 
-let fake: FakeModel;
+let h: AgentHarness;
 let server: TestServer;
 let token: string;
 let available = false;
+let gql: AgentHarness["gql"];
 
 beforeAll(async () => {
-  fake = startFakeModel({
-    scenarios: Object.entries(SOLUTIONS).map(([name, code]) => ({
+  h = await startAgentHarness(
+    Object.entries(SOLUTIONS).map(([name, code]) => ({
       match: `strategy ${name}`,
       steps: [
         { tool: "write", args: { filePath: "/workspace/solution.js", content: code } },
         { text: `Tried ${name}.` },
       ],
     })),
-  });
-  server = await startTestServer({
-    AGENT_MODEL_BASE_URL: fake.baseURL,
-    AGENT_MODEL: "fake",
-    RUNS_MAX_PARALLEL: "4",
-  });
-  token = (await server.signUp()).token;
-  const health = (await server.gql("{ health { isolation } }")).data!.health;
-  available = health.isolation === "bubblewrap" && opencodeBinary() !== null;
+    { RUNS_MAX_PARALLEL: "4" },
+  );
+  ({ server, token, available, gql } = h);
 });
-afterAll(async () => {
-  await server.close();
-  await fake.close();
-});
-
-async function gql(query: string, variables: Record<string, unknown> = {}) {
-  const res = await server.gql(query, variables, token);
-  if (res.errors) throw new Error(JSON.stringify(res.errors));
-  return res.data!;
-}
+afterAll(() => h.close());
 
 test("4 strategies explored concurrently; the one that passes the test wins and is promoted", async () => {
   if (!available) return console.warn("exploration e2e skipped: needs bubblewrap and the opencode binary");

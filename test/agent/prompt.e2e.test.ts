@@ -1,55 +1,38 @@
 // The opencode agent through the public API: the real binary in the branch's sandbox, the scripted
 // fake model behind the gateway, events over graphql-ws.
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { opencodeBinary } from "../../agent/opencode-binary.ts";
 import { type FakeModel, startFakeModel } from "../../scripts/fake-model.ts";
+import { type AgentHarness, startAgentHarness } from "../utils/agent.ts";
 import { startTestServer, type TestServer } from "../utils/server.ts";
 import { collect, wsClient } from "../utils/ws.ts";
 
+let h: AgentHarness;
 let fake: FakeModel;
 let server: TestServer;
 let token: string;
 let available = false;
+let gql: AgentHarness["gql"];
 
 beforeAll(async () => {
-  fake = startFakeModel({
-    apiKey: "sk-platform",
-    scenarios: [
-      {
-        match: "write",
-        steps: [
-          { tool: "write", args: { filePath: "/workspace/hello.txt", content: "hello\n" } },
-          { tool: "bash", args: { command: "cat hello.txt", description: "show it" } },
-          { text: "All done here." },
-        ],
-      },
-      { match: "again", steps: [{ text: "continuing" }] },
-      {
-        match: "slow",
-        chunkDelayMs: 250,
-        steps: [{ text: "one two three four five six seven eight nine ten eleven twelve" }],
-      },
-    ],
-  });
-  server = await startTestServer({
-    AGENT_MODEL_BASE_URL: fake.baseURL,
-    AGENT_MODEL_API_KEY: "sk-platform",
-    AGENT_MODEL: "fake-model",
-  });
-  token = (await server.signUp()).token;
-  const health = (await server.gql("{ health { isolation } }")).data!.health;
-  available = health.isolation === "bubblewrap" && opencodeBinary() !== null;
+  h = await startAgentHarness([
+    {
+      match: "write",
+      steps: [
+        { tool: "write", args: { filePath: "/workspace/hello.txt", content: "hello\n" } },
+        { tool: "bash", args: { command: "cat hello.txt", description: "show it" } },
+        { text: "All done here." },
+      ],
+    },
+    { match: "again", steps: [{ text: "continuing" }] },
+    {
+      match: "slow",
+      chunkDelayMs: 250,
+      steps: [{ text: "one two three four five six seven eight nine ten eleven twelve" }],
+    },
+  ]);
+  ({ fake, server, token, available, gql } = h);
 });
-afterAll(async () => {
-  await server.close();
-  await fake.close();
-});
-
-async function gql(query: string, variables: Record<string, unknown> = {}) {
-  const res = await server.gql(query, variables, token);
-  if (res.errors) throw new Error(JSON.stringify(res.errors));
-  return res.data!;
-}
+afterAll(() => h.close());
 
 const RUN_OUTPUT = `subscription($r: ID!) { runOutput(runId: $r) {
   __typename
