@@ -3,6 +3,7 @@
 import { EnvelopArmorPlugin } from "@escape.tech/graphql-armor";
 import { GraphQLError, type GraphQLSchema, printSchema } from "graphql";
 import { createYoga } from "graphql-yoga";
+import type { CollabServer } from "../collab/server.ts";
 import type { Context, Services, Viewer } from "../resolvers/context.ts";
 import { AppError } from "../resolvers/errors.ts";
 import { health } from "../resolvers/health.ts";
@@ -16,6 +17,7 @@ import { limitBody } from "./limits.ts";
 import type { AppFetch } from "./runtime/types.ts";
 
 export interface AppDeps {
+  collab: CollabServer;
   config: Config;
   schema: GraphQLSchema;
   services: Services;
@@ -59,7 +61,7 @@ function requestIdOf(request: Request): string {
 }
 
 export function createApp(deps: AppDeps): App {
-  const { config, schema, services, auth } = deps;
+  const { config, schema, services, auth, collab } = deps;
   const { log } = services;
   const maskError = createErrorMasker(log);
 
@@ -143,6 +145,32 @@ export function createApp(deps: AppDeps): App {
 
   const fetch: AppFetch = async (request, connection) => {
     const url = new URL(request.url);
+    if (
+      url.pathname.startsWith("/collab/") &&
+      request.headers.get("upgrade")?.toLowerCase() === "websocket"
+    ) {
+      if (closing)
+        return errorResponse(new AppError("UNAVAILABLE", "Server is shutting down"), { "retry-after": "1" });
+      // y-websocket: the room is the path after /collab/; auth happens on the socket (auth frame + 44xx).
+      const room = decodeURIComponent(url.pathname.slice("/collab/".length));
+      let peer: ReturnType<CollabServer["open"]> | undefined;
+      const accepted = connection.upgrade({
+        open(socket) {
+          peer = collab.open(
+            { send: (d) => socket.send(d), close: (c, r) => socket.close(c, r) },
+            room,
+            url.searchParams.get("token"),
+          );
+        },
+        message(data) {
+          peer?.message(typeof data === "string" ? new TextEncoder().encode(data) : data);
+        },
+        close() {
+          peer?.close();
+        },
+      });
+      return accepted ? undefined : errorResponse(new AppError("BAD_USER_INPUT", "WebSocket upgrade failed"));
+    }
     if (url.pathname === "/graphql" && request.headers.get("upgrade")?.toLowerCase() === "websocket") {
       if (closing)
         return errorResponse(new AppError("UNAVAILABLE", "Server is shutting down"), { "retry-after": "1" });

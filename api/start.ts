@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { ModelGateway } from "../agent/gateway.ts";
 import { opencodeBinary } from "../agent/opencode-binary.ts";
 import { createMemoryBus } from "../bus/memory.ts";
+import { CollabServer } from "../collab/server.ts";
 import { openDatabase, tuneEmbedded } from "../db/client.ts";
 import { applyMigrations } from "../db/migrate.ts";
 import { BranchRuntime } from "../resolvers/branch-runtime.ts";
@@ -114,7 +115,13 @@ export async function startServer(
     },
   };
   const auth = createAuthenticator({ db: database.db, tokens });
-  const app = createApp({ config, schema, services, auth });
+  const collab = new CollabServer({
+    db: database.db,
+    log,
+    shareLinks: services.shareLinks,
+    authenticate: (credential) => auth.fromCredential(credential),
+  });
+  const app = createApp({ config, schema, services, auth, collab });
   const server = runtime.serve({
     hostname: config.host,
     port: config.port,
@@ -144,6 +151,7 @@ export async function startServer(
         await Promise.race([stopped, new Promise((r) => setTimeout(r, 1000))]);
         await server.stop(true);
         await bus.close();
+        await collab.close();
         await branchRuntime.close();
         await gateway?.close();
         await sandboxes.close();

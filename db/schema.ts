@@ -1,6 +1,15 @@
 // The platform's tables. camelCase keys over snake_case columns; times are integer milliseconds.
 import { sql } from "drizzle-orm";
-import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import {
+  blob,
+  index,
+  integer,
+  primaryKey,
+  real,
+  sqliteTable,
+  text,
+  uniqueIndex,
+} from "drizzle-orm/sqlite-core";
 
 const createdAt = () =>
   integer("created_at", { mode: "timestamp_ms" }).notNull().default(sql`(unixepoch('subsec') * 1000)`);
@@ -228,3 +237,15 @@ export const userModelKeys = sqliteTable("user_model_keys", {
 });
 
 export type UserModelKeyRow = typeof userModelKeys.$inferSelect;
+
+/** The append-only update log of collaboration rooms (compacted into one row now and then). */
+export const collabUpdates = sqliteTable(
+  "collab_updates",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    room: text("room").notNull(),
+    update: blob("update", { mode: "buffer" }).notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index("collab_updates_room_idx").on(t.room, t.id)],
+);

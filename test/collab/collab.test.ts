@@ -1,0 +1,191 @@
+// The Yjs endpoint with the stock y-websocket client (disableBc: clients in one process must not sync
+// through BroadcastChannel, or a test could pass without the server).
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import { createClient } from "@libsql/client";
+import { WebsocketProvider } from "y-websocket";
+import * as Y from "yjs";
+import { spawnServer } from "../utils/process.ts";
+import { startTestServer, type TestServer } from "../utils/server.ts";
+
+let server: TestServer;
+const users: Record<string, { token: string; email: string }> = {};
+let sessionId: string;
+
+beforeAll(async () => {
+  server = await startTestServer();
+  for (const name of ["owner", "editor", "viewer", "stranger"]) users[name] = await server.signUp();
+  sessionId = (
+    await server.gql(`mutation { createSession(input: { title: "collab" }) { id } }`, {}, users.owner!.token)
+  ).data!.createSession.id;
+  for (const [name, role] of [
+    ["editor", "EDITOR"],
+    ["viewer", "VIEWER"],
+  ] as const) {
+    await server.gql(
+      `mutation($s: ID!, $e: String!, $r: Role!) { shareSession(sessionId: $s, email: $e, role: $r) { role } }`,
+      { s: sessionId, e: users[name]!.email, r: role },
+      users.owner!.token,
+    );
+  }
+});
+afterAll(() => server.close());
+
+const providers: WebsocketProvider[] = [];
+afterAll(() => {
+  for (const p of providers) p.destroy();
+});
+
+function connect(base: string, room: string, token: string | undefined) {
+  const doc = new Y.Doc();
+  const provider = new WebsocketProvider(`${base.replace(/^http/, "ws")}/collab`, room, doc, {
+    params: token ? { token } : {},
+    WebSocketPolyfill: WebSocket as never,
+    disableBc: true,
+  });
+  providers.push(provider);
+  const synced = new Promise<void>((resolve) => {
+    if (provider.synced) resolve();
+    else provider.on("sync", (isSynced: boolean) => isSynced && resolve());
+  });
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    provider.on("connection-close", (event: CloseEvent | null) => {
+      if (event) resolve({ code: event.code, reason: event.reason });
+    }),
+  );
+  return { doc, provider, synced, closed, text: doc.getText("content") };
+}
+
+async function eventually(check: () => boolean, timeoutMs = 5000) {
+  const end = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > end) throw new Error("condition not met in time");
+    await Bun.sleep(20);
+  }
+}
+
+const room = () => `sessions/${sessionId}/chat`;
+
+test("two editors converge; a late joiner gets the full state", async () => {
+  const a = connect(server.url, room(), users.owner!.token);
+  const b = connect(server.url, room(), users.editor!.token);
+  await Promise.all([a.synced, b.synced]);
+  a.text.insert(0, "hello ");
+  b.text.insert(0, "world ");
+  await eventually(() => a.text.toString() === b.text.toString() && a.text.length === 12);
+  const late = connect(server.url, room(), users.viewer!.token);
+  await late.synced;
+  await eventually(() => late.text.toString() === a.text.toString());
+  // Awareness is shared too (viewers included).
+  late.provider.awareness.setLocalStateField("user", { name: "viewer" });
+  await eventually(() =>
+    [...a.provider.awareness.getStates().values()].some((s) => s.user?.name === "viewer"),
+  );
+  for (const c of [a, b, late]) c.provider.destroy();
+});
+
+test("a viewer's edit never reaches others or storage", async () => {
+  const viewerRoom = `sessions/${sessionId}/chat`;
+  const owner = connect(server.url, viewerRoom, users.owner!.token);
+  const viewer = connect(server.url, viewerRoom, users.viewer!.token);
+  await Promise.all([owner.synced, viewer.synced]);
+  viewer.text.insert(0, "VIEWER-WAS-HERE");
+  owner.text.insert(owner.text.length, "!");
+  await eventually(() => viewer.text.toString().endsWith("!"));
+  await Bun.sleep(300);
+  expect(owner.text.toString()).not.toContain("VIEWER-WAS-HERE");
+  const fresh = connect(server.url, viewerRoom, users.editor!.token);
+  await fresh.synced;
+  await Bun.sleep(100);
+  expect(fresh.text.toString()).not.toContain("VIEWER-WAS-HERE");
+  // Nor in storage: replay the room's update log from the database file.
+  await Bun.sleep(150); // past the group-commit window
+  const db = createClient({ url: `file:${join(server.dataDir, "opencode-cloud.db")}` });
+  const rows = await db.execute({
+    sql: 'select "update" from collab_updates where room = ? order by id',
+    args: [viewerRoom],
+  });
+  db.close();
+  expect(rows.rows.length).toBeGreaterThan(0);
+  const stored = new Y.Doc();
+  for (const row of rows.rows) Y.applyUpdate(stored, new Uint8Array(row.update as ArrayBuffer));
+  expect(stored.getText("content").toString()).toContain("!");
+  expect(stored.getText("content").toString()).not.toContain("VIEWER-WAS-HERE");
+  for (const c of [owner, viewer, fresh]) c.provider.destroy();
+});
+
+test("strangers, bad tokens, no token and unknown rooms are refused before any document loads", async () => {
+  const cases: [string, string | undefined, number][] = [
+    [room(), users.stranger!.token, 4404],
+    [room(), "garbage", 4401],
+    [room(), undefined, 4401],
+    ["elsewhere/thing", users.owner!.token, 4404],
+  ];
+  for (const [name, token, code] of cases) {
+    const c = connect(server.url, name, token);
+    const closed = await c.closed;
+    expect(closed.code).toBe(code);
+    expect(c.text.length).toBe(0);
+    c.provider.destroy();
+  }
+});
+
+test("a share-link token opens the room with the link's role", async () => {
+  const link = (
+    await server.gql(
+      `mutation($s: ID!) { createShareLink(sessionId: $s, role: EDITOR) { token } }`,
+      { s: sessionId },
+      users.owner!.token,
+    )
+  ).data!.createShareLink.token;
+  const guest = connect(server.url, room(), link);
+  const owner = connect(server.url, room(), users.owner!.token);
+  await Promise.all([guest.synced, owner.synced]);
+  guest.text.insert(0, "[guest]");
+  await eventually(() => owner.text.toString().startsWith("[guest]"));
+  guest.provider.destroy();
+  owner.provider.destroy();
+});
+
+test("kill -9, then restart: every persisted update is still there", async () => {
+  const first = await spawnServer();
+  const post = async (url: string, query: string, variables: Record<string, unknown> = {}, token?: string) =>
+    (
+      await (
+        await fetch(`${url}/graphql`, {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            ...(token ? { authorization: `Bearer ${token}` } : {}),
+          },
+          body: JSON.stringify({ query, variables }),
+        })
+      ).json()
+    ).data;
+  const token = (
+    await post(first.url, `mutation { register(email: "c@example.com", password: "password123") { token } }`)
+  ).register.token;
+  const s = (
+    await post(first.url, `mutation { createSession(input: { title: "persist" }) { id } }`, {}, token)
+  ).createSession.id;
+  const writer = connect(first.url, `sessions/${s}/chat`, token);
+  await writer.synced;
+  writer.text.insert(0, "survives a crash");
+  await Bun.sleep(300); // a few group-commit windows (50 ms each)
+  first.proc.kill("SIGKILL");
+  await first.proc.exited;
+  writer.provider.destroy();
+
+  const second = await spawnServer({}, first.dataDir);
+  try {
+    const reader = connect(second.url, `sessions/${s}/chat`, token);
+    await reader.synced;
+    await eventually(() => reader.text.toString() === "survives a crash");
+    reader.provider.destroy();
+  } finally {
+    second.proc.kill("SIGTERM");
+    await second.proc.exited;
+    rmSync(first.dataDir, { recursive: true, force: true });
+  }
+}, 60_000);
