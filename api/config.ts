@@ -30,6 +30,8 @@ export interface Config {
     authAttemptsPerMinute: number;
   };
   sandbox: SandboxConfig;
+  /** How long an empty collaboration room stays loaded before it is unloaded. */
+  collabUnloadGraceMs: number;
   /** Runs executing at once on this instance (runs on one branch always queue). */
   maxParallelRuns: number;
   /** Key material for sealing per-user secrets (SECRETS_KEY); null: derived from the JWT secret. */
@@ -198,6 +200,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxMemoryBytes: bytes(env, "SANDBOX_MAX_MEMORY_BYTES", 4 * 1024 ** 3),
     },
     maxParallelRuns: int(env, "RUNS_MAX_PARALLEL", 4, 1, 1000),
+    collabUnloadGraceMs: int(env, "COLLAB_UNLOAD_GRACE_MS", 2000, 0, 3_600_000),
     model: modelConfig(env),
     secretsKey: (() => {
       const key = optional(env, "SECRETS_KEY");

@@ -28,6 +28,8 @@ export interface StartedServer {
   url: string;
   port: number;
   tokens: TokenService;
+  /** Collaboration rooms loaded in memory (operators and leak tests). */
+  collabRooms(): number;
   /** Graceful stop: refuse new work, finish or abandon in-flight work, close sockets and the database. */
   stop(): Promise<void>;
 }
@@ -74,6 +76,8 @@ export async function startServer(
   const model = config.model
     ? { baseURL: config.model.baseURL, apiKey: config.model.apiKey, model: config.model.name }
     : null;
+  // The chat sink calls the collaboration server, which is built below (it needs the services).
+  const chat: Services["chat"] = { append: (sessionId, message) => collab.appendChat(sessionId, message) };
   const runner = new Runner({
     db: database.db,
     bus,
@@ -82,6 +86,7 @@ export async function startServer(
     log,
     gateway,
     model,
+    chat,
   });
   const interrupted = await runner.recoverInterrupted();
   if (interrupted > 0) log.warn("runs interrupted by the previous stop", { runs: interrupted });
@@ -102,6 +107,7 @@ export async function startServer(
     shareLinks: { sign: tokens.signFor, verify: tokens.verifyFor },
     agentUnavailable,
     platformModel: model,
+    chat,
     secrets: createSecretBox(config.secretsKey ?? (await tokens.secretMaterial())),
     publicUrl: config.publicUrl,
     health: {
@@ -120,6 +126,7 @@ export async function startServer(
     log,
     shareLinks: services.shareLinks,
     authenticate: (credential) => auth.fromCredential(credential),
+    graceMs: config.collabUnloadGraceMs,
   });
   const app = createApp({ config, schema, services, auth, collab });
   const server = runtime.serve({
@@ -143,6 +150,7 @@ export async function startServer(
     url,
     port: server.port,
     tokens,
+    collabRooms: () => collab.loadedRooms,
     stop() {
       stopping ??= (async () => {
         const stopped = server.stop(false);

@@ -25,6 +25,15 @@ export interface CollabDeps {
   graceMs?: number;
 }
 
+/** One message of a session's shared chat (the Y.Array "messages" of sessions/<id>/chat). */
+export interface ChatMessage {
+  author: { kind: "user" | "agent"; id: string | null; name: string };
+  text: string;
+  /** ISO-8601 time. */
+  at: string;
+  runId?: string;
+}
+
 interface LoadedRoom {
   room: Promise<Room>;
   unload?: ReturnType<typeof setTimeout>;
@@ -146,6 +155,19 @@ export class CollabServer {
         });
       },
     };
+  }
+
+  /**
+   * Appends a message to a session's shared chat from the server side (no socket): connected clients
+   * see it at once, and it is stored like any other update. The room unloads again when idle.
+   */
+  async appendChat(sessionId: string, message: ChatMessage): Promise<void> {
+    const name = `sessions/${sessionId}/chat`;
+    const room = await this.roomFor(name);
+    room.doc.transact(() => {
+      room.doc.getArray<ChatMessage>("messages").push([message]);
+    }, "server");
+    this.scheduleUnload(name, room);
   }
 
   /** Rooms currently in memory (tests check that nothing leaks). */

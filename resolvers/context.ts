@@ -41,6 +41,18 @@ export interface Logger {
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
+export interface SessionChat {
+  append(
+    sessionId: string,
+    message: {
+      author: { kind: "user" | "agent"; id: string | null; name: string };
+      text: string;
+      at: string;
+      runId?: string;
+    },
+  ): Promise<void>;
+}
+
 /** Seals small secrets at rest (per-user model keys). */
 export interface SecretBox {
   seal(plaintext: string): string;
@@ -83,6 +95,8 @@ export interface Services {
   /** The platform's model for agent runs (null: users must bring their own). */
   platformModel: import("../agent/gateway.ts").Upstream | null;
   secrets: SecretBox;
+  /** The sessions' shared chat (collaboration), where prompts and the agent's answers are recorded. */
+  chat: SessionChat;
 }
 
 export interface Context extends Services {

@@ -50,7 +50,7 @@ export async function prompt(ctx: Context, args: { branchId: string; text: strin
   if (!args.text.trim()) throw badInput("text is empty", "text");
   if (args.text.length > MAX_PROMPT) throw badInput(`text must be at most ${MAX_PROMPT} characters`, "text");
   const upstream = await modelFor(ctx, ctx.viewer!.userId);
-  return ctx.runner.start({
+  const run = await ctx.runner.start({
     upstream,
     kind: "PROMPT",
     sessionId: branch.sessionId,
@@ -59,6 +59,17 @@ export async function prompt(ctx: Context, args: { branchId: string; text: strin
     input: args.text,
     timeoutMs: null,
   });
+  // Everyone in the session sees the conversation in its shared chat.
+  const user = await ctx.loaders.user.load(ctx.viewer!.userId);
+  await ctx.chat
+    .append(branch.sessionId, {
+      author: { kind: "user", id: ctx.viewer!.userId, name: user?.name ?? user?.email ?? "user" },
+      text: args.text,
+      at: new Date().toISOString(),
+      runId: run.id,
+    })
+    .catch((error) => ctx.log.warn("could not record the prompt in the chat", { error: String(error) }));
+  return run;
 }
 
 /** Agent events of every run on a branch, live. */

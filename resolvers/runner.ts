@@ -46,6 +46,8 @@ export interface RunnerDeps {
   provider: SandboxProvider;
   runtime: BranchRuntime;
   log: Logger;
+  /** Where agent answers are recorded for everyone in the session to see. */
+  chat?: import("./context.ts").SessionChat;
   /** Agent runs: the gateway and the model behind it (null: no model configured). */
   gateway: ModelGateway | null;
   model: Upstream | null;
@@ -350,6 +352,18 @@ export class Runner {
       snapshotId: end.snapshotId,
     });
     live.markFinished();
+    if (row.kind === "PROMPT" && live.output && this.deps.chat) {
+      await this.deps.chat
+        .append(row.sessionId, {
+          author: { kind: "agent", id: null, name: "opencode" },
+          text: live.output,
+          at: new Date().toISOString(),
+          runId: row.id,
+        })
+        .catch((error) =>
+          this.deps.log.warn("could not record the answer in the chat", { error: String(error) }),
+        );
+    }
     await publishSessionEvent(this.deps, {
       kind: "RUN_FINISHED",
       sessionId: row.sessionId,

@@ -1,6 +1,8 @@
 // The opencode agent through the public API: the real binary in the branch's sandbox, the scripted
 // fake model behind the gateway, events over graphql-ws.
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { WebsocketProvider } from "y-websocket";
+import * as Y from "yjs";
 import { type FakeModel, startFakeModel } from "../../scripts/fake-model.ts";
 import { type AgentHarness, startAgentHarness } from "../utils/agent.ts";
 import { startTestServer, type TestServer } from "../utils/server.ts";
@@ -136,6 +138,28 @@ test("a prompt streams tool calls and text in order and ends with a snapshot hol
   });
   expect(sums.session.usage.wallMs).toBeGreaterThan(0);
   expect(sums.me.usage.promptRuns).toBeGreaterThanOrEqual(1);
+
+  // The prompt and the agent's answer are in the session's shared chat, for everyone to see.
+  const chat = new Y.Doc();
+  const chatProvider = new WebsocketProvider(
+    `${server.url.replace(/^http/, "ws")}/collab`,
+    `sessions/${s.id}/chat`,
+    chat,
+    {
+      params: { token },
+      WebSocketPolyfill: WebSocket as never,
+      disableBc: true,
+    },
+  );
+  for (let i = 0; i < 200 && chat.getArray("messages").length < 2; i++) await Bun.sleep(25);
+  const messages = chat
+    .getArray<{ author: { kind: string }; text: string; runId: string }>("messages")
+    .toArray();
+  expect(messages.map((m) => [m.author.kind, m.text, m.runId])).toEqual([
+    ["user", "please write hello", first.run.id],
+    ["agent", "All done here.", first.run.id],
+  ]);
+  chatProvider.destroy();
 
   // A fork of that snapshot continues the conversation: the model sees the first prompt.
   const fork = (

@@ -189,3 +189,27 @@ test("kill -9, then restart: every persisted update is still there", async () =>
     rmSync(first.dataDir, { recursive: true, force: true });
   }
 }, 60_000);
+
+test("thousands of open/close cycles leave no room loaded", async () => {
+  const quick = await startTestServer({ COLLAB_UNLOAD_GRACE_MS: "50" });
+  try {
+    const { token } = await quick.signUp();
+    const ids: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      ids.push(
+        (await quick.gql(`mutation { createSession(input: { title: "leak" }) { id } }`, {}, token)).data!
+          .createSession.id,
+      );
+    }
+    for (let round = 0; round < 100; round++) {
+      const batch = ids.map((id) => connect(quick.url, `sessions/${id}/chat`, token));
+      await Promise.all(batch.map((c) => c.synced));
+      batch[round % batch.length]!.text.insert(0, "x");
+      for (const c of batch) c.provider.destroy();
+    }
+    // 1000 connections to 10 rooms opened and closed; after the grace, nothing stays in memory.
+    await eventually(() => quick.collabRooms() === 0, 5000);
+  } finally {
+    await quick.close();
+  }
+}, 60_000);
