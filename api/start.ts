@@ -123,6 +123,7 @@ export async function startServer(
   const auth = createAuthenticator({ db: database.db, tokens });
   const collab = new CollabServer({
     db: database.db,
+    bus,
     log,
     shareLinks: services.shareLinks,
     authenticate: (credential) => auth.fromCredential(credential),

@@ -33,6 +33,8 @@ export const topics = {
   session: (sessionId: string) => `session:${sessionId}`,
   /** One run's output chunks and its end. */
   run: (runId: string) => `run:${runId}`,
+  /** A user lost access to a session (removed member): their open sockets close. */
+  accessRevoked: "auth:access-revoked",
   /** Progress of one exploration. */
   exploration: (id: string) => `exploration:${id}`,
   /** Agent events of every run on a branch. */

@@ -3,6 +3,7 @@
 // any document is loaded; refusals get the y-protocols auth frame and a 44xx close. Rooms load from
 // the update log on first join and unload after the last client leaves (after a short grace).
 import { and, eq } from "drizzle-orm";
+import { type Bus, topics } from "../bus/bus.ts";
 import type { Db } from "../db/client.ts";
 import { members, type Role } from "../db/schema.ts";
 import type { AudienceTokens, Logger, Viewer } from "../resolvers/context.ts";
@@ -18,6 +19,7 @@ export interface CollabSocket {
 
 export interface CollabDeps {
   db: Db;
+  bus: Bus;
   log: Logger;
   shareLinks: AudienceTokens;
   /** Resolves a bearer credential (JWT or API key); throws for a bad one. */
@@ -34,6 +36,13 @@ export interface ChatMessage {
   runId?: string;
 }
 
+/** Who a socket acts for (filled in once its token is checked). */
+interface Who {
+  sessionId: string | null;
+  userId: string | null;
+  keyId: string | null;
+}
+
 interface LoadedRoom {
   room: Promise<Room>;
   unload?: ReturnType<typeof setTimeout>;
@@ -44,13 +53,36 @@ const SHARE_AUDIENCE = "opencode.cloud/share";
 
 export class CollabServer {
   private readonly rooms = new Map<string, LoadedRoom>();
-  private readonly sockets = new Set<CollabSocket>();
+  /** Open sockets and who they act for, so losing access can close them. */
+  private readonly sockets = new Map<CollabSocket, Who>();
   private readonly log: UpdateLog;
+  private readonly watchers: AsyncIterableIterator<unknown>[];
 
   constructor(private readonly deps: CollabDeps) {
     this.log = new UpdateLog(deps.db, (error) =>
       deps.log.error("collab persistence failed", { error: String(error) }),
     );
+    // Revoked keys and removed members lose their sockets at once, whichever instance made the change.
+    const keys = deps.bus.subscribe<{ keyId: string }>(topics.revokedCredentials);
+    const access = deps.bus.subscribe<{ sessionId: string; userId: string }>(topics.accessRevoked);
+    this.watchers = [keys, access];
+    void (async () => {
+      for await (const { payload } of keys)
+        this.closeWhere((w) => w.keyId === payload.keyId, 4401, "API key revoked");
+    })();
+    void (async () => {
+      for await (const { payload } of access) {
+        this.closeWhere(
+          (w) => w.sessionId === payload.sessionId && w.userId === payload.userId,
+          4403,
+          "Access to this session was removed",
+        );
+      }
+    })();
+  }
+
+  private closeWhere(match: (who: Who) => boolean, code: number, reason: string) {
+    for (const [socket, who] of this.sockets) if (match(who)) socket.close(code, reason);
   }
 
   /** The session a room belongs to, or null for a name outside the supported forms. */
@@ -59,7 +91,7 @@ export class CollabServer {
   }
 
   /** Decides the role a token gives in a session; throws AppError when it gives none. */
-  private async roleFor(token: string | null, sessionId: string): Promise<Role> {
+  private async roleFor(token: string | null, sessionId: string, who: Who): Promise<Role> {
     if (!token)
       throw new AppError("UNAUTHENTICATED", "Pass ?token= (a JWT, an API key or a share-link token)");
     let viewer: Viewer | null = null;
@@ -72,6 +104,8 @@ export class CollabServer {
         return claims.role;
       throw error instanceof AppError ? error : new AppError("UNAUTHENTICATED", "Invalid token");
     }
+    who.userId = viewer.userId;
+    who.keyId = viewer.credential.kind === "apiKey" ? viewer.credential.keyId : null;
     const [member] = await this.deps.db
       .select({ role: members.role })
       .from(members)
@@ -111,7 +145,8 @@ export class CollabServer {
 
   /** Starts serving one upgraded socket for `room` (the path after /collab/). */
   open(socket: CollabSocket, roomName: string, token: string | null) {
-    this.sockets.add(socket);
+    const who: Who = { sessionId: CollabServer.sessionOf(roomName), userId: null, keyId: null };
+    this.sockets.set(socket, who);
     const queue: Uint8Array[] = [];
     let peer: (Peer & { room: Room }) | null = null;
     let closed = false;
@@ -120,7 +155,7 @@ export class CollabServer {
       const sessionId = CollabServer.sessionOf(roomName);
       if (!sessionId)
         throw new AppError("NOT_FOUND", `Unknown room "${roomName}": use sessions/<sessionId>/chat`);
-      const role = await this.roleFor(token, sessionId);
+      const role = await this.roleFor(token, sessionId, who);
       if (closed) return;
       const room = await this.roomFor(roomName);
       if (closed) return this.scheduleUnload(roomName, room);
@@ -176,7 +211,8 @@ export class CollabServer {
   }
 
   async close(): Promise<void> {
-    for (const socket of [...this.sockets]) socket.close(1001, "Server shutting down");
+    for (const watcher of this.watchers) await watcher.return?.();
+    for (const socket of [...this.sockets.keys()]) socket.close(1001, "Server shutting down");
     await this.log.close();
     for (const [name, loaded] of this.rooms) {
       if (loaded.unload) clearTimeout(loaded.unload);

@@ -193,6 +193,24 @@ export async function shareSession(
   return member;
 }
 
+export async function removeMember(
+  ctx: Context,
+  args: { sessionId: string; userId: string },
+): Promise<boolean> {
+  await requireRole(ctx, args.sessionId, "OWNER");
+  const row = await ctx.loaders.session.load(args.sessionId);
+  if (row?.ownerId === args.userId) throw conflict("The session's creator cannot be removed");
+  const removed = await ctx.db
+    .delete(members)
+    .where(and(eq(members.sessionId, args.sessionId), eq(members.userId, args.userId)))
+    .returning();
+  if (removed.length === 0) throw notFound("Member");
+  // Open collaboration sockets of that user in this session close (on every instance).
+  await ctx.bus.publish(topics.accessRevoked, { sessionId: args.sessionId, userId: args.userId });
+  await publishSessionEvent(ctx, { kind: "MEMBER_CHANGED", sessionId: args.sessionId, userId: args.userId });
+  return true;
+}
+
 export interface ShareLinkResult {
   token: string;
   url: string;

@@ -164,6 +164,12 @@ builder.mutationFields((t) => ({
     },
     resolve: (_r, args, ctx) => sessions.shareSession(ctx, { ...args, sessionId: String(args.sessionId) }),
   }),
+  removeMember: t.boolean({
+    description: "Removes a member (owners only); their open collaboration sockets close at once.",
+    args: { sessionId: t.arg.id({ required: true }), userId: t.arg.id({ required: true }) },
+    resolve: (_r, args, ctx) =>
+      sessions.removeMember(ctx, { sessionId: String(args.sessionId), userId: String(args.userId) }),
+  }),
   createShareLink: t.field({
     type: ShareLinkRef,
     description: "A signed, expiring link granting EDITOR or VIEWER to whoever joins with it (owners only).",

@@ -13,6 +13,7 @@ const RANK = { VIEWER: 1, EDITOR: 2, OWNER: 3 } as const;
 let server: TestServer;
 const tokens: Partial<Record<Actor, string>> = {};
 const emails: Partial<Record<Actor, string>> = {};
+const userIds: Partial<Record<Actor, string>> = {};
 
 interface Fixture {
   sessionId: string;
@@ -171,6 +172,12 @@ const OPERATIONS: Operation[] = [
     vars: (f) => ({ s: f.sessionId }),
   },
   {
+    name: "removeMember",
+    need: "OWNER",
+    query: "mutation($s: ID!, $u: ID!) { removeMember(sessionId: $s, userId: $u) }",
+    vars: (f) => ({ s: f.sessionId, u: userIds.viewer }),
+  },
+  {
     name: "deleteSession",
     need: "OWNER",
     query: "mutation($s: ID!) { deleteSession(id: $s) }",
@@ -191,6 +198,7 @@ beforeAll(async () => {
     const user = await server.signUp(`${actor}-${crypto.randomUUID().slice(0, 6)}@example.com`);
     tokens[actor] = user.token;
     emails[actor] = user.email;
+    userIds[actor] = user.userId;
   }
 });
 afterAll(() => server.close());

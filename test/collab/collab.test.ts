@@ -10,7 +10,7 @@ import { spawnServer } from "../utils/process.ts";
 import { startTestServer, type TestServer } from "../utils/server.ts";
 
 let server: TestServer;
-const users: Record<string, { token: string; email: string }> = {};
+const users: Record<string, { token: string; email: string; userId: string }> = {};
 let sessionId: string;
 
 beforeAll(async () => {
@@ -213,3 +213,58 @@ test("thousands of open/close cycles leave no room loaded", async () => {
     await quick.close();
   }
 }, 60_000);
+
+test("losing access closes the socket: member removed (4403), API key revoked (4401)", async () => {
+  const member = await server.signUp();
+  await server.gql(
+    `mutation($s: ID!, $e: String!) { shareSession(sessionId: $s, email: $e, role: EDITOR) { role } }`,
+    { s: sessionId, e: member.email },
+    users.owner!.token,
+  );
+  const removed = connect(server.url, room(), member.token);
+  await removed.synced;
+  const res = await server.gql(
+    `mutation($s: ID!, $u: ID!) { removeMember(sessionId: $s, userId: $u) }`,
+    { s: sessionId, u: member.userId },
+    users.owner!.token,
+  );
+  expect(res.data!.removeMember).toBe(true);
+  expect((await removed.closed).code).toBe(4403);
+  removed.provider.destroy();
+  // And they cannot come back.
+  const again = connect(server.url, room(), member.token);
+  expect((await again.closed).code).toBe(4404);
+  again.provider.destroy();
+
+  const key = (
+    await server.gql(
+      `mutation { createApiKey(name: "collab") { secret apiKey { id } } }`,
+      {},
+      users.editor!.token,
+    )
+  ).data!.createApiKey;
+  const viaKey = connect(server.url, room(), key.secret);
+  await viaKey.synced;
+  await server.gql(
+    `mutation($id: ID!) { revokeApiKey(id: $id) { id } }`,
+    { id: key.apiKey.id },
+    users.editor!.token,
+  );
+  expect((await viaKey.closed).code).toBe(4401);
+  viaKey.provider.destroy();
+
+  // Only owners remove members; the creator cannot be removed.
+  const denied = await server.gql(
+    `mutation($s: ID!, $u: ID!) { removeMember(sessionId: $s, userId: $u) }`,
+    { s: sessionId, u: member.userId },
+    users.editor!.token,
+  );
+  expect(denied.errors![0]!.extensions!.code).toBe("FORBIDDEN");
+  const owner = (await server.gql("{ me { id } }", {}, users.owner!.token)).data!.me.id;
+  const creator = await server.gql(
+    `mutation($s: ID!, $u: ID!) { removeMember(sessionId: $s, userId: $u) }`,
+    { s: sessionId, u: owner },
+    users.owner!.token,
+  );
+  expect(creator.errors![0]!.extensions!.code).toBe("CONFLICT");
+});
