@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { ModelGateway } from "../agent/gateway.ts";
 import { opencodeBinary } from "../agent/opencode-binary.ts";
 import { createMemoryBus } from "../bus/memory.ts";
+import { createPresenceRegistry } from "../collab/presence.ts";
 import { CollabServer } from "../collab/server.ts";
 import { openDatabase, tuneEmbedded } from "../db/client.ts";
 import { applyMigrations } from "../db/migrate.ts";
@@ -76,6 +77,7 @@ export async function startServer(
   const model = config.model
     ? { baseURL: config.model.baseURL, apiKey: config.model.apiKey, model: config.model.name }
     : null;
+  const presence = createPresenceRegistry(bus);
   // The chat sink calls the collaboration server, which is built below (it needs the services).
   const chat: Services["chat"] = { append: (sessionId, message) => collab.appendChat(sessionId, message) };
   const runner = new Runner({
@@ -108,6 +110,7 @@ export async function startServer(
     agentUnavailable,
     platformModel: model,
     chat,
+    presence,
     secrets: createSecretBox(config.secretsKey ?? (await tokens.secretMaterial())),
     publicUrl: config.publicUrl,
     health: {
@@ -124,6 +127,7 @@ export async function startServer(
   const collab = new CollabServer({
     db: database.db,
     bus,
+    presence,
     log,
     shareLinks: services.shareLinks,
     authenticate: (credential) => auth.fromCredential(credential),
@@ -161,6 +165,7 @@ export async function startServer(
         await server.stop(true);
         await bus.close();
         await collab.close();
+        presence.close();
         await branchRuntime.close();
         await gateway?.close();
         await sandboxes.close();

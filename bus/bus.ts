@@ -35,6 +35,8 @@ export const topics = {
   run: (runId: string) => `run:${runId}`,
   /** A user lost access to a session (removed member): their open sockets close. */
   accessRevoked: "auth:access-revoked",
+  /** Who is in a session: join/update/leave. */
+  presence: (sessionId: string) => `presence:${sessionId}`,
   /** Progress of one exploration. */
   exploration: (id: string) => `exploration:${id}`,
   /** Agent events of every run on a branch. */

@@ -6,7 +6,7 @@ import { and, eq } from "drizzle-orm";
 import { type Bus, topics } from "../bus/bus.ts";
 import type { Db } from "../db/client.ts";
 import { members, type Role } from "../db/schema.ts";
-import type { AudienceTokens, Logger, Viewer } from "../resolvers/context.ts";
+import type { AudienceTokens, Logger, PresenceRegistry, Viewer } from "../resolvers/context.ts";
 import { AppError } from "../resolvers/errors.ts";
 import { UpdateLog } from "./persistence.ts";
 import { type Peer, permissionDenied, Room } from "./room.ts";
@@ -20,6 +20,7 @@ export interface CollabSocket {
 export interface CollabDeps {
   db: Db;
   bus: Bus;
+  presence: PresenceRegistry;
   log: Logger;
   shareLinks: AudienceTokens;
   /** Resolves a bearer credential (JWT or API key); throws for a bad one. */
@@ -81,6 +82,41 @@ export class CollabServer {
     })();
   }
 
+  private readonly peerWho = new WeakMap<Peer, Who>();
+
+  /** Awareness changes of a room become presence joins, updates and leaves of its session. */
+  private feedPresence(name: string, room: Room) {
+    const sessionId = CollabServer.sessionOf(name);
+    if (!sessionId) return;
+    room.awareness.on(
+      "change",
+      (
+        { added, updated, removed }: { added: number[]; updated: number[]; removed: number[] },
+        origin: unknown,
+      ) => {
+        const who = this.peerWho.get(origin as Peer);
+        const now = new Date().toISOString();
+        for (const id of [...added, ...updated]) {
+          const state = room.awareness.getStates().get(id) as Record<string, any> | undefined;
+          if (!state) continue;
+          const user = (state.user ?? {}) as Record<string, unknown>;
+          this.deps.presence.upsert(sessionId, {
+            key: `${name}#${id}`,
+            userId: who?.userId ?? null,
+            name: typeof user.name === "string" ? user.name : "anonymous",
+            color: typeof user.color === "string" ? user.color : null,
+            branchId: typeof state.branchId === "string" ? state.branchId : null,
+            file: typeof state.file === "string" ? state.file : null,
+            cursor: state.cursor ?? null,
+            since: now,
+            updatedAt: now,
+          });
+        }
+        for (const id of removed) this.deps.presence.remove(sessionId, `${name}#${id}`);
+      },
+    );
+  }
+
   private closeWhere(match: (who: Who) => boolean, code: number, reason: string) {
     for (const [socket, who] of this.sockets) if (match(who)) socket.close(code, reason);
   }
@@ -123,6 +159,7 @@ export class CollabServer {
     }
     const room = (async () => {
       const created = new Room(name, (update) => this.log.append(name, update));
+      this.feedPresence(name, created);
       const stored = await this.log.load(name);
       if (stored) created.load(stored);
       return created;
@@ -165,6 +202,7 @@ export class CollabServer {
         send: (data) => socket.send(data),
         close: (code, reason) => socket.close(code, reason),
       };
+      this.peerWho.set(peer, who);
       room.join(peer);
       for (const data of queue.splice(0)) room.receive(peer, data);
     })().catch((error) => {

@@ -41,6 +41,27 @@ export interface Logger {
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
+export interface PresenceEntry {
+  /** One per awareness client (room + client id) or per GraphQL announcer. */
+  key: string;
+  userId: string | null;
+  name: string;
+  color: string | null;
+  branchId: string | null;
+  file: string | null;
+  cursor: unknown;
+  since: string;
+  updatedAt: string;
+}
+
+export type PresenceEvent = { kind: "JOIN" | "UPDATE" | "LEAVE"; entry: PresenceEntry };
+
+export interface PresenceRegistry {
+  upsert(sessionId: string, entry: PresenceEntry, ttlMs?: number): void;
+  remove(sessionId: string, key: string): void;
+  list(sessionId: string): PresenceEntry[];
+}
+
 export interface SessionChat {
   append(
     sessionId: string,
@@ -95,6 +116,8 @@ export interface Services {
   /** The platform's model for agent runs (null: users must bring their own). */
   platformModel: import("../agent/gateway.ts").Upstream | null;
   secrets: SecretBox;
+  /** Who is in each session now (collaboration awareness and GraphQL announcements). */
+  presence: PresenceRegistry;
   /** The sessions' shared chat (collaboration), where prompts and the agent's answers are recorded. */
   chat: SessionChat;
 }

@@ -9,6 +9,7 @@ import "./run.ts";
 import "./agent.ts";
 import "./exploration.ts";
 import "./usage.ts";
+import "./presence.ts";
 import "./health.ts";
 
 export const schema = builder.toSchema();

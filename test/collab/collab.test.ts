@@ -8,6 +8,7 @@ import { WebsocketProvider } from "y-websocket";
 import * as Y from "yjs";
 import { spawnServer } from "../utils/process.ts";
 import { startTestServer, type TestServer } from "../utils/server.ts";
+import { collect, wsClient } from "../utils/ws.ts";
 
 let server: TestServer;
 const users: Record<string, { token: string; email: string; userId: string }> = {};
@@ -267,4 +268,62 @@ test("losing access closes the socket: member removed (4403), API key revoked (4
     users.owner!.token,
   );
   expect(creator.errors![0]!.extensions!.code).toBe("CONFLICT");
+});
+
+test("presence: join, update and leave arrive over graphql-ws in order; GraphQL clients can announce", async () => {
+  const watcher = wsClient(server.wsUrl, users.owner!.token);
+  const events = collect(
+    watcher,
+    `subscription($s: ID!) { presence(sessionId: $s) { kind entry { key name color file cursor user { email } } } }`,
+    {
+      s: sessionId,
+    },
+  );
+  await Bun.sleep(100);
+  const editor = connect(server.url, room(), users.editor!.token);
+  await editor.synced;
+  editor.provider.awareness.setLocalState({
+    user: { name: "Eve", color: "#f00" },
+    file: "src/app.ts",
+    cursor: { line: 3 },
+  });
+  await events.until((r) => r.data.presence.entry.name === "Eve");
+  const here = (
+    await server.gql(
+      `query($s: ID!) { session(id: $s) { presence { name file user { email } } } }`,
+      { s: sessionId },
+      users.viewer!.token,
+    )
+  ).data!.session.presence;
+  expect(here).toContainEqual({ name: "Eve", file: "src/app.ts", user: { email: users.editor!.email } });
+
+  editor.provider.destroy();
+  await events.until((r) => r.data.presence.kind === "LEAVE");
+  const kinds = events.results.map((r) => r.data.presence.kind);
+  expect(kinds[0]).toBe("JOIN");
+  expect(kinds.at(-1)).toBe("LEAVE");
+  expect(kinds.slice(1, -1).every((k: string) => k === "UPDATE")).toBe(true);
+  const named = events.results.find((r) => r.data.presence.entry.name === "Eve").data.presence.entry;
+  expect(named).toMatchObject({
+    color: "#f00",
+    file: "src/app.ts",
+    cursor: { line: 3 },
+    user: { email: users.editor!.email },
+  });
+
+  // A dashboard without Yjs announces itself.
+  const announced = await server.gql(
+    `mutation($s: ID!) { announcePresence(sessionId: $s, file: "README.md") { key name } }`,
+    { s: sessionId },
+    users.viewer!.token,
+  );
+  expect(announced.data!.announcePresence.key).toStartWith("graphql#");
+  await events.until((r) => r.data.presence.entry.key === announced.data!.announcePresence.key);
+  const stranger = await server.gql(
+    `mutation($s: ID!) { announcePresence(sessionId: $s) { key } }`,
+    { s: sessionId },
+    users.stranger!.token,
+  );
+  expect(stranger.errors![0]!.extensions!.code).toBe("NOT_FOUND");
+  await watcher.dispose();
 });

@@ -1,0 +1,53 @@
+// Presence over GraphQL: who is in a session now, live join/update/leave events, and announcements
+// from GraphQL-only clients (dashboards) that expire unless renewed.
+import { topics } from "../bus/bus.ts";
+import { requireRole } from "./access.ts";
+import type { Context, PresenceEntry, PresenceEvent } from "./context.ts";
+import { badInput } from "./errors.ts";
+
+const ANNOUNCE_TTL_MS = 30_000;
+
+export async function sessionPresence(ctx: Context, sessionId: string): Promise<PresenceEntry[]> {
+  await requireRole(ctx, sessionId, "VIEWER");
+  return ctx.presence.list(sessionId);
+}
+
+export async function* presenceEvents(ctx: Context, sessionId: string): AsyncGenerator<PresenceEvent> {
+  await requireRole(ctx, sessionId, "VIEWER");
+  const events = ctx.bus.subscribe<PresenceEvent>(topics.presence(sessionId));
+  try {
+    for await (const { payload } of events) yield payload;
+  } finally {
+    await events.return?.();
+  }
+}
+
+/** A GraphQL client says it is here (and where); repeat within 30 s to stay present. */
+export async function announcePresence(
+  ctx: Context,
+  args: {
+    sessionId: string;
+    branchId?: string | null;
+    file?: string | null;
+    cursor?: unknown;
+    color?: string | null;
+  },
+): Promise<PresenceEntry> {
+  await requireRole(ctx, args.sessionId, "VIEWER");
+  if (args.file && args.file.length > 4096) throw badInput("file is too long", "file");
+  const user = await ctx.loaders.user.load(ctx.viewer!.userId);
+  const now = new Date().toISOString();
+  const entry: PresenceEntry = {
+    key: `graphql#${ctx.viewer!.userId}`,
+    userId: ctx.viewer!.userId,
+    name: user?.name ?? user?.email ?? "user",
+    color: args.color ?? null,
+    branchId: args.branchId ?? null,
+    file: args.file ?? null,
+    cursor: args.cursor ?? null,
+    since: now,
+    updatedAt: now,
+  };
+  ctx.presence.upsert(args.sessionId, entry, ANNOUNCE_TTL_MS);
+  return entry;
+}

@@ -1,0 +1,73 @@
+// Presence: who is in a session and where, live.
+import type { PresenceEntry, PresenceEvent } from "../resolvers/context.ts";
+import * as presence from "../resolvers/presence.ts";
+import { builder } from "./builder.ts";
+import { SessionRef } from "./refs.ts";
+import { UserRef } from "./user.ts";
+
+const PresenceEntryRef = builder.objectRef<PresenceEntry>("PresenceEntry").implement({
+  description:
+    "Someone in the session: a collaboration client (per room and tab) or an announcing GraphQL client.",
+  fields: (t) => ({
+    key: t.exposeString("key"),
+    user: t.field({
+      type: UserRef,
+      nullable: true,
+      resolve: (p, _a, ctx) => (p.userId ? ctx.loaders.user.load(p.userId) : null),
+    }),
+    name: t.exposeString("name"),
+    color: t.exposeString("color", { nullable: true }),
+    branchId: t.exposeID("branchId", { nullable: true }),
+    file: t.exposeString("file", { nullable: true }),
+    cursor: t.field({ type: "JSON", nullable: true, resolve: (p) => p.cursor ?? null }),
+    since: t.field({ type: "DateTime", resolve: (p) => new Date(p.since) }),
+    updatedAt: t.field({ type: "DateTime", resolve: (p) => new Date(p.updatedAt) }),
+  }),
+});
+
+const PresenceKind = builder.enumType("PresenceKind", { values: ["JOIN", "UPDATE", "LEAVE"] as const });
+
+const PresenceEventRef = builder.objectRef<PresenceEvent>("PresenceEvent").implement({
+  fields: (t) => ({
+    kind: t.field({ type: PresenceKind, resolve: (e) => e.kind }),
+    entry: t.field({ type: PresenceEntryRef, resolve: (e) => e.entry }),
+  }),
+});
+
+builder.objectField(SessionRef, "presence", (t) =>
+  t.field({
+    type: [PresenceEntryRef],
+    description: "Who is here now.",
+    resolve: (s, _a, ctx) => presence.sessionPresence(ctx, s.id),
+  }),
+);
+
+builder.mutationFields((t) => ({
+  announcePresence: t.field({
+    type: PresenceEntryRef,
+    description: "For GraphQL-only clients: I am here (and where). Repeat within 30 s to stay present.",
+    args: {
+      sessionId: t.arg.id({ required: true }),
+      branchId: t.arg.id(),
+      file: t.arg.string(),
+      cursor: t.arg({ type: "JSON" }),
+      color: t.arg.string(),
+    },
+    resolve: (_r, args, ctx) =>
+      presence.announcePresence(ctx, {
+        ...args,
+        sessionId: String(args.sessionId),
+        branchId: args.branchId ? String(args.branchId) : null,
+      }),
+  }),
+}));
+
+builder.subscriptionFields((t) => ({
+  presence: t.field({
+    type: PresenceEventRef,
+    description: "Joins, updates (where, cursor) and leaves of everyone in the session, live.",
+    args: { sessionId: t.arg.id({ required: true }) },
+    subscribe: (_r, args, ctx) => presence.presenceEvents(ctx, String(args.sessionId)),
+    resolve: (e) => e,
+  }),
+}));
