@@ -12,8 +12,8 @@ export function createPresenceRegistry(bus: Bus): PresenceRegistry & { close(): 
 
   const registry = {
     upsert(sessionId: string, entry: PresenceEntry, ttlMs?: number) {
-      let entries = sessions.get(sessionId);
-      if (!entries) sessions.set(sessionId, (entries = new Map()));
+      const entries = sessions.get(sessionId) ?? new Map<string, PresenceEntry & { expiresAt?: number }>();
+      sessions.set(sessionId, entries);
       const known = entries.get(entry.key);
       const next = {
         ...entry,

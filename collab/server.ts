@@ -97,7 +97,7 @@ export class CollabServer {
         const who = this.peerWho.get(origin as Peer);
         const now = new Date().toISOString();
         for (const id of [...added, ...updated]) {
-          const state = room.awareness.getStates().get(id) as Record<string, any> | undefined;
+          const state = room.awareness.getStates().get(id) as Record<string, unknown> | undefined;
           if (!state) continue;
           const user = (state.user ?? {}) as Record<string, unknown>;
           this.deps.presence.upsert(sessionId, {
