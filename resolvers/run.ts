@@ -90,12 +90,10 @@ export async function abortRun(ctx: Context, id: string): Promise<RunRow> {
   const run = await loadRun(ctx, id, "EDITOR");
   if (run.status === "QUEUED" || run.status === "RUNNING") {
     if (!ctx.runner.abort(run.id)) throw conflict("This run is not running on this server instance");
-    // Give the run a moment to end so the reply usually shows its final state.
-    for (let i = 0; i < 50; i++) {
-      const [row] = await ctx.db.select().from(runs).where(eq(runs.id, id));
-      if (row && row.status !== "QUEUED" && row.status !== "RUNNING") return row;
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    // Give the run a moment (1 s at most) to end, so the reply usually shows its final state.
+    const oneSecond = new Promise<null>((resolve) => setTimeout(() => resolve(null), 1000).unref?.());
+    const ended = await Promise.race([ctx.runner.wait(run.id), oneSecond]);
+    if (ended) return ended;
   }
   const [row] = await ctx.db.select().from(runs).where(eq(runs.id, id));
   return row!;

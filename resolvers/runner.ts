@@ -10,7 +10,7 @@ import type { Bus } from "../bus/bus.ts";
 import { topics } from "../bus/bus.ts";
 import type { Db } from "../db/client.ts";
 import { newId } from "../db/ids.ts";
-import { branches, type RunRow, type RunStatus, runs } from "../db/schema.ts";
+import { type RunRow, type RunStatus, runs } from "../db/schema.ts";
 import type { ExecOptions, SandboxProvider } from "../sandbox/provider.ts";
 import type { BranchRuntime } from "./branch-runtime.ts";
 import type { Logger } from "./context.ts";
@@ -394,11 +394,4 @@ export class Runner {
   abortAll(): void {
     for (const live of this.live.values()) if (!live.ended) live.controller.abort();
   }
-}
-
-/** The branch ids a session has (for teardown). */
-export async function branchIdsOf(db: Db, sessionId: string): Promise<string[]> {
-  return (await db.select({ id: branches.id }).from(branches).where(eq(branches.sessionId, sessionId))).map(
-    (b) => b.id,
-  );
 }

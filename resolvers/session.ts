@@ -18,7 +18,6 @@ import { type Context, requireScope } from "./context.ts";
 import { badInput, conflict, notFound } from "./errors.ts";
 import { publishSessionEvent, type SessionEventPayload } from "./events.ts";
 import { afterCursor, decodeCursor, orderBy, type Page, pageSize, toPage } from "./pagination.ts";
-import { branchIdsOf } from "./runner.ts";
 
 const SHARE_AUDIENCE = "opencode.cloud/share";
 const DEFAULT_LINK_SECONDS = 7 * 24 * 3600;
@@ -132,9 +131,15 @@ export async function listSessions(
   );
 }
 
+async function branchIdsOf(ctx: Context, sessionId: string): Promise<string[]> {
+  return (
+    await ctx.db.select({ id: branches.id }).from(branches).where(eq(branches.sessionId, sessionId))
+  ).map((b) => b.id);
+}
+
 export async function deleteSession(ctx: Context, id: string): Promise<boolean> {
   await requireRole(ctx, id, "OWNER");
-  for (const branchId of await branchIdsOf(ctx.db, id)) {
+  for (const branchId of await branchIdsOf(ctx, id)) {
     ctx.runner.abortBranch(branchId);
     await ctx.branchRuntime.drop(branchId);
   }

@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import type { ExecOptions, ExecResult, KillReason } from "../provider.ts";
 import type { Cgroups, RunGroup } from "./cgroups.ts";
-import { bwrapArgv, DEFAULT_PATH, WORKSPACE } from "./isolate.ts";
+import { bwrapArgv, DEFAULT_PATH } from "./isolate.ts";
 
 export interface Limits {
   timeoutMs: number;
@@ -67,7 +67,6 @@ export async function execIn(runner: Runner, workspace: string, options: ExecOpt
           ...env,
           PWD: workspace,
           OCC_CGROUP_PROCS: group?.procFiles.join(" ") ?? "",
-          SANDBOX_WORKSPACE: WORKSPACE,
         },
     stdio: ["ignore", "pipe", "pipe"],
     // Its own process group, so the whole tree can be signalled at once.
