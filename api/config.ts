@@ -32,6 +32,10 @@ export interface Config {
   sandbox: SandboxConfig;
   /** How long an empty collaboration room stays loaded before it is unloaded. */
   collabUnloadGraceMs: number;
+  /** Largest file that can be opened in a branch file room. */
+  collabMaxFileBytes: number;
+  /** Longest time a live edit waits before it is written to the branch's workspace. */
+  collabFileFlushMs: number;
   /** Runs executing at once on this instance (runs on one branch always queue). */
   maxParallelRuns: number;
   /** Key material for sealing per-user secrets (SECRETS_KEY); null: derived from the JWT secret. */
@@ -201,6 +205,8 @@ export function loadConfig(env: Env = process.env): Config {
     },
     maxParallelRuns: int(env, "RUNS_MAX_PARALLEL", 4, 1, 1000),
     collabUnloadGraceMs: int(env, "COLLAB_UNLOAD_GRACE_MS", 2000, 0, 3_600_000),
+    collabMaxFileBytes: int(env, "COLLAB_MAX_FILE_BYTES", 1024 * 1024, 1, 64 * 1024 * 1024),
+    collabFileFlushMs: int(env, "COLLAB_FILE_FLUSH_MS", 300, 0, 60_000),
     model: modelConfig(env),
     secretsKey: (() => {
       const key = optional(env, "SECRETS_KEY");

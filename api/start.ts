@@ -12,6 +12,7 @@ import { applyMigrations } from "../db/migrate.ts";
 import { BranchRuntime } from "../resolvers/branch-runtime.ts";
 import type { Services } from "../resolvers/context.ts";
 import { Runner } from "../resolvers/runner.ts";
+import { headRef } from "../resolvers/snapshot-records.ts";
 import { createProvider } from "../sandbox/create.ts";
 import { schema } from "../schema/index.ts";
 import { createAuthenticator } from "./auth/authenticate.ts";
@@ -131,7 +132,22 @@ export async function startServer(
     log,
     shareLinks: services.shareLinks,
     authenticate: (credential) => auth.fromCredential(credential),
+    files: {
+      withFiles: (branchId, fn) =>
+        branchRuntime.enqueue(
+          branchId,
+          () => headRef(database.db, branchId),
+          (sandbox) => fn(sandbox.files),
+        ),
+    },
     graceMs: config.collabUnloadGraceMs,
+    maxFileBytes: config.collabMaxFileBytes,
+    fileFlushMs: config.collabFileFlushMs,
+  });
+  // Open file rooms are written to the workspace before a branch's queued work and read back after.
+  branchRuntime.setHooks({
+    before: (branchId, files) => collab.flushBranch(branchId, files),
+    after: (branchId, files) => collab.syncBranch(branchId, files),
   });
   const app = createApp({ config, schema, services, auth, collab });
   const server = runtime.serve({

@@ -131,6 +131,14 @@ export class Room {
       awarenessProtocol.removeAwarenessStates(this.awareness, [...controlled], null);
   }
 
+  /** Refuses every connection (auth frame, then close), e.g. when the room can no longer be served. */
+  closeAll(code: number, reason: string, frame: Uint8Array): void {
+    for (const peer of [...this.peers.keys()]) {
+      peer.send(frame);
+      peer.close(code, reason);
+    }
+  }
+
   destroy(): void {
     this.awareness.destroy();
     this.doc.destroy();

@@ -1,15 +1,20 @@
 // The collaboration endpoint: GET /collab/<room>?token=... upgraded to a WebSocket speaking plain
 // y-websocket. The token (JWT, API key or share-link token) is checked and the room authorized before
 // any document is loaded; refusals get the y-protocols auth frame and a 44xx close. Rooms load from
-// the update log on first join and unload after the last client leaves (after a short grace).
+// the update log on first join and unload after the last client leaves (after a short grace). Branch
+// file rooms are also bound to the file in the branch's workspace (file-buffer.ts).
 import { and, eq } from "drizzle-orm";
 import { type Bus, topics } from "../bus/bus.ts";
 import type { Db } from "../db/client.ts";
-import { members, type Role } from "../db/schema.ts";
+import { branches, members, type Role } from "../db/schema.ts";
+import type { SandboxFiles } from "../resolvers/branch-runtime.ts";
 import type { AudienceTokens, Logger, PresenceRegistry, Viewer } from "../resolvers/context.ts";
 import { AppError } from "../resolvers/errors.ts";
+import type { SessionEventPayload } from "../resolvers/events.ts";
+import { type BranchFiles, FileBuffer } from "./file-buffer.ts";
 import { UpdateLog } from "./persistence.ts";
 import { type Peer, permissionDenied, Room } from "./room.ts";
+import { parseRoomName, ROOM_FORMS, type RoomName } from "./room-names.ts";
 
 /** A socket as the runtime adapter hands it over (see api/runtime/types.ts). */
 export interface CollabSocket {
@@ -25,7 +30,13 @@ export interface CollabDeps {
   shareLinks: AudienceTokens;
   /** Resolves a bearer credential (JWT or API key); throws for a bad one. */
   authenticate(credential: string): Promise<Viewer>;
+  /** The branches' live workspaces, for file rooms. */
+  files: BranchFiles;
   graceMs?: number;
+  /** Largest file that can be edited live. */
+  maxFileBytes?: number;
+  /** Longest time an edit waits before it is written to the workspace. */
+  fileFlushMs?: number;
 }
 
 /** One message of a session's shared chat (the Y.Array "messages" of sessions/<id>/chat). */
@@ -40,16 +51,18 @@ export interface ChatMessage {
 /** Who a socket acts for (filled in once its token is checked). */
 interface Who {
   sessionId: string | null;
+  branchId: string | null;
   userId: string | null;
   keyId: string | null;
 }
 
 interface LoadedRoom {
   room: Promise<Room>;
+  sessionId: string;
+  buffer?: FileBuffer;
   unload?: ReturnType<typeof setTimeout>;
 }
 
-const SESSION_CHAT = /^sessions\/([a-z0-9_]+)\/chat$/;
 const SHARE_AUDIENCE = "opencode.cloud/share";
 
 export class CollabServer {
@@ -58,6 +71,11 @@ export class CollabServer {
   private readonly sockets = new Map<CollabSocket, Who>();
   private readonly log: UpdateLog;
   private readonly watchers: AsyncIterableIterator<unknown>[];
+  /** Session events of sessions with loaded rooms (deleted branches and sessions close their rooms). */
+  private readonly sessionWatchers = new Map<
+    string,
+    { rooms: number; events: AsyncIterableIterator<unknown> }
+  >();
 
   constructor(private readonly deps: CollabDeps) {
     this.log = new UpdateLog(deps.db, (error) =>
@@ -85,9 +103,11 @@ export class CollabServer {
   private readonly peerWho = new WeakMap<Peer, Who>();
 
   /** Awareness changes of a room become presence joins, updates and leaves of its session. */
-  private feedPresence(name: string, room: Room) {
-    const sessionId = CollabServer.sessionOf(name);
-    if (!sessionId) return;
+  private feedPresence(target: RoomName, sessionId: string, room: Room) {
+    const { name } = target;
+    // In a file room, the branch and file are the room's unless the client says otherwise.
+    const roomBranch = target.kind === "file" ? target.branchId : null;
+    const roomFile = target.kind === "file" ? target.path : null;
     room.awareness.on(
       "change",
       (
@@ -105,8 +125,8 @@ export class CollabServer {
             userId: who?.userId ?? null,
             name: typeof user.name === "string" ? user.name : "anonymous",
             color: typeof user.color === "string" ? user.color : null,
-            branchId: typeof state.branchId === "string" ? state.branchId : null,
-            file: typeof state.file === "string" ? state.file : null,
+            branchId: typeof state.branchId === "string" ? state.branchId : roomBranch,
+            file: typeof state.file === "string" ? state.file : roomFile,
             cursor: state.cursor ?? null,
             since: now,
             updatedAt: now,
@@ -121,13 +141,23 @@ export class CollabServer {
     for (const [socket, who] of this.sockets) if (match(who)) socket.close(code, reason);
   }
 
-  /** The session a room belongs to, or null for a name outside the supported forms. */
-  static sessionOf(room: string): string | null {
-    return SESSION_CHAT.exec(room)?.[1] ?? null;
+  /** The session a room belongs to; NOT_FOUND for a name outside the forms or a missing branch. */
+  private async sessionOfRoom(room: RoomName | null, raw: string): Promise<string> {
+    if (!room) throw new AppError("NOT_FOUND", `Unknown room "${raw.slice(0, 200)}": use ${ROOM_FORMS}`);
+    if (room.kind === "chat") return room.sessionId;
+    const [branch] = await this.deps.db
+      .select({ sessionId: branches.sessionId })
+      .from(branches)
+      .where(eq(branches.id, room.branchId));
+    if (!branch) throw new AppError("NOT_FOUND", "No such room");
+    return branch.sessionId;
   }
 
-  /** Decides the role a token gives in a session; throws AppError when it gives none. */
-  private async roleFor(token: string | null, sessionId: string, who: Who): Promise<Role> {
+  /**
+   * Decides the role a token gives in the room's session; throws AppError when it gives none. The
+   * token is checked before the room is looked up, so a bad token learns nothing about rooms.
+   */
+  private async roleFor(token: string | null, target: RoomName | null, raw: string, who: Who): Promise<Role> {
     if (!token)
       throw new AppError("UNAUTHENTICATED", "Pass ?token= (a JWT, an API key or a share-link token)");
     let viewer: Viewer | null = null;
@@ -136,10 +166,14 @@ export class CollabServer {
     } catch (error) {
       // Not an access credential: maybe a share link for this very session.
       const claims = await this.deps.shareLinks.verify(SHARE_AUDIENCE, token).catch(() => null);
-      if (claims && claims.sid === sessionId && (claims.role === "EDITOR" || claims.role === "VIEWER"))
+      if (!claims) throw error instanceof AppError ? error : new AppError("UNAUTHENTICATED", "Invalid token");
+      who.sessionId = await this.sessionOfRoom(target, raw);
+      if (claims.sid === who.sessionId && (claims.role === "EDITOR" || claims.role === "VIEWER"))
         return claims.role;
-      throw error instanceof AppError ? error : new AppError("UNAUTHENTICATED", "Invalid token");
+      throw new AppError("NOT_FOUND", "No such room");
     }
+    const sessionId = await this.sessionOfRoom(target, raw);
+    who.sessionId = sessionId;
     who.userId = viewer.userId;
     who.keyId = viewer.credential.kind === "apiKey" ? viewer.credential.keyId : null;
     const [member] = await this.deps.db
@@ -150,22 +184,48 @@ export class CollabServer {
     return member.role;
   }
 
-  private async roomFor(name: string): Promise<Room> {
+  private roomFor(target: RoomName, sessionId: string): Promise<Room> {
+    const { name } = target;
     const loaded = this.rooms.get(name);
     if (loaded) {
       if (loaded.unload) clearTimeout(loaded.unload);
       loaded.unload = undefined;
       return loaded.room;
     }
-    const room = (async () => {
+    const entry: LoadedRoom = { room: Promise.resolve(null as unknown as Room), sessionId };
+    entry.room = (async () => {
       const created = new Room(name, (update) => this.log.append(name, update));
-      this.feedPresence(name, created);
       const stored = await this.log.load(name);
       if (stored) created.load(stored);
+      if (target.kind === "file") {
+        const buffer = new FileBuffer(created, target.branchId, target.path, {
+          files: this.deps.files,
+          maxBytes: this.deps.maxFileBytes ?? 1024 * 1024,
+          flushMs: this.deps.fileFlushMs ?? 300,
+          onError: (message, error) => this.deps.log.warn(message, { room: name, error: String(error) }),
+          onRefused: (error) => {
+            created.closeAll(error.closeCode, error.message.slice(0, 120), permissionDenied(error.message));
+          },
+        });
+        try {
+          await this.deps.files.withFiles(target.branchId, (files) => buffer.open(files));
+        } catch (error) {
+          buffer.dispose();
+          created.destroy();
+          throw error;
+        }
+        entry.buffer = buffer;
+      }
+      this.feedPresence(target, sessionId, created);
+      this.watchSession(sessionId);
       return created;
     })();
-    this.rooms.set(name, { room });
-    return room;
+    this.rooms.set(name, entry);
+    // A room that failed to load is forgotten, so the next join tries again.
+    entry.room.catch(() => {
+      if (this.rooms.get(name) === entry) this.rooms.delete(name);
+    });
+    return entry.room;
   }
 
   private scheduleUnload(name: string, room: Room) {
@@ -173,28 +233,91 @@ export class CollabServer {
     if (!loaded || room.size > 0) return;
     loaded.unload = setTimeout(async () => {
       if (room.size > 0) return;
+      const { buffer } = loaded;
+      if (buffer) {
+        await this.deps.files
+          .withFiles(buffer.branchId, (files) => buffer.flush(files))
+          .catch((error) =>
+            this.deps.log.warn("file buffer flush failed", { room: name, error: String(error) }),
+          );
+      }
       await this.log.flush();
       if (room.size > 0 || this.rooms.get(name) !== loaded) return;
       this.rooms.delete(name);
+      buffer?.dispose();
       room.destroy();
+      this.unwatchSession(loaded.sessionId);
     }, this.deps.graceMs ?? 2000);
+  }
+
+  private watchSession(sessionId: string) {
+    const watched = this.sessionWatchers.get(sessionId);
+    if (watched) {
+      watched.rooms++;
+      return;
+    }
+    const events = this.deps.bus.subscribe<SessionEventPayload>(topics.session(sessionId));
+    this.sessionWatchers.set(sessionId, { rooms: 1, events });
+    void (async () => {
+      for await (const { payload } of events) {
+        if (payload.kind === "SESSION_DELETED")
+          this.closeWhere((w) => w.sessionId === sessionId, 4404, "The session was deleted");
+        else if (payload.kind === "BRANCH_DELETED")
+          this.closeWhere((w) => w.branchId === payload.branchId, 4404, "The branch was deleted");
+      }
+    })();
+  }
+
+  private unwatchSession(sessionId: string) {
+    const watched = this.sessionWatchers.get(sessionId);
+    if (!watched || --watched.rooms > 0) return;
+    this.sessionWatchers.delete(sessionId);
+    void watched.events.return?.();
+  }
+
+  private buffersOf(branchId: string): FileBuffer[] {
+    const found: FileBuffer[] = [];
+    for (const loaded of this.rooms.values())
+      if (loaded.buffer?.branchId === branchId) found.push(loaded.buffer);
+    return found;
+  }
+
+  /** Before queued work on a branch: what people typed reaches the workspace. */
+  async flushBranch(branchId: string, files: SandboxFiles): Promise<void> {
+    for (const buffer of this.buffersOf(branchId)) {
+      await buffer
+        .flush(files)
+        .catch((error) => this.deps.log.warn("file buffer flush failed", { error: String(error) }));
+    }
+  }
+
+  /** After queued work on a branch: what it changed reaches open editors. */
+  async syncBranch(branchId: string, files: SandboxFiles): Promise<void> {
+    for (const buffer of this.buffersOf(branchId)) {
+      await buffer
+        .sync(files)
+        .catch((error) => this.deps.log.warn("file buffer sync failed", { error: String(error) }));
+    }
   }
 
   /** Starts serving one upgraded socket for `room` (the path after /collab/). */
   open(socket: CollabSocket, roomName: string, token: string | null) {
-    const who: Who = { sessionId: CollabServer.sessionOf(roomName), userId: null, keyId: null };
+    const target = parseRoomName(roomName);
+    const who: Who = {
+      sessionId: null,
+      branchId: target?.kind === "file" ? target.branchId : null,
+      userId: null,
+      keyId: null,
+    };
     this.sockets.set(socket, who);
     const queue: Uint8Array[] = [];
     let peer: (Peer & { room: Room }) | null = null;
     let closed = false;
 
     const ready = (async () => {
-      const sessionId = CollabServer.sessionOf(roomName);
-      if (!sessionId)
-        throw new AppError("NOT_FOUND", `Unknown room "${roomName}": use sessions/<sessionId>/chat`);
-      const role = await this.roleFor(token, sessionId, who);
+      const role = await this.roleFor(token, target, roomName, who);
       if (closed) return;
-      const room = await this.roomFor(roomName);
+      const room = await this.roomFor(target!, who.sessionId!);
       if (closed) return this.scheduleUnload(roomName, room);
       peer = {
         room,
@@ -236,7 +359,7 @@ export class CollabServer {
    */
   async appendChat(sessionId: string, message: ChatMessage): Promise<void> {
     const name = `sessions/${sessionId}/chat`;
-    const room = await this.roomFor(name);
+    const room = await this.roomFor({ kind: "chat", name, sessionId }, sessionId);
     room.doc.transact(() => {
       room.doc.getArray<ChatMessage>("messages").push([message]);
     }, "server");
@@ -250,11 +373,14 @@ export class CollabServer {
 
   async close(): Promise<void> {
     for (const watcher of this.watchers) await watcher.return?.();
+    for (const { events } of this.sessionWatchers.values()) await events.return?.();
+    this.sessionWatchers.clear();
     for (const socket of [...this.sockets.keys()]) socket.close(1001, "Server shutting down");
     await this.log.close();
     for (const [name, loaded] of this.rooms) {
       if (loaded.unload) clearTimeout(loaded.unload);
-      (await loaded.room).destroy();
+      loaded.buffer?.dispose();
+      (await loaded.room.catch(() => null))?.destroy();
       this.rooms.delete(name);
     }
   }

@@ -25,10 +25,38 @@ class Slots {
   }
 }
 
+/**
+ * Work around every queued item of a branch: the collaboration server writes the branch's open file
+ * buffers into the sandbox before (so commands see what people typed) and reads changed files back
+ * after (so open editors see what a run wrote).
+ */
+export interface BranchWorkHooks {
+  before(branchId: string, files: SandboxFiles): Promise<void>;
+  after(branchId: string, files: SandboxFiles): Promise<void>;
+}
+
+/** Reading and writing one live sandbox's files (without recording a snapshot). */
+export interface SandboxFiles {
+  /** The live sandbox (a new one after a restart: live workspaces do not outlive the process). */
+  readonly sandboxId: string;
+  /** The provider snapshot the sandbox was last reset to or frozen as. */
+  readonly head: string;
+  read(path: string): Promise<Uint8Array | null>;
+  write(path: string, data: Uint8Array): Promise<void>;
+}
+
+export interface BranchSandbox {
+  id: string;
+  files: SandboxFiles;
+  /** Records that the sandbox now shows this provider snapshot (after freezing it). */
+  setBase(base: string): void;
+}
+
 export class BranchRuntime {
   private readonly live = new Map<string, LiveBranch>();
   private readonly queues = new Map<string, Promise<unknown>>();
   private readonly slots: Slots;
+  private hooks: BranchWorkHooks | null = null;
 
   constructor(
     private readonly provider: SandboxProvider,
@@ -45,21 +73,30 @@ export class BranchRuntime {
   enqueue<T>(
     branchId: string,
     headOf: () => Promise<string>,
-    work: (sandbox: { id: string; setBase(base: string): void }) => Promise<T>,
+    work: (sandbox: BranchSandbox) => Promise<T>,
     options: { slot?: boolean } = {},
   ): Promise<T> {
     const previous = this.queues.get(branchId) ?? Promise.resolve();
     const result = previous.then(async () => {
       const release = options.slot ? await this.slots.acquire() : () => {};
       try {
+        // Before a reset (a rollback), so the reset is what open buffers see afterwards.
+        const current = this.live.get(branchId);
+        if (current) await this.hooks?.before(branchId, this.filesOf(current.sandboxId));
         const sandboxId = await this.sandboxAt(branchId, await headOf());
-        return await work({
-          id: sandboxId,
-          setBase: (base) => {
-            const live = this.live.get(branchId);
-            if (live) live.base = base;
-          },
-        });
+        try {
+          return await work({
+            id: sandboxId,
+            files: this.filesOf(sandboxId),
+            setBase: (base) => {
+              const live = this.live.get(branchId);
+              if (live) live.base = base;
+            },
+          });
+        } finally {
+          if (this.live.get(branchId)?.sandboxId === sandboxId)
+            await this.hooks?.after(branchId, this.filesOf(sandboxId));
+        }
       } finally {
         release();
       }
@@ -71,6 +108,22 @@ export class BranchRuntime {
       if (this.queues.get(branchId) === settled) this.queues.delete(branchId);
     });
     return result;
+  }
+
+  setHooks(hooks: BranchWorkHooks): void {
+    this.hooks = hooks;
+  }
+
+  private filesOf(sandboxId: string): SandboxFiles {
+    const live = () => [...this.live.values()].find((l) => l.sandboxId === sandboxId);
+    return {
+      sandboxId,
+      get head() {
+        return live()?.base ?? "";
+      },
+      read: (path) => this.provider.readFile({ sandbox: sandboxId }, path),
+      write: (path, data) => this.provider.writeFile(sandboxId, path, data),
+    };
   }
 
   private async sandboxAt(branchId: string, head: string): Promise<string> {

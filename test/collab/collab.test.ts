@@ -4,8 +4,9 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { createClient } from "@libsql/client";
-import { WebsocketProvider } from "y-websocket";
+import type { WebsocketProvider } from "y-websocket";
 import * as Y from "yjs";
+import { connectRoom, eventually } from "../utils/collab.ts";
 import { spawnServer } from "../utils/process.ts";
 import { startTestServer, type TestServer } from "../utils/server.ts";
 import { collect, wsClient } from "../utils/ws.ts";
@@ -39,31 +40,9 @@ afterAll(() => {
 });
 
 function connect(base: string, room: string, token: string | undefined) {
-  const doc = new Y.Doc();
-  const provider = new WebsocketProvider(`${base.replace(/^http/, "ws")}/collab`, room, doc, {
-    params: token ? { token } : {},
-    WebSocketPolyfill: WebSocket as never,
-    disableBc: true,
-  });
-  providers.push(provider);
-  const synced = new Promise<void>((resolve) => {
-    if (provider.synced) resolve();
-    else provider.on("sync", (isSynced: boolean) => isSynced && resolve());
-  });
-  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
-    provider.on("connection-close", (event: CloseEvent | null) => {
-      if (event) resolve({ code: event.code, reason: event.reason });
-    }),
-  );
-  return { doc, provider, synced, closed, text: doc.getText("content") };
-}
-
-async function eventually(check: () => boolean, timeoutMs = 5000) {
-  const end = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > end) throw new Error("condition not met in time");
-    await Bun.sleep(20);
-  }
+  const client = connectRoom(base, room, token);
+  providers.push(client.provider);
+  return client;
 }
 
 const room = () => `sessions/${sessionId}/chat`;

@@ -1,0 +1,161 @@
+// A branch file room is the live editing buffer of one text file in the branch's workspace. Opening
+// it loads the file; edits are written back shortly after (throttled) and always before queued work
+// on the branch starts; whatever queued work changed in the file comes back as small edits.
+//
+// All reads and writes run inside the branch's work queue, so they never interleave with a run.
+// The doc's "meta" map records the last sync with the workspace (hash of the content, which sandbox,
+// at which head). It is stored with the room's update log, and tells who is newer when a stored room
+// reopens: the buffer, when the workspace still holds what we last synced or was re-created at the
+// same head (a restart: live workspaces do not outlive the process); else the workspace, which
+// something changed meanwhile.
+import { createHash } from "node:crypto";
+import type { SandboxFiles } from "../resolvers/branch-runtime.ts";
+import { AppError } from "../resolvers/errors.ts";
+import type { Room } from "./room.ts";
+import { applyTextChange, mergeText } from "./text-edit.ts";
+
+/** The origin of the server's own changes: they are not edits to write back. */
+const SERVER = "server";
+
+export interface BranchFiles {
+  /** Runs `fn` on the branch's live sandbox, queued behind its other work. */
+  withFiles<T>(branchId: string, fn: (files: SandboxFiles) => Promise<T>): Promise<T>;
+}
+
+export interface FileBufferOptions {
+  files: BranchFiles;
+  maxBytes: number;
+  /** Longest time an edit waits before it is written to the workspace. */
+  flushMs: number;
+  onError(message: string, error: unknown): void;
+  /** Called when the file can no longer be edited live (a run made it binary or too large). */
+  onRefused(error: AppError): void;
+}
+
+/** The file's text, or a refusal for binary and oversized files. null = no such file. */
+export function decodeText(data: Uint8Array | null, path: string, maxBytes: number): string | null {
+  if (data === null) return null;
+  if (data.byteLength > maxBytes)
+    throw new AppError(
+      "PAYLOAD_TOO_LARGE",
+      `${path} is ${data.byteLength} bytes; files over ${maxBytes} bytes cannot be edited live`,
+    );
+  if (data.includes(0)) throw binary(path);
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(data);
+  } catch {
+    throw binary(path);
+  }
+}
+
+const binary = (path: string) =>
+  new AppError("BAD_USER_INPUT", `${path} is a binary file; only UTF-8 text files can be edited live`);
+
+const hashOf = (content: string | null) =>
+  content === null ? "absent" : createHash("sha256").update(content).digest("hex");
+
+export class FileBuffer {
+  /** What the workspace holds as far as we know: last read or written (null = no such file). */
+  private base: string | null = null;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private refused = false;
+
+  constructor(
+    readonly room: Room,
+    readonly branchId: string,
+    readonly path: string,
+    private readonly options: FileBufferOptions,
+  ) {
+    room.doc.on("update", (_update: Uint8Array, origin: unknown) => {
+      if (origin !== SERVER && origin !== "load") this.scheduleFlush();
+    });
+  }
+
+  private get text() {
+    return this.room.doc.getText("content");
+  }
+
+  private get meta() {
+    return this.room.doc.getMap<string>("meta");
+  }
+
+  /** Loads the workspace file into the room, whose doc may already hold stored state. */
+  async open(files: SandboxFiles): Promise<void> {
+    const disk = decodeText(await files.read(this.path), this.path, this.options.maxBytes);
+    const meta = this.meta;
+    const unchanged = meta.get("base") === hashOf(disk);
+    const recreated = meta.get("sandbox") !== files.sandboxId && meta.get("head") === files.head;
+    if (meta.has("base") && (unchanged || recreated)) {
+      this.setBase(disk, files);
+      await this.flush(files);
+    } else {
+      applyTextChange(this.text, disk ?? "", SERVER);
+      this.setBase(disk, files);
+    }
+  }
+
+  /** Writes the buffer to the workspace if it differs from what the workspace holds. */
+  async flush(files: SandboxFiles): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.refused) return;
+    const content = this.text.toString();
+    if (content === (this.base ?? "")) return;
+    const data = new TextEncoder().encode(content);
+    if (data.byteLength > this.options.maxBytes) {
+      this.options.onError("file buffer over the size limit; not written", { path: this.path });
+      return;
+    }
+    await files.write(this.path, data);
+    this.setBase(content, files);
+  }
+
+  /** Brings changes made to the file on disk (by a run, a write, a rollback) into the buffer. */
+  async sync(files: SandboxFiles): Promise<void> {
+    if (this.refused) return;
+    let disk: string | null;
+    try {
+      disk = decodeText(await files.read(this.path), this.path, this.options.maxBytes);
+    } catch (error) {
+      this.refused = true;
+      this.options.onRefused(error as AppError);
+      return;
+    }
+    if (disk === this.base) return this.setBase(disk, files); // the head may have moved
+    const ours = this.text.toString();
+    // People may have typed while the work ran; keep their edits where they merge cleanly, else the
+    // file on disk wins (it is what the run saw and what the snapshot recorded).
+    const merged = mergeText(this.base ?? "", ours, disk ?? "") ?? disk ?? "";
+    applyTextChange(this.text, merged, SERVER);
+    this.setBase(disk, files);
+    if (merged !== (disk ?? "")) this.scheduleFlush();
+  }
+
+  private setBase(content: string | null, files: SandboxFiles) {
+    this.base = content;
+    const synced = { base: hashOf(content), sandbox: files.sandboxId, head: files.head };
+    const meta = this.meta;
+    const changed = Object.entries(synced).filter(([key, value]) => meta.get(key) !== value);
+    if (changed.length > 0)
+      this.room.doc.transact(() => {
+        for (const [key, value] of changed) meta.set(key, value);
+      }, SERVER);
+  }
+
+  private scheduleFlush() {
+    if (this.timer || this.refused) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.options.files
+        .withFiles(this.branchId, (files) => this.flush(files))
+        .catch((error) => this.options.onError("file buffer flush failed", error));
+    }, this.options.flushMs);
+  }
+
+  /** Stops the timer; the caller flushes first when the buffer should reach the workspace. */
+  dispose(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.refused = true;
+  }
+}
