@@ -86,6 +86,26 @@ function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], 
   return raw as T;
 }
 
+/** ConTree (the microVM provider) is available when it has a token; the project is needed for IAM tokens. */
+function contreeConfig(env: Env): SandboxConfig["contree"] {
+  const token = optional(env, "CONTREE_API_KEY") ?? optional(env, "CONTREE_TOKEN");
+  if (!token) {
+    if (env.SANDBOX_PROVIDER === "contree")
+      throw new ConfigError("SANDBOX_PROVIDER", "contree needs CONTREE_API_KEY (and CONTREE_PROJECT)");
+    return null;
+  }
+  const url = str(env, "CONTREE_URL", "https://api.tokenfactory.nebius.com/sandboxes");
+  if (!/^https?:\/\//.test(url))
+    throw new ConfigError("CONTREE_URL", `expected an http(s) URL, got "${url}"`);
+  return {
+    url: url.replace(/\/+$/, ""),
+    token,
+    project: optional(env, "CONTREE_PROJECT") ?? null,
+    image: str(env, "CONTREE_IMAGE", "tag:ubuntu:latest"),
+    network: bool(env, "CONTREE_NETWORK", true),
+  };
+}
+
 function bool(env: Env, name: string, fallback: boolean): boolean {
   const raw = optional(env, name);
   if (raw === undefined) return fallback;
@@ -192,7 +212,8 @@ export function loadConfig(env: Env = process.env): Config {
       authAttemptsPerMinute: int(env, "AUTH_RATE_LIMIT_PER_MINUTE", 20, 1, 100_000),
     },
     sandbox: {
-      provider: oneOf(env, "SANDBOX_PROVIDER", ["local"] as const, "local"),
+      provider: oneOf(env, "SANDBOX_PROVIDER", ["local", "contree"] as const, "local"),
+      contree: contreeConfig(env),
       dir: resolve(str(env, "SANDBOX_DIR", resolve(dataDir, "sandbox"))),
       workspaces: oneOf(env, "SANDBOX_WORKSPACES", ["auto", "overlay", "copy"] as const, "auto"),
       requireIsolation: bool(env, "SANDBOX_REQUIRE_ISOLATION", false),

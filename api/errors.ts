@@ -14,6 +14,8 @@ const SANDBOX_CODES: Partial<Record<SandboxErrorCode, ErrorCode>> = {
   BAD_BASE: "BAD_USER_INPUT",
   TOO_LARGE: "PAYLOAD_TOO_LARGE",
   BUSY: "CONFLICT",
+  UNSUPPORTED: "NOT_SUPPORTED",
+  UNAVAILABLE: "UNAVAILABLE",
 };
 
 /** The request being served, for logs written far from the request (error masking). */

@@ -13,7 +13,7 @@ import { BranchRuntime } from "../resolvers/branch-runtime.ts";
 import type { Services } from "../resolvers/context.ts";
 import { Runner } from "../resolvers/runner.ts";
 import { headRef } from "../resolvers/snapshot-records.ts";
-import { createProvider } from "../sandbox/create.ts";
+import { createProviders } from "../sandbox/create.ts";
 import { schema } from "../schema/index.ts";
 import { createAuthenticator } from "./auth/authenticate.ts";
 import { createSecretBox } from "./auth/secret-box.ts";
@@ -53,15 +53,16 @@ export async function startServer(
   await tuneEmbedded(database.client, config.database.url);
   await applyMigrations(database.db);
 
-  const sandboxes = await createProvider(config.sandbox, (level, message) =>
-    log[level](message, { provider: "local" }),
+  const sandboxes = await createProviders(config.sandbox, (level, message, provider) =>
+    log[level](message, { provider }),
   );
+  const local = sandboxes.get("local");
   const tokens = await createTokenService(config);
   const bus = createMemoryBus();
   const branchRuntime = new BranchRuntime(sandboxes, config.maxParallelRuns);
   // Agent runs need a model (reached only through the gateway), bubblewrap and the opencode binary.
   const agentUnavailable =
-    sandboxes.status.isolation !== "bubblewrap"
+    local.status.isolation !== "bubblewrap"
       ? "Agent runs need bubblewrap isolation on this server (install bubblewrap)"
       : !opencodeBinary()
         ? "The opencode binary is not installed (npm package opencode-linux-x64)"
@@ -84,7 +85,6 @@ export async function startServer(
   const runner = new Runner({
     db: database.db,
     bus,
-    provider: sandboxes,
     runtime: branchRuntime,
     log,
     gateway,
@@ -117,10 +117,11 @@ export async function startServer(
     health: {
       version,
       runtime: runtime.name,
-      provider: sandboxes.status.name,
-      isolation: sandboxes.status.isolation,
-      workspaces: sandboxes.status.workspaces,
-      warnings: sandboxes.status.warnings,
+      provider: sandboxes.defaultName,
+      isolation: sandboxes.default.status.isolation,
+      workspaces: sandboxes.default.status.workspaces,
+      warnings: sandboxes.all().flatMap((p) => p.status.warnings),
+      providers: sandboxes.all().map((p) => p.status),
       checkDatabase: async () => (await database.client.execute("select 1")).rows.length === 1,
     },
   };

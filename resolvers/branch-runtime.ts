@@ -2,11 +2,19 @@
 // first use (also after a restart) and reset whenever the head moved without it (a rollback). Work on
 // one branch runs one item at a time; runs on different branches run in parallel up to a limit.
 import type { SandboxProvider } from "../sandbox/provider.ts";
+import type { SandboxProviders } from "../sandbox/registry.ts";
 
 interface LiveBranch {
   sandboxId: string;
   /** The provider snapshot the sandbox currently shows (its last freeze or reset). */
   base: string;
+  provider: SandboxProvider;
+}
+
+/** A branch's head as the provider knows it: which provider, which of its snapshots. */
+export interface BranchHead {
+  provider: string;
+  ref: string;
 }
 
 /** A counting semaphore: at most `limit` holders at once, first come first served. */
@@ -47,6 +55,7 @@ export interface SandboxFiles {
 
 export interface BranchSandbox {
   id: string;
+  provider: SandboxProvider;
   files: SandboxFiles;
   /** Records that the sandbox now shows this provider snapshot (after freezing it). */
   setBase(base: string): void;
@@ -59,7 +68,7 @@ export class BranchRuntime {
   private hooks: BranchWorkHooks | null = null;
 
   constructor(
-    private readonly provider: SandboxProvider,
+    private readonly providers: SandboxProviders,
     maxParallelRuns: number,
   ) {
     this.slots = new Slots(maxParallelRuns);
@@ -67,12 +76,12 @@ export class BranchRuntime {
 
   /**
    * Runs `work` after every earlier item queued on the branch, with the branch's live sandbox showing
-   * `head` (a provider snapshot id, read by `headOf` when the item starts). With `slot`, it also waits
-   * for one of the parallel run slots.
+   * its head (read by `headOf` when the item starts). With `slot`, it also waits for one of the
+   * parallel run slots.
    */
   enqueue<T>(
     branchId: string,
-    headOf: () => Promise<string>,
+    headOf: () => Promise<BranchHead>,
     work: (sandbox: BranchSandbox) => Promise<T>,
     options: { slot?: boolean } = {},
   ): Promise<T> {
@@ -82,20 +91,19 @@ export class BranchRuntime {
       try {
         // Before a reset (a rollback), so the reset is what open buffers see afterwards.
         const current = this.live.get(branchId);
-        if (current) await this.hooks?.before(branchId, this.filesOf(current.sandboxId));
-        const sandboxId = await this.sandboxAt(branchId, await headOf());
+        if (current) await this.hooks?.before(branchId, this.filesOf(current));
+        const live = await this.sandboxAt(branchId, await headOf());
         try {
           return await work({
-            id: sandboxId,
-            files: this.filesOf(sandboxId),
+            id: live.sandboxId,
+            provider: live.provider,
+            files: this.filesOf(live),
             setBase: (base) => {
-              const live = this.live.get(branchId);
-              if (live) live.base = base;
+              live.base = base;
             },
           });
         } finally {
-          if (this.live.get(branchId)?.sandboxId === sandboxId)
-            await this.hooks?.after(branchId, this.filesOf(sandboxId));
+          if (this.live.get(branchId) === live) await this.hooks?.after(branchId, this.filesOf(live));
         }
       } finally {
         release();
@@ -114,40 +122,42 @@ export class BranchRuntime {
     this.hooks = hooks;
   }
 
-  private filesOf(sandboxId: string): SandboxFiles {
-    const live = () => [...this.live.values()].find((l) => l.sandboxId === sandboxId);
+  private filesOf(live: LiveBranch): SandboxFiles {
+    const { provider, sandboxId } = live;
     return {
       sandboxId,
       get head() {
-        return live()?.base ?? "";
+        return live.base;
       },
-      read: (path) => this.provider.readFile({ sandbox: sandboxId }, path),
-      write: (path, data) => this.provider.writeFile(sandboxId, path, data),
+      read: (path) => provider.readFile({ sandbox: sandboxId }, path),
+      write: (path, data) => provider.writeFile(sandboxId, path, data),
     };
   }
 
-  private async sandboxAt(branchId: string, head: string): Promise<string> {
+  private async sandboxAt(branchId: string, head: BranchHead): Promise<LiveBranch> {
     const live = this.live.get(branchId);
     if (!live) {
-      const sandboxId = await this.provider.fork(head);
-      this.live.set(branchId, { sandboxId, base: head });
-      return sandboxId;
+      const provider = this.providers.get(head.provider);
+      const created: LiveBranch = { sandboxId: await provider.fork(head.ref), base: head.ref, provider };
+      this.live.set(branchId, created);
+      return created;
     }
-    if (live.base !== head) {
-      await this.provider.reset(live.sandboxId, head);
-      live.base = head;
+    if (live.base !== head.ref) {
+      await live.provider.reset(live.sandboxId, head.ref);
+      live.base = head.ref;
     }
-    return live.sandboxId;
+    return live;
   }
 
   /** The live sandbox of a branch, if this instance has one (for reads of in-progress files). */
-  sandboxOf(branchId: string): string | undefined {
-    return this.live.get(branchId)?.sandboxId;
+  sandboxOf(branchId: string): { id: string; provider: SandboxProvider } | undefined {
+    const live = this.live.get(branchId);
+    return live && { id: live.sandboxId, provider: live.provider };
   }
 
   /** Adopts a sandbox created elsewhere (a new session's first sandbox) as a branch's live one. */
-  adopt(branchId: string, sandboxId: string, base: string): void {
-    this.live.set(branchId, { sandboxId, base });
+  adopt(branchId: string, sandboxId: string, head: BranchHead): void {
+    this.live.set(branchId, { sandboxId, base: head.ref, provider: this.providers.get(head.provider) });
   }
 
   /** Destroys a branch's live sandbox once its queued work is done. */
@@ -155,7 +165,7 @@ export class BranchRuntime {
     await this.queues.get(branchId);
     const live = this.live.get(branchId);
     this.live.delete(branchId);
-    if (live) await this.provider.destroy(live.sandboxId);
+    if (live) await live.provider.destroy(live.sandboxId);
   }
 
   async close(): Promise<void> {

@@ -9,8 +9,9 @@ import {
   type SnapshotRow,
   sessions,
 } from "../db/schema.ts";
-import type { FileEntry } from "../sandbox/provider.ts";
+import type { FileEntry, FileSource, SandboxProvider } from "../sandbox/provider.ts";
 import { loadInSession } from "./access.ts";
+import type { BranchSandbox } from "./branch-runtime.ts";
 import type { Context } from "./context.ts";
 import { badInput, conflict, notFound } from "./errors.ts";
 import { publishSessionEvent } from "./events.ts";
@@ -72,12 +73,14 @@ export async function rollback(
   const branch = await loadBranch(ctx, args.branchId, "EDITOR");
   const snapshot = await ctx.loaders.snapshot.load(args.snapshotId);
   if (!snapshot || snapshot.sessionId !== branch.sessionId) throw notFound("Snapshot");
+  const session = await ctx.loaders.session.load(branch.sessionId);
+  if (!session) throw notFound("Branch");
   // Queued behind the branch's runs, so a rollback never lands in the middle of one.
   await ctx.branchRuntime.enqueue(
     branch.id,
     async () => {
       await ctx.db.update(branches).set({ headSnapshotId: snapshot.id }).where(eq(branches.id, branch.id));
-      return snapshot.providerRef;
+      return { provider: session.provider, ref: snapshot.providerRef };
     },
     async () => {},
   );
@@ -108,16 +111,16 @@ async function snapshotBranch(
   branch: BranchRow,
   origin: "CHECKPOINT" | "WRITE",
   label: string | null,
-  before?: (sandboxId: string) => Promise<void>,
+  before?: (sandbox: BranchSandbox) => Promise<void>,
 ): Promise<SnapshotRow> {
   const snapshot = await ctx.branchRuntime.enqueue(
     branch.id,
     () => headRef(ctx.db, branch.id),
     async (sandbox) => {
-      await before?.(sandbox.id);
+      await before?.(sandbox);
       const row = await recordSnapshot(ctx.db, {
         sandboxId: sandbox.id,
-        provider: ctx.sandboxes,
+        provider: sandbox.provider,
         branchId: branch.id,
         origin,
         label,
@@ -160,8 +163,8 @@ export async function writeFile(
   const data = new TextEncoder().encode(args.content);
   if (data.byteLength > MAX_WRITE_BYTES)
     throw badInput(`content must be at most ${MAX_WRITE_BYTES} bytes`, "content");
-  return snapshotBranch(ctx, branch, "WRITE", `write ${args.path}`, (sandboxId) =>
-    ctx.sandboxes.writeFile(sandboxId, args.path, data),
+  return snapshotBranch(ctx, branch, "WRITE", `write ${args.path}`, (sandbox) =>
+    sandbox.provider.writeFile(sandbox.id, args.path, data),
   );
 }
 
@@ -184,9 +187,14 @@ export async function deleteBranch(ctx: Context, id: string): Promise<boolean> {
 }
 
 /** Files of the branch as it is now: its live sandbox here if it has one, else its head snapshot. */
-function sourceOf(ctx: Context, branch: BranchRow, head: SnapshotRow) {
+async function sourceOf(
+  ctx: Context,
+  branch: BranchRow,
+): Promise<{ provider: SandboxProvider; source: FileSource }> {
   const sandbox = ctx.branchRuntime.sandboxOf(branch.id);
-  return sandbox ? { sandbox } : { snapshot: head.providerRef };
+  if (sandbox) return { provider: sandbox.provider, source: { sandbox: sandbox.id } };
+  const head = await ctx.loaders.snapshot.load(branch.headSnapshotId);
+  return { provider: await providerOf(ctx, branch.sessionId), source: { snapshot: head!.providerRef } };
 }
 
 export async function branchFiles(
@@ -194,8 +202,8 @@ export async function branchFiles(
   branch: BranchRow,
   path: string | null | undefined,
 ): Promise<FileEntry[]> {
-  const head = await ctx.loaders.snapshot.load(branch.headSnapshotId);
-  return ctx.sandboxes.listFiles(sourceOf(ctx, branch, head!), path ?? "");
+  const { provider, source } = await sourceOf(ctx, branch);
+  return provider.listFiles(source, path ?? "");
 }
 
 export interface FileContent {
@@ -216,6 +224,13 @@ export function toFileContent(path: string, data: Uint8Array | null): FileConten
 }
 
 export async function branchFile(ctx: Context, branch: BranchRow, path: string): Promise<FileContent | null> {
-  const head = await ctx.loaders.snapshot.load(branch.headSnapshotId);
-  return toFileContent(path, await ctx.sandboxes.readFile(sourceOf(ctx, branch, head!), path));
+  const { provider, source } = await sourceOf(ctx, branch);
+  return toFileContent(path, await provider.readFile(source, path));
+}
+
+/** The sandbox provider a session was created with. */
+export async function providerOf(ctx: Context, sessionId: string): Promise<SandboxProvider> {
+  const session = await ctx.loaders.session.load(sessionId);
+  if (!session) throw notFound("Session");
+  return ctx.sandboxes.get(session.provider);
 }

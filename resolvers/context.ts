@@ -2,7 +2,8 @@
 // outside (password hashing, token signing, rate limits, logging). api/ builds and implements them.
 import type { Bus } from "../bus/bus.ts";
 import type { Db } from "../db/client.ts";
-import type { SandboxProvider } from "../sandbox/provider.ts";
+import type { ProviderStatus } from "../sandbox/provider.ts";
+import type { SandboxProviders } from "../sandbox/registry.ts";
 import type { BranchRuntime } from "./branch-runtime.ts";
 import { forbidden, unauthenticated } from "./errors.ts";
 import type { Loaders } from "./loaders.ts";
@@ -93,6 +94,8 @@ export interface HealthInfo {
   isolation: string;
   workspaces: string;
   warnings: string[];
+  /** Every provider this server offers (the fields above describe the default one). */
+  providers: ProviderStatus[];
   checkDatabase(): Promise<boolean>;
 }
 
@@ -106,7 +109,8 @@ export interface Services {
   log: Logger;
   health: HealthInfo;
   limits: { authAttemptsPerMinute: number; maxRunTimeoutMs: number };
-  sandboxes: SandboxProvider;
+  /** The sandbox providers this server offers; a session keeps the one it was created with. */
+  sandboxes: SandboxProviders;
   branchRuntime: BranchRuntime;
   runner: Runner;
   shareLinks: AudienceTokens;

@@ -10,6 +10,8 @@ export const ERROR_CODES = {
   PAYLOAD_TOO_LARGE: 413,
   RATE_LIMITED: 429,
   INTERNAL: 500,
+  /** The session's sandbox provider cannot do this (e.g. ConTree has no deletion and no inbound ports). */
+  NOT_SUPPORTED: 501,
   /** Shutting down or overloaded: retry shortly. */
   UNAVAILABLE: 503,
 } as const;

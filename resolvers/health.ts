@@ -1,3 +1,4 @@
+import type { ProviderStatus } from "../sandbox/provider.ts";
 import type { Context } from "./context.ts";
 
 export interface Health {
@@ -8,11 +9,13 @@ export interface Health {
   isolation: string;
   workspaces: string;
   warnings: string[];
+  providers: (ProviderStatus & { default: boolean })[];
   database: boolean;
 }
 
 export async function health(ctx: Pick<Context, "health">): Promise<Health> {
   const database = await ctx.health.checkDatabase().catch(() => false);
   const { version, runtime, provider, isolation, workspaces, warnings } = ctx.health;
-  return { ok: database, version, runtime, provider, isolation, workspaces, warnings, database };
+  const providers = ctx.health.providers.map((p) => ({ ...p, default: p.name === provider }));
+  return { ok: database, version, runtime, provider, isolation, workspaces, warnings, providers, database };
 }

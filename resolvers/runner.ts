@@ -12,7 +12,7 @@ import type { Db } from "../db/client.ts";
 import { newId } from "../db/ids.ts";
 import { type RunRow, type RunStatus, runs } from "../db/schema.ts";
 import type { ExecOptions, SandboxProvider } from "../sandbox/provider.ts";
-import type { BranchRuntime } from "./branch-runtime.ts";
+import type { BranchRuntime, BranchSandbox } from "./branch-runtime.ts";
 import type { Logger } from "./context.ts";
 import { publishSessionEvent } from "./events.ts";
 import { headRef, recordSnapshot } from "./snapshot-records.ts";
@@ -43,7 +43,6 @@ interface LiveRun {
 export interface RunnerDeps {
   db: Db;
   bus: Bus;
-  provider: SandboxProvider;
   runtime: BranchRuntime;
   log: Logger;
   /** Where agent answers are recorded for everyone in the session to see. */
@@ -190,8 +189,9 @@ export class Runner {
     await this.deps.db.update(runs).set(values).where(eq(runs.id, live.row.id));
   }
 
-  private async execute(live: LiveRun, sandbox: { id: string; setBase(base: string): void }) {
-    const { db, provider } = this.deps;
+  private async execute(live: LiveRun, sandbox: BranchSandbox) {
+    const { db } = this.deps;
+    const { provider } = sandbox;
     const { row } = live;
     if (live.ended) return; // aborted while queued
 

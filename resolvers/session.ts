@@ -12,7 +12,7 @@ import {
   snapshots,
   users,
 } from "../db/schema.ts";
-import type { FileMap, SandboxBase } from "../sandbox/provider.ts";
+import type { FileMap, SandboxBase, SnapshotInfo } from "../sandbox/provider.ts";
 import { atLeast, requireRole } from "./access.ts";
 import { type Context, requireScope } from "./context.ts";
 import { badInput, conflict, notFound } from "./errors.ts";
@@ -56,18 +56,21 @@ export async function createSession(ctx: Context, input: CreateSessionInput): Pr
   const viewer = requireScope(ctx, "write");
   const title = input.title.trim();
   if (!title || title.length > 200) throw badInput("title must be 1 to 200 characters", "title");
-  const provider = input.provider ?? ctx.sandboxes.status.name;
-  if (provider !== ctx.sandboxes.status.name) {
-    throw badInput(`Unknown provider "${provider}"; available: ${ctx.sandboxes.status.name}`, "provider");
+  const provider = input.provider ?? ctx.sandboxes.defaultName;
+  if (!ctx.sandboxes.has(provider)) {
+    throw badInput(
+      `Unknown provider "${provider}"; this server offers: ${ctx.sandboxes.names.join(", ")}`,
+      "provider",
+    );
   }
   const base = baseOf(input);
-
-  const sandboxId = await ctx.sandboxes.create(base);
-  let info: Awaited<ReturnType<Context["sandboxes"]["snapshot"]>>;
+  const sandboxes = ctx.sandboxes.get(provider);
+  const sandboxId = await sandboxes.create(base);
+  let info: SnapshotInfo;
   try {
-    info = await ctx.sandboxes.snapshot(sandboxId);
+    info = await sandboxes.snapshot(sandboxId);
   } catch (error) {
-    await ctx.sandboxes.destroy(sandboxId);
+    await sandboxes.destroy(sandboxId);
     throw error;
   }
   const sessionId = newId("ses");
@@ -99,7 +102,7 @@ export async function createSession(ctx: Context, input: CreateSessionInput): Pr
       .set({ mainBranchId: branchId, rootSnapshotId: snapshotId })
       .where(eq(sessions.id, sessionId));
   });
-  ctx.branchRuntime.adopt(branchId, sandboxId, info.id);
+  ctx.branchRuntime.adopt(branchId, sandboxId, { provider, ref: info.id });
   const [row] = await ctx.db.select().from(sessions).where(eq(sessions.id, sessionId));
   return row!;
 }
@@ -139,15 +142,22 @@ async function branchIdsOf(ctx: Context, sessionId: string): Promise<string[]> {
 
 export async function deleteSession(ctx: Context, id: string): Promise<boolean> {
   await requireRole(ctx, id, "OWNER");
+  const row = await ctx.loaders.session.load(id);
   for (const branchId of await branchIdsOf(ctx, id)) {
     ctx.runner.abortBranch(branchId);
     await ctx.branchRuntime.drop(branchId);
   }
   await ctx.db.delete(sessions).where(eq(sessions.id, id));
   await publishSessionEvent(ctx, { kind: "SESSION_DELETED", sessionId: id });
-  // Free the storage only this session used: every snapshot still in the database is a root.
-  const kept = await ctx.db.select({ ref: snapshots.providerRef }).from(snapshots);
-  await ctx.sandboxes.gc(kept.map((k) => k.ref));
+  // Free the storage only this session used: every snapshot of the provider's other sessions is a root.
+  if (row && ctx.sandboxes.has(row.provider)) {
+    const kept = await ctx.db
+      .select({ ref: snapshots.providerRef })
+      .from(snapshots)
+      .innerJoin(sessions, eq(sessions.id, snapshots.sessionId))
+      .where(eq(sessions.provider, row.provider));
+    await ctx.sandboxes.get(row.provider).gc(kept.map((k) => k.ref));
+  }
   return true;
 }
 

@@ -3,20 +3,22 @@
 import { eq } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
 import { newId } from "../db/ids.ts";
-import { branches, type SNAPSHOT_ORIGINS, type SnapshotRow, snapshots } from "../db/schema.ts";
+import { branches, type SNAPSHOT_ORIGINS, type SnapshotRow, sessions, snapshots } from "../db/schema.ts";
 import type { SandboxProvider } from "../sandbox/provider.ts";
+import type { BranchHead } from "./branch-runtime.ts";
 import { notFound } from "./errors.ts";
 
-/** The provider snapshot id of a branch's head. */
-export async function headRef(db: Db, branchId: string): Promise<string> {
+/** A branch's head as its provider knows it (the session's provider, the head's provider snapshot). */
+export async function headRef(db: Db, branchId: string): Promise<BranchHead> {
   const [row] = await db
-    .select({ ref: snapshots.providerRef })
+    .select({ ref: snapshots.providerRef, provider: sessions.provider })
     .from(branches)
     .innerJoin(snapshots, eq(snapshots.id, branches.headSnapshotId))
+    .innerJoin(sessions, eq(sessions.id, branches.sessionId))
     .where(eq(branches.id, branchId))
     .limit(1);
   if (!row) throw notFound("Branch");
-  return row.ref;
+  return row;
 }
 
 export async function recordSnapshot(

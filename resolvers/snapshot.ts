@@ -2,7 +2,7 @@
 import { and, eq } from "drizzle-orm";
 import { type SnapshotRow, snapshots } from "../db/schema.ts";
 import type { DiffEntry, FileEntry } from "../sandbox/provider.ts";
-import { type FileContent, loadSnapshot, toFileContent } from "./branch.ts";
+import { type FileContent, loadSnapshot, providerOf, toFileContent } from "./branch.ts";
 import type { Context } from "./context.ts";
 import { badInput } from "./errors.ts";
 import { afterCursor, decodeCursor, orderBy, type Page, pageSize, toPage } from "./pagination.ts";
@@ -30,12 +30,13 @@ export async function sessionSnapshots(
   return toPage(rows, size);
 }
 
-export function snapshotFiles(
+export async function snapshotFiles(
   ctx: Context,
   row: SnapshotRow,
   path: string | null | undefined,
 ): Promise<FileEntry[]> {
-  return ctx.sandboxes.listFiles({ snapshot: row.providerRef }, path ?? "");
+  const provider = await providerOf(ctx, row.sessionId);
+  return provider.listFiles({ snapshot: row.providerRef }, path ?? "");
 }
 
 export async function snapshotFile(
@@ -43,7 +44,8 @@ export async function snapshotFile(
   row: SnapshotRow,
   path: string,
 ): Promise<FileContent | null> {
-  return toFileContent(path, await ctx.sandboxes.readFile({ snapshot: row.providerRef }, path));
+  const provider = await providerOf(ctx, row.sessionId);
+  return toFileContent(path, await provider.readFile({ snapshot: row.providerRef }, path));
 }
 
 export interface SnapshotDiff {
@@ -58,5 +60,6 @@ export async function diff(ctx: Context, fromId: string, toId: string): Promise<
     loadSnapshot(ctx, toId, "VIEWER"),
   ]);
   if (from.sessionId !== to.sessionId) throw badInput("Both snapshots must belong to the same session", "to");
-  return { from, to, files: await ctx.sandboxes.diff(from.providerRef, to.providerRef) };
+  const provider = await providerOf(ctx, from.sessionId);
+  return { from, to, files: await provider.diff(from.providerRef, to.providerRef) };
 }

@@ -1,9 +1,27 @@
-// Chooses and starts the sandbox provider from config: the one place that knows the implementations.
+// Chooses and starts the sandbox providers from config: the one place that knows the implementations.
+// `local` is always offered (it is the embedded default); `contree` when it has credentials.
+import { ContreeClient } from "./contree/client.ts";
+import { ContreeProvider } from "./contree/provider.ts";
 import { LocalProvider } from "./local/provider.ts";
 import type { SandboxProvider } from "./provider.ts";
+import { SandboxProviders } from "./registry.ts";
+
+export interface ContreeConfig {
+  /** Base URL, without /v1. */
+  url: string;
+  token: string;
+  /** The Project header (IAM tokens); null for legacy JWT tokens. */
+  project: string | null;
+  /** The image new sandboxes start from: a UUID or tag:NAME. */
+  image: string;
+  /** Outbound network for commands (the agent needs it to reach the model gateway). */
+  network: boolean;
+}
 
 export interface SandboxConfig {
-  provider: "local";
+  /** The default for new sessions. */
+  provider: "local" | "contree";
+  contree: ContreeConfig | null;
   dir: string;
   workspaces: "auto" | "overlay" | "copy";
   requireIsolation: boolean;
@@ -14,17 +32,30 @@ export interface SandboxConfig {
   maxMemoryBytes: number;
 }
 
-export async function createProvider(
-  config: SandboxConfig,
-  log: (level: "info" | "warn", message: string) => void,
-): Promise<SandboxProvider> {
+export type ProviderLog = (level: "info" | "warn", message: string, provider: string) => void;
+
+export async function createProviders(config: SandboxConfig, log: ProviderLog): Promise<SandboxProviders> {
   const { timeoutMs, maxOutputBytes, maxProcesses, maxMemoryBytes } = config;
-  return new LocalProvider({
+  const providers = new Map<string, SandboxProvider>();
+  const local = new LocalProvider({
     dir: config.dir,
     workspaces: config.workspaces,
     requireIsolation: config.requireIsolation,
     allowLocalRepos: config.allowLocalRepos,
     limits: { timeoutMs, maxOutputBytes, maxProcesses, maxMemoryBytes },
-    log,
-  }).init();
+    log: (level, message) => log(level, message, "local"),
+  });
+  providers.set("local", await local.init());
+  if (config.contree) {
+    const { url, token, project, image, network } = config.contree;
+    const contree = new ContreeProvider({
+      client: new ContreeClient({ baseUrl: url, token, project }),
+      image,
+      network,
+      limits: { timeoutMs, maxOutputBytes },
+      log: (level, message) => log(level, message, "contree"),
+    });
+    providers.set("contree", contree.init());
+  }
+  return new SandboxProviders(providers, config.provider);
 }

@@ -127,6 +127,10 @@ export type SandboxErrorCode =
   | "TOO_LARGE"
   | "ISOLATION_UNAVAILABLE"
   | "BUSY"
+  /** The provider cannot do this at all (ConTree: host binds, deletion, inbound ports). */
+  | "UNSUPPORTED"
+  /** The provider's service is unreachable or failing; retry later. */
+  | "UNAVAILABLE"
   | "FAILED";
 
 export class SandboxError extends Error {

@@ -1,6 +1,25 @@
 import * as health from "../resolvers/health.ts";
 import { builder } from "./builder.ts";
 
+const ProviderHealthRef = builder
+  .objectRef<health.Health["providers"][number]>("SandboxProviderStatus")
+  .implement({
+    description: "A sandbox provider this server offers; createSession(input: {provider}) picks one.",
+    fields: (t) => ({
+      name: t.exposeString("name", { description: '"local" or "contree".' }),
+      default: t.exposeBoolean("default", {
+        description: "Whether new sessions get it when they name none.",
+      }),
+      isolation: t.exposeString("isolation", {
+        description: '"bubblewrap", "none" (local) or "microvm" (contree).',
+      }),
+      workspaces: t.exposeString("workspaces", {
+        description: '"overlay" or "copy" (local), "images" (contree: every snapshot is an image).',
+      }),
+      warnings: t.exposeStringList("warnings"),
+    }),
+  });
+
 const HealthRef = builder.objectRef<health.Health>("Health").implement({
   fields: (t) => ({
     ok: t.exposeBoolean("ok"),
@@ -18,6 +37,7 @@ const HealthRef = builder.objectRef<health.Health>("Health").implement({
       description: "What this server cannot enforce here, and why.",
     }),
     database: t.exposeBoolean("database", { description: "Whether the database answered." }),
+    providers: t.field({ type: [ProviderHealthRef], resolve: (h) => h.providers }),
   }),
 });
 

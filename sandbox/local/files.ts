@@ -3,9 +3,9 @@
 import { constants } from "node:fs";
 import * as fs from "node:fs/promises";
 import { join } from "node:path";
+import { cleanPath, parentOf } from "../manifest.ts";
 import type { FileEntry } from "../provider.ts";
 import { SandboxError } from "../provider.ts";
-import { childrenOf, cleanPath, type Manifest, type ManifestEntry, parentOf } from "./manifest.ts";
 
 /** The host path of `path` inside `root`, refused when a symlink on the way leads outside. */
 export async function resolveInside(root: string, path: string): Promise<string> {
@@ -22,16 +22,6 @@ export async function resolveInside(root: string, path: string): Promise<string>
     throw new SandboxError("BAD_PATH", `Path "${path}" leads outside the workspace`);
   }
   return real;
-}
-
-export function toEntry(path: string, entry: ManifestEntry): FileEntry {
-  return {
-    path,
-    type: entry.t === "f" ? "file" : entry.t === "d" ? "dir" : "symlink",
-    size: entry.s,
-    mode: entry.m,
-    ...(entry.l !== undefined ? { target: entry.l } : {}),
-  };
 }
 
 export async function listLive(root: string, dir: string): Promise<FileEntry[]> {
@@ -90,40 +80,4 @@ export async function writeLive(
   await fs.writeFile(tmp, content, { mode: mode ?? (existing?.isFile() ? existing.mode & 0o7777 : 0o644) });
   if (mode !== undefined) await fs.chmod(tmp, mode);
   await fs.rename(tmp, target);
-}
-
-export function listSnapshot(manifest: Manifest, dir: string): FileEntry[] {
-  const clean = cleanPath(dir, { allowRoot: true });
-  if (clean && manifest.get(clean)?.t !== "d") throw new SandboxError("NOT_FOUND", `No directory "${clean}"`);
-  return childrenOf(manifest, clean).map(([path, entry]) => toEntry(path, entry));
-}
-
-/** A file of a snapshot, following symlinks that stay inside the snapshot. */
-export function findSnapshotFile(manifest: Manifest, path: string): ManifestEntry | null {
-  let current = cleanPath(path);
-  for (let hops = 0; hops < 40; hops++) {
-    const entry = manifest.get(current);
-    if (!entry) return null;
-    if (entry.t === "f") return entry;
-    if (entry.t !== "l") return null;
-    const target = entry.l!;
-    if (target.startsWith("/")) return null; // absolute targets point at the sandbox's root, not the snapshot
-    const next = resolveRelative(parentOf(current), target);
-    if (next === null) return null;
-    current = next;
-  }
-  return null;
-}
-
-/** `dir` joined with a relative link target, ".." resolved; null when it climbs above the root. */
-function resolveRelative(dir: string, target: string): string | null {
-  const parts = dir ? dir.split("/") : [];
-  for (const part of target.split("/")) {
-    if (part === "" || part === ".") continue;
-    if (part === "..") {
-      if (parts.length === 0) return null;
-      parts.pop();
-    } else parts.push(part);
-  }
-  return parts.length > 0 ? parts.join("/") : null;
 }

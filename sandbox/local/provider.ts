@@ -5,6 +5,8 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs/promises";
 import { isAbsolute, join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { diffManifests } from "../diff.ts";
+import { cleanPath, findSnapshotFile, listSnapshot } from "../manifest.ts";
 import type {
   DiffEntry,
   ExecOptions,
@@ -20,11 +22,9 @@ import type {
 } from "../provider.ts";
 import { SandboxError } from "../provider.ts";
 import { type Cgroups, detectCgroups } from "./cgroups.ts";
-import { diffManifests } from "./diff.ts";
 import { execIn, type Limits } from "./exec.ts";
-import { findSnapshotFile, listLive, listSnapshot, readLive, writeLive } from "./files.ts";
+import { listLive, readLive, writeLive } from "./files.ts";
 import { DEFAULT_PATH, detectBubblewrap } from "./isolate.ts";
-import { cleanPath } from "./manifest.ts";
 import { type SnapshotRecord, Store } from "./store.ts";
 import {
   canMountOverlay,

@@ -5,14 +5,14 @@ import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import * as fs from "node:fs/promises";
 import { join } from "node:path";
-import { SandboxError } from "../provider.ts";
 import {
   applyDelta,
   type Manifest,
   type ManifestDelta,
   type ManifestEntry,
   manifestStats,
-} from "./manifest.ts";
+} from "../manifest.ts";
+import { SandboxError } from "../provider.ts";
 
 /** A full manifest is stored every this many snapshots along a chain; the rest are deltas. */
 const FULL_EVERY = 16;

@@ -3,7 +3,7 @@
 // what changed, and materialisation of a manifest into a fresh directory.
 import * as fs from "node:fs/promises";
 import { join } from "node:path";
-import { type Manifest, type ManifestDelta, type ManifestEntry, parentOf } from "./manifest.ts";
+import { type Manifest, type ManifestDelta, type ManifestEntry, parentOf } from "../manifest.ts";
 import type { Store } from "./store.ts";
 
 /** What a file looked like when it was last hashed. */

@@ -7,8 +7,8 @@ import { execFile } from "node:child_process";
 import * as fs from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { applyDelta, deltaBetween, type Manifest, type ManifestDelta } from "../manifest.ts";
 import { SandboxError } from "../provider.ts";
-import { applyDelta, deltaBetween, type Manifest, type ManifestDelta } from "./manifest.ts";
 import type { Store } from "./store.ts";
 import { type FileIndex, materialise, scanUpper, walkTree } from "./tree.ts";
 

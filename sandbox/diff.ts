@@ -1,8 +1,8 @@
 // Differences between two snapshots' manifests: added/modified/deleted entries, with unified patches
 // (jsdiff, a well-kept implementation of Myers' algorithm) for text files of reasonable size.
 import { createTwoFilesPatch } from "diff";
-import type { DiffEntry } from "../provider.ts";
 import type { Manifest, ManifestEntry } from "./manifest.ts";
+import type { DiffEntry } from "./provider.ts";
 
 const MAX_PATCH_BYTES = 1024 * 1024;
 

@@ -1,6 +1,6 @@
 // A manifest: the complete listing of a snapshot's tree (path -> entry). File contents live in the
 // object store under their SHA-256; a manifest entry holds the hash, size, mode and type.
-import { SandboxError } from "../provider.ts";
+import { type FileEntry, SandboxError } from "./provider.ts";
 
 export interface ManifestEntry {
   /** f = regular file, d = directory, l = symlink */
@@ -80,4 +80,50 @@ export function childrenOf(manifest: Manifest, dir: string): [string, ManifestEn
   const out: [string, ManifestEntry][] = [];
   for (const [path, entry] of manifest) if (parentOf(path) === dir) out.push([path, entry]);
   return out.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+export function toEntry(path: string, entry: ManifestEntry): FileEntry {
+  return {
+    path,
+    type: entry.t === "f" ? "file" : entry.t === "d" ? "dir" : "symlink",
+    size: entry.s,
+    mode: entry.m,
+    ...(entry.l !== undefined ? { target: entry.l } : {}),
+  };
+}
+
+export function listSnapshot(manifest: Manifest, dir: string): FileEntry[] {
+  const clean = cleanPath(dir, { allowRoot: true });
+  if (clean && manifest.get(clean)?.t !== "d") throw new SandboxError("NOT_FOUND", `No directory "${clean}"`);
+  return childrenOf(manifest, clean).map(([path, entry]) => toEntry(path, entry));
+}
+
+/** A file of a snapshot, following symlinks that stay inside the snapshot. */
+export function findSnapshotFile(manifest: Manifest, path: string): ManifestEntry | null {
+  let current = cleanPath(path);
+  for (let hops = 0; hops < 40; hops++) {
+    const entry = manifest.get(current);
+    if (!entry) return null;
+    if (entry.t === "f") return entry;
+    if (entry.t !== "l") return null;
+    const target = entry.l!;
+    if (target.startsWith("/")) return null; // absolute targets point at the sandbox's root, not the snapshot
+    const next = resolveRelative(parentOf(current), target);
+    if (next === null) return null;
+    current = next;
+  }
+  return null;
+}
+
+/** `dir` joined with a relative link target, ".." resolved; null when it climbs above the root. */
+function resolveRelative(dir: string, target: string): string | null {
+  const parts = dir ? dir.split("/") : [];
+  for (const part of target.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") {
+      if (parts.length === 0) return null;
+      parts.pop();
+    } else parts.push(part);
+  }
+  return parts.length > 0 ? parts.join("/") : null;
 }

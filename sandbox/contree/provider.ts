@@ -1,0 +1,534 @@
+// The `contree` sandbox provider: sandboxes are ConTree images, every snapshot is an image UUID.
+//
+// ConTree keeps immutable images and runs each command in a fresh microVM started from one; a
+// non-disposable run returns a new image (or the same UUID when nothing changed). So a live sandbox
+// here is a pointer: the image it shows now, plus writes not yet in any image. Exec runs on that
+// image and moves the pointer to the result; fork and rollback move pointers without a VM; writes are
+// carried into the next run's `files` (a snapshot with pending writes runs `true` to bake them in).
+// Files, listings and diffs come from the inspect endpoints of saved images. The workspace is
+// /workspace inside the image. The snapshot tree itself lives in our database, like local's.
+import { createHash } from "node:crypto";
+import { constants } from "node:os";
+import { diffManifests } from "../diff.ts";
+import { cleanPath, findSnapshotFile, listSnapshot, type Manifest, parentOf } from "../manifest.ts";
+import {
+  type DiffEntry,
+  type ExecOptions,
+  type ExecResult,
+  type FileEntry,
+  type FileSource,
+  type GcResult,
+  type ProviderStatus,
+  type SandboxBase,
+  SandboxError,
+  type SandboxProvider,
+  type SnapshotInfo,
+} from "../provider.ts";
+import type { ContreeClient } from "./client.ts";
+import { decodeStreamRepr } from "./encoding.ts";
+import { ContreeError, ContreeNotFoundError, ContreeUnprocessableError, isAbortError } from "./errors.ts";
+import { readTar } from "./tar.ts";
+import type { FileSpec, InstanceSpawnRequest, OperationEvent } from "./types.ts";
+
+export const WORKSPACE = "/workspace";
+/** Largest workspace archive read for listings, stats and diffs. */
+const MAX_ARCHIVE_BYTES = 1024 ** 3;
+/** Image manifests kept in memory (images never change, so entries never go stale). */
+const MANIFEST_CACHE = 64;
+
+export interface ContreeProviderOptions {
+  client: ContreeClient;
+  /** The image new sandboxes start from: a UUID or tag:NAME. */
+  image: string;
+  /** Whether commands that ask for network get it (the VM's outbound network). */
+  network: boolean;
+  limits: { timeoutMs: number; maxOutputBytes: number };
+  log: (level: "info" | "warn", message: string) => void;
+}
+
+interface Sandbox {
+  id: string;
+  /** The image the sandbox shows now. */
+  image: string;
+  /** The snapshot the next snapshot descends from (the last one taken or reset to). */
+  parent: string | null;
+  /** Writes not yet in any image, by workspace-relative path. */
+  pending: Map<string, { data: Uint8Array; mode: number }>;
+  /** Aborts whatever runs for this sandbox when it is destroyed. */
+  controller: AbortController;
+}
+
+interface ImageFiles {
+  manifest: Manifest;
+  /** Where to download a file's content: content hash -> workspace path. */
+  pathOf: Map<string, string>;
+  fileCount: number;
+  sizeBytes: number;
+}
+
+const signalName = (signal: number | null) =>
+  signal === null
+    ? null
+    : (Object.entries(constants.signals).find(([, n]) => n === signal)?.[0] ?? String(signal));
+
+export class ContreeProvider implements SandboxProvider {
+  readonly status: ProviderStatus = {
+    name: "contree",
+    isolation: "microvm",
+    workspaces: "images",
+    warnings: [
+      "contree: snapshots cannot be deleted (the service has no deletion; untagged images expire after 180 days)",
+    ],
+  };
+  private readonly sandboxes = new Map<string, Sandbox>();
+  private readonly manifests = new Map<string, Promise<ImageFiles>>();
+  private baseImage: Promise<string> | null = null;
+
+  constructor(private readonly options: ContreeProviderOptions) {}
+
+  /** Checks the credentials in the background: a failure is a health warning, not a failed start. */
+  init(): this {
+    void this.options.client.whoami({ signal: AbortSignal.timeout(10_000) }).then(
+      () => this.options.log("info", "contree reachable"),
+      (error) => {
+        const warning = `contree: unreachable or refused at start (${describe(error)})`;
+        this.status.warnings.push(warning);
+        this.options.log("warn", warning);
+      },
+    );
+    return this;
+  }
+
+  private get client() {
+    return this.options.client;
+  }
+
+  private sandbox(id: string): Sandbox {
+    const sandbox = this.sandboxes.get(id);
+    if (!sandbox) throw new SandboxError("NOT_FOUND", `No sandbox ${id}`);
+    return sandbox;
+  }
+
+  private track(image: string, parent: string | null): string {
+    const id = crypto.randomUUID();
+    this.sandboxes.set(id, { id, image, parent, pending: new Map(), controller: new AbortController() });
+    return id;
+  }
+
+  async create(base: SandboxBase): Promise<string> {
+    const image = await this.resolveBaseImage();
+    let request: InstanceSpawnRequest;
+    if (base.kind === "git") {
+      if (!this.options.network)
+        throw new SandboxError("BAD_BASE", "Cloning needs outbound network (CONTREE_NETWORK=true)");
+      if (!/^https?:\/\//.test(base.url))
+        throw new SandboxError("BAD_BASE", "ConTree sandboxes clone http(s) repositories only");
+      // Arguments, not shell text: the URL and ref are never parsed by a shell.
+      const script = `git clone --quiet -- "$1" ${WORKSPACE} && { [ -z "$2" ] || git -C ${WORKSPACE} checkout --quiet "$2"; }`;
+      request = {
+        image,
+        command: "sh",
+        args: ["-c", script, "sh", base.url, base.ref ?? ""],
+        networking: { enabled: true },
+      };
+    } else {
+      const files = base.kind === "files" ? await this.upload(filesOf(base.files)) : undefined;
+      request = { image, command: "mkdir", args: ["-p", WORKSPACE], files, networking: { enabled: false } };
+    }
+    const result = await this.run({ ...request, cwd: "/", timeout: 600 });
+    if (result.exitCode !== 0 || !result.resultImage) {
+      const detail = result.stderr.trim().split("\n").slice(-3).join(" ").slice(0, 400);
+      throw new SandboxError(
+        "BAD_BASE",
+        `Could not prepare the sandbox (exit ${result.exitCode}): ${detail}`,
+      );
+    }
+    return this.track(result.resultImage, null);
+  }
+
+  /** The configured base image as a UUID (resolved once; a failure is retried next time). */
+  private resolveBaseImage(): Promise<string> {
+    if (!this.baseImage) {
+      const resolving = this.client.resolveImage(this.options.image).catch((error) => {
+        this.baseImage = null;
+        throw translate(error, `base image ${this.options.image}`);
+      });
+      this.baseImage = resolving;
+    }
+    return this.baseImage;
+  }
+
+  /** Uploads contents once (content-addressed) and returns the spawn request's `files` map. */
+  private async upload(files: Map<string, { data: Uint8Array; mode: number }>) {
+    const specs: Record<string, FileSpec> = {};
+    const entries = [...files];
+    // A few uploads at a time: ConTree deduplicates by SHA-256, so most are a HEAD request.
+    for (let i = 0; i < entries.length; i += 8) {
+      await Promise.all(
+        entries.slice(i, i + 8).map(async ([path, { data, mode }]) => {
+          const ref = await this.client.ensureFile(data).catch((error) => {
+            throw translate(error, `upload of ${path}`);
+          });
+          specs[`${WORKSPACE}/${path}`] = { uuid: ref.uuid, mode: `0${mode.toString(8)}` };
+        }),
+      );
+    }
+    return specs;
+  }
+
+  private async run(request: InstanceSpawnRequest, options: Parameters<ContreeClient["run"]>[1] = {}) {
+    try {
+      const result = await this.client.run({ disposable: false, ...request }, options);
+      if (result.status !== "SUCCESS")
+        throw new SandboxError(
+          "FAILED",
+          `ConTree operation ${result.status}: ${result.operation.error ?? ""}`,
+        );
+      return result;
+    } catch (error) {
+      throw translate(error, "run");
+    }
+  }
+
+  async exec(sandboxId: string, options: ExecOptions): Promise<ExecResult> {
+    const sandbox = this.sandbox(sandboxId);
+    if (options.binds?.length)
+      throw new SandboxError("UNSUPPORTED", "ConTree sandboxes cannot see host paths (no binds)");
+    const started = performance.now();
+    const limits = this.options.limits;
+    const signal = AbortSignal.any(
+      [sandbox.controller.signal, options.signal].filter((s): s is AbortSignal => s !== undefined),
+    );
+    let outputBytes = 0;
+    let streamed = false;
+    let cpuMs: number | null = null;
+    const onEvent = (event: OperationEvent) => {
+      if ((event.type === "stdout" || event.type === "stderr") && (event.spid ?? 1) === 1) {
+        const data = decodeStreamRepr(event.data as { value: string; encoding?: "ascii" | "base64" });
+        streamed = true;
+        outputBytes += data.byteLength;
+        options.onOutput?.({ stream: event.type, data });
+      } else if (event.type === "exit" && (event.spid ?? 1) === 1) {
+        const r = (event.data as { resources?: Record<string, number> }).resources;
+        if (r && typeof r.user_time_us === "number") cpuMs = (r.user_time_us + (r.sys_time_us ?? 0)) / 1000;
+      }
+    };
+    const files = sandbox.pending.size > 0 ? await this.upload(sandbox.pending) : undefined;
+    const request: InstanceSpawnRequest = {
+      image: sandbox.image,
+      command: options.command,
+      shell: true,
+      cwd: WORKSPACE,
+      env: options.env ?? {},
+      timeout: Math.max(1, Math.ceil((options.timeoutMs ?? limits.timeoutMs) / 1000)),
+      truncate_output_at: options.maxOutputBytes ?? limits.maxOutputBytes,
+      networking: { enabled: Boolean(options.network) && this.options.network },
+      files,
+    };
+    let result: Awaited<ReturnType<ContreeClient["run"]>>;
+    try {
+      result = await this.client.run({ disposable: false, ...request }, { signal, onEvent });
+    } catch (error) {
+      // Aborted: the client cancelled the operation, so it leaves no image and the head stays.
+      if (signal.aborted || isAbortError(error))
+        return {
+          exitCode: null,
+          signal: null,
+          killedBy: "abort",
+          durationMs: performance.now() - started,
+          cpuMs,
+          outputBytes,
+        };
+      throw translate(error, "exec");
+    }
+    if (result.status !== "SUCCESS")
+      throw new SandboxError("FAILED", `ConTree operation ${result.status}: ${result.operation.error ?? ""}`);
+    if (!streamed) {
+      // No event stream (the client fell back to polling): the folded output arrives at the end.
+      for (const stream of ["stdout", "stderr"] as const) {
+        const data = new TextEncoder().encode(result[stream]);
+        if (data.byteLength === 0) continue;
+        outputBytes += data.byteLength;
+        options.onOutput?.({ stream, data });
+      }
+    }
+    if (result.resultImage) {
+      sandbox.image = result.resultImage;
+      sandbox.pending.clear();
+    }
+    return {
+      exitCode: result.timedOut ? null : result.exitCode,
+      signal: result.timedOut ? "SIGKILL" : signalName(result.signal),
+      killedBy: result.timedOut ? "timeout" : null,
+      durationMs: performance.now() - started,
+      cpuMs,
+      outputBytes,
+    };
+  }
+
+  async snapshot(sandboxId: string): Promise<SnapshotInfo> {
+    const sandbox = this.sandbox(sandboxId);
+    if (sandbox.pending.size > 0) {
+      const files = await this.upload(sandbox.pending);
+      const result = await this.run(
+        { image: sandbox.image, command: "true", cwd: "/", files, networking: { enabled: false } },
+        { signal: sandbox.controller.signal },
+      );
+      if (!result.resultImage) throw new SandboxError("FAILED", "ConTree returned no image for the writes");
+      sandbox.image = result.resultImage;
+      sandbox.pending.clear();
+    }
+    const stats = await this.filesOf(sandbox.image);
+    const info: SnapshotInfo = {
+      id: sandbox.image,
+      parentId: sandbox.parent,
+      createdAt: new Date(),
+      fileCount: stats.fileCount,
+      sizeBytes: stats.sizeBytes,
+    };
+    sandbox.parent = sandbox.image;
+    return info;
+  }
+
+  async fork(snapshotId: string): Promise<string> {
+    await this.requireImage(snapshotId);
+    return this.track(snapshotId, snapshotId);
+  }
+
+  async reset(sandboxId: string, snapshotId: string): Promise<void> {
+    const sandbox = this.sandbox(sandboxId);
+    await this.requireImage(snapshotId);
+    sandbox.image = snapshotId;
+    sandbox.parent = snapshotId;
+    sandbox.pending.clear();
+  }
+
+  private async requireImage(image: string) {
+    try {
+      await this.client.inspectImage(image);
+    } catch (error) {
+      throw translate(error, `image ${image}`);
+    }
+  }
+
+  async getSnapshot(snapshotId: string): Promise<SnapshotInfo> {
+    let created: Date;
+    let parentId: string | null = null;
+    try {
+      const image = await this.client.inspectImage(snapshotId);
+      created = new Date(image.created_at);
+      // Lineage is the producing operation's input image.
+      if (image.operation_uuid) {
+        const operation = await this.client.getOperation(image.operation_uuid);
+        const input = (operation.metadata as { image?: string } | null | undefined)?.image ?? null;
+        parentId = input && input !== snapshotId ? input : null;
+      }
+    } catch (error) {
+      throw translate(error, `image ${snapshotId}`);
+    }
+    const stats = await this.filesOf(snapshotId);
+    return {
+      id: snapshotId,
+      parentId,
+      createdAt: created,
+      fileCount: stats.fileCount,
+      sizeBytes: stats.sizeBytes,
+    };
+  }
+
+  /** The image's workspace as a manifest, from one archive download (cached: images are immutable). */
+  private filesOf(image: string): Promise<ImageFiles> {
+    const cached = this.manifests.get(image);
+    if (cached) {
+      // Most recently used last.
+      this.manifests.delete(image);
+      this.manifests.set(image, cached);
+      return cached;
+    }
+    const loading = this.loadFiles(image);
+    this.manifests.set(image, loading);
+    loading.catch(() => this.manifests.delete(image));
+    while (this.manifests.size > MANIFEST_CACHE) this.manifests.delete(this.manifests.keys().next().value!);
+    return loading;
+  }
+
+  private async loadFiles(image: string): Promise<ImageFiles> {
+    let archive: Uint8Array;
+    try {
+      archive = await collect(await this.client.archive(image, WORKSPACE), MAX_ARCHIVE_BYTES);
+    } catch (error) {
+      throw translate(error, `image ${image}`);
+    }
+    const manifest: Manifest = new Map();
+    const pathOf = new Map<string, string>();
+    let fileCount = 0;
+    let sizeBytes = 0;
+    for (const entry of readTar(archive)) {
+      const path = relativeToWorkspace(entry.name);
+      if (!path) continue;
+      if (entry.type === "dir") manifest.set(path, { t: "d", m: entry.mode, s: 0 });
+      else if (entry.type === "symlink") manifest.set(path, { t: "l", m: 0o777, s: 0, l: entry.linkName });
+      else if (entry.type === "file") {
+        const hash = createHash("sha256").update(entry.data).digest("hex");
+        manifest.set(path, { t: "f", m: entry.mode, s: entry.size, h: hash });
+        pathOf.set(hash, path);
+        fileCount++;
+        sizeBytes += entry.size;
+      }
+    }
+    // Archives may omit directory entries; every file's parents are directories.
+    for (const path of [...manifest.keys()]) {
+      for (let dir = parentOf(path); dir && !manifest.has(dir); dir = parentOf(dir))
+        manifest.set(dir, { t: "d", m: 0o755, s: 0 });
+    }
+    return { manifest, pathOf, fileCount, sizeBytes };
+  }
+
+  /** A sandbox's manifest: its image's, with the pending writes on top. */
+  private async manifestOf(source: FileSource): Promise<Manifest> {
+    if ("snapshot" in source) return (await this.filesOf(source.snapshot)).manifest;
+    const sandbox = this.sandbox(source.sandbox);
+    const base = (await this.filesOf(sandbox.image)).manifest;
+    if (sandbox.pending.size === 0) return base;
+    const manifest = new Map(base);
+    for (const [path, { data, mode }] of sandbox.pending) {
+      manifest.set(path, { t: "f", m: mode, s: data.byteLength, h: `pending:${path}` });
+      for (let dir = parentOf(path); dir && !manifest.has(dir); dir = parentOf(dir))
+        manifest.set(dir, { t: "d", m: 0o755, s: 0 });
+    }
+    return manifest;
+  }
+
+  async listFiles(source: FileSource, dir = ""): Promise<FileEntry[]> {
+    return listSnapshot(await this.manifestOf(source), dir);
+  }
+
+  async readFile(source: FileSource, path: string): Promise<Uint8Array | null> {
+    const clean = cleanPath(path);
+    const image = "snapshot" in source ? source.snapshot : this.sandbox(source.sandbox).image;
+    if ("sandbox" in source) {
+      const pending = this.sandbox(source.sandbox).pending.get(clean);
+      if (pending) return pending.data;
+    }
+    // Symlinks inside the workspace are followed the way local does; then the bytes come from ConTree.
+    const files = await this.filesOf(image);
+    refuseLinkedParents(files.manifest, clean);
+    const entry = findSnapshotFile(files.manifest, clean);
+    if (!entry) return null;
+    return this.download(image, files.pathOf.get(entry.h!) ?? clean);
+  }
+
+  private async download(image: string, path: string): Promise<Uint8Array> {
+    try {
+      return await this.client.download(image, `${WORKSPACE}/${path}`);
+    } catch (error) {
+      throw translate(error, `${path} of image ${image}`);
+    }
+  }
+
+  async writeFile(
+    sandboxId: string,
+    path: string,
+    content: Uint8Array | string,
+    mode?: number,
+  ): Promise<void> {
+    const sandbox = this.sandbox(sandboxId);
+    const clean = cleanPath(path);
+    const data = typeof content === "string" ? new TextEncoder().encode(content) : content;
+    const manifest = await this.manifestOf({ sandbox: sandboxId });
+    refuseLinkedParents(manifest, clean);
+    const existing = manifest.get(clean);
+    if (existing && existing.t !== "f") throw new SandboxError("BAD_PATH", `"${clean}" is not a file`);
+    if (manifest.get(parentOf(clean))?.t === "f")
+      throw new SandboxError("BAD_PATH", `"${parentOf(clean)}" is a file, not a directory`);
+    sandbox.pending.set(clean, { data, mode: mode ?? existing?.m ?? 0o644 });
+  }
+
+  async diff(fromSnapshotId: string, toSnapshotId: string): Promise<DiffEntry[]> {
+    const [from, to] = await Promise.all([this.filesOf(fromSnapshotId), this.filesOf(toSnapshotId)]);
+    return diffManifests(from.manifest, to.manifest, async (hash) => {
+      const inTo = to.pathOf.get(hash);
+      return inTo !== undefined
+        ? this.download(toSnapshotId, inTo)
+        : this.download(fromSnapshotId, from.pathOf.get(hash)!);
+    });
+  }
+
+  async destroy(sandboxId: string): Promise<void> {
+    const sandbox = this.sandboxes.get(sandboxId);
+    if (!sandbox) return;
+    sandbox.controller.abort();
+    this.sandboxes.delete(sandboxId);
+  }
+
+  /** ConTree has no deletion: images stay in the service until its retention expires them. */
+  async gc(): Promise<GcResult> {
+    return { removedSnapshots: 0, removedObjects: 0, freedBytes: 0 };
+  }
+
+  async close(): Promise<void> {
+    for (const id of [...this.sandboxes.keys()]) await this.destroy(id);
+  }
+}
+
+/** A path through a symlinked directory could lead anywhere in the VM: refused, as local does. */
+function refuseLinkedParents(manifest: Manifest, path: string) {
+  for (let dir = parentOf(path); dir; dir = parentOf(dir)) {
+    if (manifest.get(dir)?.t === "l")
+      throw new SandboxError("BAD_PATH", `Path "${path}" goes through a symlink ("${dir}")`);
+  }
+}
+
+/** Workspace-relative path of an archive entry ("" for the workspace itself). */
+function relativeToWorkspace(name: string): string {
+  const trimmed = name.replace(/^\/+/, "").replace(/^\.\//, "");
+  if (trimmed === "." || trimmed === "workspace") return "";
+  return trimmed.startsWith("workspace/") ? trimmed.slice("workspace/".length) : trimmed;
+}
+
+function filesOf(files: Record<string, import("../provider.ts").FileInput>) {
+  const out = new Map<string, { data: Uint8Array; mode: number }>();
+  for (const [path, input] of Object.entries(files)) {
+    const clean = cleanPath(path);
+    if (typeof input === "string") out.set(clean, { data: new TextEncoder().encode(input), mode: 0o644 });
+    else
+      out.set(clean, {
+        data:
+          input.encoding === "base64"
+            ? new Uint8Array(Buffer.from(input.content, "base64"))
+            : new TextEncoder().encode(input.content),
+        mode: input.mode ?? 0o644,
+      });
+  }
+  return out;
+}
+
+async function collect(stream: ReadableStream<Uint8Array>, limit: number): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for await (const chunk of stream) {
+    total += chunk.byteLength;
+    if (total > limit) throw new SandboxError("TOO_LARGE", `The workspace archive exceeds ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** ConTree failures in the provider's terms: missing images, unusable paths, outages. */
+function translate(error: unknown, what: string): unknown {
+  if (error instanceof SandboxError) return error;
+  if (error instanceof ContreeNotFoundError) return new SandboxError("NOT_FOUND", `ConTree has no ${what}`);
+  if (error instanceof ContreeUnprocessableError)
+    return new SandboxError("BAD_PATH", `Unusable path: ${what}`);
+  if (error instanceof ContreeError) {
+    const status = (error as { status?: number }).status ?? 0;
+    if (status === 0 || status >= 500 || status === 429)
+      return new SandboxError("UNAVAILABLE", `ConTree is unavailable (${what}): ${error.message}`);
+    return new SandboxError("FAILED", `ConTree refused ${what}: ${error.message}`);
+  }
+  return error;
+}

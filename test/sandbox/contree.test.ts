@@ -1,0 +1,123 @@
+// The contree provider against the fake ConTree service: the same contract every provider owes,
+// plus what is particular to microVM images (pending writes ride on the next run, ConTree's refusals
+// become typed errors, a flaky service is retried within its contract).
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { ContreeClient } from "../../sandbox/contree/client.ts";
+import { ContreeProvider } from "../../sandbox/contree/provider.ts";
+import { type FakeContree, startFakeContree } from "../../scripts/fake-contree/index.ts";
+import { runProviderContract } from "./provider.contract.ts";
+
+const fakes = new Map<ContreeProvider, FakeContree>();
+
+export async function contreeProvider(fake: FakeContree): Promise<ContreeProvider> {
+  return new ContreeProvider({
+    client: new ContreeClient({
+      baseUrl: fake.url,
+      token: fake.token,
+      project: fake.project,
+      retry: { baseDelayMs: 10, maxDelayMs: 200 },
+    }),
+    image: "tag:ubuntu:latest",
+    network: true,
+    limits: { timeoutMs: 60_000, maxOutputBytes: 1024 * 1024 },
+    log: () => {},
+  });
+}
+
+runProviderContract({
+  name: "contree (fake service)",
+  deletes: false,
+  async newProvider() {
+    const fake = await startFakeContree({ delays: { pendingMs: 5, assignedMs: 5 } });
+    const provider = await contreeProvider(fake);
+    fakes.set(provider, fake);
+    return provider;
+  },
+  async dispose(provider) {
+    await provider.close();
+    await fakes.get(provider as ContreeProvider)?.close();
+  },
+});
+
+describe("contree: particulars", () => {
+  let fake: FakeContree;
+  let p: ContreeProvider;
+  beforeAll(async () => {
+    fake = await startFakeContree({ delays: { pendingMs: 5, assignedMs: 5 } });
+    p = await contreeProvider(fake);
+  });
+  afterAll(async () => {
+    await p.close();
+    await fake.close();
+  });
+
+  const spawns = () => fake.requests.filter((r) => r.method === "POST" && r.path.startsWith("/v1/instances"));
+
+  test("writes wait for the next run (no VM of their own) and are visible meanwhile", async () => {
+    const sbx = await p.create({ kind: "files", files: { "a.txt": "a\n" } });
+    const before = spawns().length;
+    await p.writeFile(sbx, "b.txt", "written\n");
+    expect(spawns().length).toBe(before);
+    expect(new TextDecoder().decode((await p.readFile({ sandbox: sbx }, "b.txt"))!)).toBe("written\n");
+    let out = "";
+    await p.exec(sbx, { command: "cat b.txt", onOutput: (c) => (out += new TextDecoder().decode(c.data)) });
+    expect(out).toBe("written\n");
+    expect(spawns().length).toBe(before + 1);
+  });
+
+  test("an unchanged workspace keeps its image: the snapshot is the same UUID", async () => {
+    const sbx = await p.create({ kind: "files", files: { "a.txt": "a\n" } });
+    const first = await p.snapshot(sbx);
+    await p.exec(sbx, { command: "cat a.txt > /dev/null" });
+    const second = await p.snapshot(sbx);
+    expect(second.id).toBe(first.id);
+  });
+
+  test("host binds are refused as UNSUPPORTED; a timeout is reported as one", async () => {
+    const sbx = await p.create({ kind: "empty" });
+    await expect(
+      p.exec(sbx, { command: "true", binds: [{ host: "/etc", sandbox: "/host-etc" }] }),
+    ).rejects.toMatchObject({ code: "UNSUPPORTED" });
+    const slow = await p.exec(sbx, { command: "sleep 30", timeoutMs: 1000 });
+    expect(slow.killedBy).toBe("timeout");
+    expect(slow.exitCode).toBeNull();
+  });
+
+  test("aborting a run cancels its operation; the sandbox keeps its image", async () => {
+    const sbx = await p.create({ kind: "files", files: { "keep.txt": "kept\n" } });
+    const controller = new AbortController();
+    const running = p.exec(sbx, {
+      command: "echo started; sleep 30",
+      signal: controller.signal,
+      onOutput: () => controller.abort(),
+    });
+    const result = await running;
+    expect(result.killedBy).toBe("abort");
+    expect(new TextDecoder().decode((await p.readFile({ sandbox: sbx }, "keep.txt"))!)).toBe("kept\n");
+    const cancels = fake.requests.filter(
+      (r) => r.method === "DELETE" && r.path.startsWith("/v1/operations/"),
+    );
+    expect(cancels.length).toBeGreaterThanOrEqual(1);
+  });
+
+  test("a 500 storm on reads is retried; 425 at spawn is retried without a second VM", async () => {
+    const sbx = await p.create({ kind: "files", files: { "x.txt": "x\n" } });
+    const snap = await p.snapshot(sbx);
+    fake.fail({ method: "GET", path: /\/inspect\/.*\/download$/, status: 500, times: 3 });
+    expect(new TextDecoder().decode((await p.readFile({ snapshot: snap.id }, "x.txt"))!)).toBe("x\n");
+    fake.fail({ method: "POST", path: "/v1/instances", status: 425, retryAfter: 0, times: 1 });
+    const before = spawns().length;
+    await p.exec(sbx, { command: "echo again > y.txt" });
+    expect(spawns().length).toBe(before + 2); // the refused attempt and the one that ran
+    const ops = fake.requests.filter((r) => r.method === "GET" && /\/v1\/operations\/[^/]+$/.test(r.path));
+    expect(ops.length).toBeGreaterThan(0);
+  });
+
+  test("a 500 on spawn is not replayed: the run fails as UNAVAILABLE", async () => {
+    const sbx = await p.create({ kind: "empty" });
+    fake.fail({ method: "POST", path: "/v1/instances", status: 500, times: 1 });
+    const before = spawns().length;
+    await expect(p.exec(sbx, { command: "true" })).rejects.toMatchObject({ code: "UNAVAILABLE" });
+    expect(spawns().length).toBe(before + 1);
+  });
+});
