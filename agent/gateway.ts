@@ -1,6 +1,7 @@
 // The model gateway: agent runs reach the model only through it, so no provider key enters a sandbox.
-// It listens on a unix socket (bind-mounted into the sandbox, reached through a loopback forwarder
-// there), accepts a per-run token instead of a key, adds the real credentials, forwards to the
+// It listens on a unix socket (bind-mounted into local sandboxes, reached through a loopback
+// forwarder there) and, for microVM sandboxes that can only dial out (contree), on a TCP address.
+// It accepts a per-run token instead of a key, adds the real credentials, forwards to the
 // configured OpenAI-compatible upstream, streams the answer back, and counts tokens from the
 // provider's own `usage` (the sandbox cannot fake its usage records). A run's token dies with the run.
 // node:http keeps it runtime-neutral (Bun and Deno both serve node:http on a unix socket).
@@ -35,15 +36,15 @@ const MAX_BODY = 8 * 1024 * 1024;
 export class ModelGateway {
   private readonly grants = new Map<string, Grant>();
   private server: Server | undefined;
+  private http: Server | undefined;
 
   constructor(
     readonly socketPath: string,
     private readonly log: (message: string, fields?: Record<string, unknown>) => void = () => {},
   ) {}
 
-  async start(): Promise<void> {
-    await rm(this.socketPath, { force: true });
-    this.server = createServer((req, res) => {
+  private createServer(): Server {
+    return createServer((req, res) => {
       this.handle(req, res).catch((error) => {
         this.log("gateway request failed", { error: String(error) });
         if (!res.headersSent)
@@ -53,6 +54,21 @@ export class ModelGateway {
         else res.destroy();
       });
     });
+  }
+
+  /** Also serves on a TCP address (for sandboxes that reach it over the network); returns the port. */
+  async listenTcp(host: string, port: number): Promise<number> {
+    this.http = this.createServer();
+    await new Promise<void>((resolve, reject) => {
+      this.http!.once("error", reject);
+      this.http!.listen(port, host, resolve);
+    });
+    return (this.http.address() as { port: number }).port;
+  }
+
+  async start(): Promise<void> {
+    await rm(this.socketPath, { force: true });
+    this.server = this.createServer();
     await new Promise<void>((resolve, reject) => {
       this.server!.once("error", reject);
       this.server!.listen(this.socketPath, resolve);
@@ -172,8 +188,10 @@ export class ModelGateway {
 
   async close(): Promise<void> {
     this.grants.clear();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
-    this.server?.closeAllConnections?.();
+    for (const server of [this.server, this.http]) {
+      await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+      server?.closeAllConnections?.();
+    }
     await rm(this.socketPath, { force: true });
   }
 }

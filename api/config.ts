@@ -40,6 +40,11 @@ export interface Config {
   maxParallelRuns: number;
   /** Key material for sealing per-user secrets (SECRETS_KEY); null: derived from the JWT secret. */
   secretsKey: string | undefined;
+  /**
+   * The model gateway's network address, for sandboxes that only dial out (contree): where it
+   * listens, and the URL those sandboxes use (null: http://host:port).
+   */
+  gateway: { host: string; port: number; url: string | null };
   /** The model agent runs use, reached through the gateway; null when none is configured. */
   model: { baseURL: string; apiKey: string | undefined; name: string } | null;
   shutdownGraceMs: number;
@@ -228,6 +233,16 @@ export function loadConfig(env: Env = process.env): Config {
     collabUnloadGraceMs: int(env, "COLLAB_UNLOAD_GRACE_MS", 2000, 0, 3_600_000),
     collabMaxFileBytes: int(env, "COLLAB_MAX_FILE_BYTES", 1024 * 1024, 1, 64 * 1024 * 1024),
     collabFileFlushMs: int(env, "COLLAB_FILE_FLUSH_MS", 300, 0, 60_000),
+    gateway: {
+      host: str(env, "MODEL_GATEWAY_HOST", "127.0.0.1"),
+      port: int(env, "MODEL_GATEWAY_PORT", 0, 0, 65535),
+      url: (() => {
+        const url = optional(env, "MODEL_GATEWAY_URL");
+        if (url !== undefined && !/^https?:\/\/[^/]/.test(url))
+          throw new ConfigError("MODEL_GATEWAY_URL", `expected an http(s) URL, got "${url}"`);
+        return url?.replace(/\/+$/, "") ?? null;
+      })(),
+    },
     model: modelConfig(env),
     secretsKey: (() => {
       const key = optional(env, "SECRETS_KEY");

@@ -60,22 +60,37 @@ export async function startServer(
   const tokens = await createTokenService(config);
   const bus = createMemoryBus();
   const branchRuntime = new BranchRuntime(sandboxes, config.maxParallelRuns);
-  // Agent runs need a model (reached only through the gateway), bubblewrap and the opencode binary.
-  const agentUnavailable =
-    local.status.isolation !== "bubblewrap"
-      ? "Agent runs need bubblewrap isolation on this server (install bubblewrap)"
-      : !opencodeBinary()
-        ? "The opencode binary is not installed (npm package opencode-linux-x64)"
-        : null;
+  // Agent runs need the opencode binary and a model, reached only through the gateway: over its unix
+  // socket from local sandboxes (which also need bubblewrap), over the network from contree VMs.
   let gateway: ModelGateway | null = null;
-  if (!agentUnavailable) {
+  let gatewayURL: string | null = null;
+  if (opencodeBinary()) {
     gateway = new ModelGateway(join(config.dataDir, "gateway.sock"), (message, fields) =>
       log.warn(message, fields),
     );
     await gateway.start();
-  } else {
-    log.warn("agent runs are unavailable", { reason: agentUnavailable });
+    if (sandboxes.all().some((p) => p.status.binds === "files")) {
+      const port = await gateway.listenTcp(config.gateway.host, config.gateway.port);
+      gatewayURL = config.gateway.url ?? `http://${config.gateway.host}:${port}`;
+    }
   }
+  const agentUnavailable = (provider: string): string | null => {
+    if (!gateway) return "The opencode binary is not installed (npm package opencode-linux-x64)";
+    if (!sandboxes.has(provider)) return `The sandbox provider "${provider}" is not configured here`;
+    if (sandboxes.get(provider).status.binds === "host" && local.status.isolation !== "bubblewrap")
+      return "Agent runs need bubblewrap isolation on this server (install bubblewrap)";
+    return null;
+  };
+  for (const name of sandboxes.names) {
+    const reason = agentUnavailable(name);
+    if (reason) log.warn("agent runs are unavailable", { provider: name, reason });
+  }
+  if (gatewayURL && /^http:\/\/(127\.|localhost)/.test(gatewayURL) && sandboxes.has("contree"))
+    sandboxes
+      .get("contree")
+      .status.warnings.push(
+        `contree: the model gateway is at ${gatewayURL}, which remote ConTree VMs cannot reach; set MODEL_GATEWAY_URL (and MODEL_GATEWAY_HOST/PORT)`,
+      );
   const model = config.model
     ? { baseURL: config.model.baseURL, apiKey: config.model.apiKey, model: config.model.name }
     : null;
@@ -88,6 +103,7 @@ export async function startServer(
     runtime: branchRuntime,
     log,
     gateway,
+    gatewayURL,
     model,
     chat,
   });

@@ -116,7 +116,8 @@ export interface Services {
   shareLinks: AudienceTokens;
   publicUrl: string;
   /** Why agent runs cannot start here at all (null: they can, given a model). */
-  agentUnavailable: string | null;
+  /** Why agent runs cannot happen on a provider's sandboxes here (null: they can). */
+  agentUnavailable(provider: string): string | null;
   /** The platform's model for agent runs (null: users must bring their own). */
   platformModel: import("../agent/gateway.ts").Upstream | null;
   secrets: SecretBox;

@@ -63,7 +63,8 @@ const rank = (a: ExplorationBranchRow, b: ExplorationBranchRow) =>
 
 export async function explore(ctx: Context, input: ExploreInput): Promise<ExplorationRow> {
   const from = await loadSnapshot(ctx, input.snapshotId, "EDITOR");
-  if (ctx.agentUnavailable) throw new AppError("UNAVAILABLE", ctx.agentUnavailable);
+  const unavailable = ctx.agentUnavailable((await ctx.loaders.session.load(from.sessionId))!.provider);
+  if (unavailable) throw new AppError("UNAVAILABLE", unavailable);
   const prompts = input.prompts.map((p) => p.trim()).filter(Boolean);
   const samples = input.samples ?? 1;
   const depth = input.depth ?? 1;

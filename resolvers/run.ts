@@ -46,7 +46,8 @@ const MAX_PROMPT = 100_000;
 /** One agent turn on the branch, as a run; its events stream by runOutput and agentEvents. */
 export async function prompt(ctx: Context, args: { branchId: string; text: string }): Promise<RunRow> {
   const branch = await loadBranch(ctx, args.branchId, "EDITOR");
-  if (ctx.agentUnavailable) throw new AppError("UNAVAILABLE", ctx.agentUnavailable);
+  const unavailable = ctx.agentUnavailable((await ctx.loaders.session.load(branch.sessionId))!.provider);
+  if (unavailable) throw new AppError("UNAVAILABLE", unavailable);
   if (!args.text.trim()) throw badInput("text is empty", "text");
   if (args.text.length > MAX_PROMPT) throw badInput(`text must be at most ${MAX_PROMPT} characters`, "text");
   const upstream = await modelFor(ctx, ctx.viewer!.userId);

@@ -6,6 +6,7 @@ import { eq, inArray } from "drizzle-orm";
 import { type AgentEvent, LineSplitter, parseAgentLine } from "../agent/events.ts";
 import type { ModelGateway, Upstream } from "../agent/gateway.ts";
 import { opencodeTurn } from "../agent/opencode-command.ts";
+import { opencodeRunTurn, runLineEvents } from "../agent/opencode-run.ts";
 import type { Bus } from "../bus/bus.ts";
 import { topics } from "../bus/bus.ts";
 import type { Db } from "../db/client.ts";
@@ -49,6 +50,8 @@ export interface RunnerDeps {
   chat?: import("./context.ts").SessionChat;
   /** Agent runs: the gateway and the model behind it (null: no model configured). */
   gateway: ModelGateway | null;
+  /** The gateway's base URL as network-only sandboxes (contree) reach it; null when it has none. */
+  gatewayURL: string | null;
   model: Upstream | null;
 }
 
@@ -220,7 +223,7 @@ export class Runner {
     let result: Awaited<ReturnType<SandboxProvider["exec"]>>;
     try {
       result = await provider.exec(sandbox.id, {
-        ...(agent ? this.agentOptions(live, agent) : this.commandOptions(live)),
+        ...(agent ? this.agentOptions(live, agent, provider) : this.commandOptions(live)),
         ...(row.timeoutMs ? { timeoutMs: row.timeoutMs } : {}),
         signal: live.controller.signal,
       });
@@ -294,23 +297,44 @@ export class Runner {
   }
 
   /** An agent turn: the driver's JSON lines become agent events; the answer's text is the output. */
-  private agentOptions(live: LiveRun, agent: { token: string; cost: number; done: boolean }): ExecOptions {
+  private agentOptions(
+    live: LiveRun,
+    agent: { token: string; cost: number; done: boolean },
+    provider: SandboxProvider,
+  ): ExecOptions {
     const lines = new LineSplitter();
+    // Sandboxes that can bind the gateway's socket run our driver over `opencode serve`; those that
+    // can only dial out (contree) run `opencode run --format json` against the gateway's URL.
+    const socket = provider.status.binds === "host";
+    if (!socket && !this.deps.gatewayURL) throw new Error("the model gateway has no network address");
+    const turn = socket
+      ? opencodeTurn({
+          prompt: live.row.input,
+          gatewaySocket: this.deps.gateway!.socketPath,
+          token: agent.token,
+        })
+      : opencodeRunTurn({
+          prompt: live.row.input,
+          gatewayURL: `${this.deps.gatewayURL}/v1`,
+          token: agent.token,
+        });
+    const parse = socket
+      ? (line: string) => {
+          const event = parseAgentLine(line);
+          return event ? [event] : [];
+        }
+      : runLineEvents;
     return {
-      ...opencodeTurn({
-        prompt: live.row.input,
-        gatewaySocket: this.deps.gateway!.socketPath,
-        token: agent.token,
-      }),
+      ...turn,
       onOutput: ({ stream, data }) => {
         if (stream === "stderr") return; // opencode's own logs are not part of the run's story
         for (const line of lines.push(data)) {
-          const event = parseAgentLine(line);
-          if (!event) continue;
-          if (event.type === "text.delta") this.store(live, event.delta);
-          if (event.type === "step.finished") agent.cost += event.cost ?? 0;
-          if (event.type === "done") agent.done = true;
-          this.emitAgent(live, event);
+          for (const event of parse(line)) {
+            if (event.type === "text.delta") this.store(live, event.delta);
+            if (event.type === "step.finished") agent.cost += event.cost ?? 0;
+            if (event.type === "done") agent.done = true;
+            this.emitAgent(live, event);
+          }
         }
       },
     };

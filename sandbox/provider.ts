@@ -48,6 +48,7 @@ export interface ExecOptions {
   /**
    * Host paths made visible inside the sandbox for this command only (an agent binary, the model
    * gateway's socket). Read-only unless `writable` (a unix socket must be writable to connect).
+   * Providers with `binds: "files"` copy read-only regular files in instead (see ProviderStatus).
    */
   binds?: { host: string; sandbox: string; writable?: boolean }[];
   signal?: AbortSignal;
@@ -90,10 +91,15 @@ export interface GcResult {
 
 export interface ProviderStatus {
   name: string;
-  /** "bubblewrap" or "none". */
+  /** "bubblewrap" or "none" (local), "microvm" (contree). */
   isolation: string;
-  /** How workspaces are materialised, e.g. "overlay" or "copy". */
+  /** How workspaces are materialised, e.g. "overlay" or "copy" (local), "images" (contree). */
   workspaces: string;
+  /**
+   * "host": any host path (unix sockets included) can be bound in for a command; "files": only
+   * read-only regular files, copied into the sandbox (they stay in its image, outside the workspace).
+   */
+  binds: "host" | "files";
   warnings: string[];
 }
 

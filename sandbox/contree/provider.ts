@@ -8,6 +8,7 @@
 // Files, listings and diffs come from the inspect endpoints of saved images. The workspace is
 // /workspace inside the image. The snapshot tree itself lives in our database, like local's.
 import { createHash } from "node:crypto";
+import { readFile, stat } from "node:fs/promises";
 import { constants } from "node:os";
 import { diffManifests } from "../diff.ts";
 import { cleanPath, findSnapshotFile, listSnapshot, type Manifest, parentOf } from "../manifest.ts";
@@ -76,6 +77,7 @@ export class ContreeProvider implements SandboxProvider {
     name: "contree",
     isolation: "microvm",
     workspaces: "images",
+    binds: "files",
     warnings: [
       "contree: snapshots cannot be deleted (the service has no deletion; untagged images expire after 180 days)",
     ],
@@ -83,6 +85,8 @@ export class ContreeProvider implements SandboxProvider {
   private readonly sandboxes = new Map<string, Sandbox>();
   private readonly manifests = new Map<string, Promise<ImageFiles>>();
   private baseImage: Promise<string> | null = null;
+  /** Uploaded host files: "path:size:mtime" -> file uuid. */
+  private readonly hostFiles = new Map<string, string>();
 
   constructor(private readonly options: ContreeProviderOptions) {}
 
@@ -176,6 +180,34 @@ export class ContreeProvider implements SandboxProvider {
     return specs;
   }
 
+  /**
+   * Host files a command needs (the agent binary) can only be copied in: ConTree VMs see no host
+   * paths. Uploads are content-addressed; the hash of a host file is remembered while it is unchanged.
+   */
+  private async copyIn(binds: NonNullable<ExecOptions["binds"]>): Promise<Record<string, FileSpec> | null> {
+    if (binds.length === 0) return null;
+    const specs: Record<string, FileSpec> = {};
+    for (const bind of binds) {
+      const info = await stat(bind.host).catch(() => null);
+      if (bind.writable || !info?.isFile())
+        throw new SandboxError(
+          "UNSUPPORTED",
+          `ConTree sandboxes cannot see host paths; only read-only files can be copied in (${bind.sandbox})`,
+        );
+      const key = `${bind.host}:${info.size}:${info.mtimeMs}`;
+      let uuid = this.hostFiles.get(key);
+      if (!uuid) {
+        const ref = await this.client.ensureFile(new Uint8Array(await readFile(bind.host))).catch((error) => {
+          throw translate(error, `upload of ${bind.sandbox}`);
+        });
+        uuid = ref.uuid;
+        this.hostFiles.set(key, uuid);
+      }
+      specs[bind.sandbox] = { uuid, mode: `0${(info.mode & 0o7777).toString(8)}` };
+    }
+    return specs;
+  }
+
   private async run(request: InstanceSpawnRequest, options: Parameters<ContreeClient["run"]>[1] = {}) {
     try {
       const result = await this.client.run({ disposable: false, ...request }, options);
@@ -192,8 +224,7 @@ export class ContreeProvider implements SandboxProvider {
 
   async exec(sandboxId: string, options: ExecOptions): Promise<ExecResult> {
     const sandbox = this.sandbox(sandboxId);
-    if (options.binds?.length)
-      throw new SandboxError("UNSUPPORTED", "ConTree sandboxes cannot see host paths (no binds)");
+
     const started = performance.now();
     const limits = this.options.limits;
     const signal = AbortSignal.any(
@@ -213,7 +244,9 @@ export class ContreeProvider implements SandboxProvider {
         if (r && typeof r.user_time_us === "number") cpuMs = (r.user_time_us + (r.sys_time_us ?? 0)) / 1000;
       }
     };
-    const files = sandbox.pending.size > 0 ? await this.upload(sandbox.pending) : undefined;
+    const copied = await this.copyIn(options.binds ?? []);
+    const files =
+      sandbox.pending.size > 0 || copied ? { ...(await this.upload(sandbox.pending)), ...copied } : undefined;
     const request: InstanceSpawnRequest = {
       image: sandbox.image,
       command: options.command,

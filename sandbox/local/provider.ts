@@ -67,7 +67,13 @@ interface Live {
 }
 
 export class LocalProvider implements SandboxProvider {
-  status: ProviderStatus = { name: "local", isolation: "none", workspaces: "copy", warnings: [] };
+  status: ProviderStatus = {
+    name: "local",
+    isolation: "none",
+    workspaces: "copy",
+    binds: "host",
+    warnings: [],
+  };
   private readonly store: Store;
   private readonly liveDir: string;
   private readonly sandboxes = new Map<string, Live>();
@@ -122,6 +128,7 @@ export class LocalProvider implements SandboxProvider {
       name: "local",
       isolation: this.bwrap ? "bubblewrap" : "none",
       workspaces: this.factory.kind,
+      binds: "host",
       warnings,
     };
     for (const warning of warnings) this.options.log?.("warn", warning);
