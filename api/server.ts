@@ -152,23 +152,13 @@ export function createApp(deps: AppDeps): App {
       if (closing)
         return errorResponse(new AppError("UNAVAILABLE", "Server is shutting down"), { "retry-after": "1" });
       // y-websocket: the room is the path after /collab/; auth happens on the socket (auth frame + 44xx).
-      const room = decodeURIComponent(url.pathname.slice("/collab/".length));
-      let peer: ReturnType<CollabServer["open"]> | undefined;
-      const accepted = connection.upgrade({
-        open(socket) {
-          peer = collab.open(
-            { send: (d) => socket.send(d), close: (c, r) => socket.close(c, r) },
-            room,
-            url.searchParams.get("token"),
-          );
-        },
-        message(data) {
-          peer?.message(typeof data === "string" ? new TextEncoder().encode(data) : data);
-        },
-        close() {
-          peer?.close();
-        },
-      });
+      let room: string;
+      try {
+        room = decodeURIComponent(url.pathname.slice("/collab/".length));
+      } catch {
+        return errorResponse(new AppError("BAD_USER_INPUT", "The room name is not valid percent-encoding"));
+      }
+      const accepted = connection.upgrade(collabSocket(collab, room, url.searchParams.get("token")));
       return accepted ? undefined : errorResponse(new AppError("BAD_USER_INPUT", "WebSocket upgrade failed"));
     }
     if (url.pathname === "/graphql" && request.headers.get("upgrade")?.toLowerCase() === "websocket") {
@@ -232,6 +222,25 @@ export function createApp(deps: AppDeps): App {
         if (inFlight > 0) log.warn("shutdown grace period over; abandoning in-flight requests", { inFlight });
       }
       await yoga.dispose?.();
+    },
+  };
+}
+
+/**
+ * The socket handlers of one collaboration connection, built apart from the request so the socket
+ * keeps only the room and token alive, not the Request, its headers and URL (a few kB per socket).
+ */
+function collabSocket(collab: CollabServer, room: string, token: string | null) {
+  let peer: ReturnType<CollabServer["open"]> | undefined;
+  return {
+    open(socket: { send(data: Uint8Array): void; close(code: number, reason: string): void }) {
+      peer = collab.open({ send: (d) => socket.send(d), close: (c, r) => socket.close(c, r) }, room, token);
+    },
+    message(data: string | Uint8Array) {
+      peer?.message(typeof data === "string" ? new TextEncoder().encode(data) : data);
+    },
+    close() {
+      peer?.close();
     },
   };
 }

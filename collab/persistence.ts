@@ -11,6 +11,9 @@ const COMPACT_AFTER = 200;
 
 export class UpdateLog {
   private readonly pending = new Map<string, Uint8Array[]>();
+  /** Rows per room as far as this instance knows (counted on load, +1 per write), so busy rooms are
+   * not counted in SQL on every flush. */
+  private readonly rows = new Map<string, number>();
   private timer: ReturnType<typeof setTimeout> | undefined;
   private flushing: Promise<void> = Promise.resolve();
 
@@ -26,6 +29,7 @@ export class UpdateLog {
       .from(collabUpdates)
       .where(eq(collabUpdates.room, room))
       .orderBy(asc(collabUpdates.id));
+    this.rows.set(room, rows.length);
     if (rows.length === 0) return null;
     return Y.mergeUpdates(rows.map((r) => new Uint8Array(r.update)));
   }
@@ -66,10 +70,15 @@ export class UpdateLog {
   }
 
   private async compactIfLong(room: string): Promise<void> {
+    const known = (this.rows.get(room) ?? 0) + 1;
+    this.rows.set(room, known);
+    if (known <= COMPACT_AFTER) return;
+    // Another instance may have written too: count for real before compacting.
     const [{ rows } = { rows: 0 }] = await this.db
       .select({ rows: count() })
       .from(collabUpdates)
       .where(eq(collabUpdates.room, room));
+    this.rows.set(room, rows);
     if (rows <= COMPACT_AFTER) return;
     await this.db.transaction(async (tx) => {
       const all = await tx
@@ -82,6 +91,12 @@ export class UpdateLog {
       await tx.delete(collabUpdates).where(and(eq(collabUpdates.room, room), lte(collabUpdates.id, last)));
       await tx.insert(collabUpdates).values({ room, update: Buffer.from(merged), createdAt: new Date() });
     });
+    this.rows.set(room, 1);
+  }
+
+  /** Drops what is remembered about an unloaded room (its log stays in the database). */
+  forget(room: string): void {
+    if (!this.pending.has(room)) this.rows.delete(room);
   }
 
   async close(): Promise<void> {

@@ -246,6 +246,7 @@ export class CollabServer {
       this.rooms.delete(name);
       buffer?.dispose();
       room.destroy();
+      this.log.forget(name);
       this.unwatchSession(loaded.sessionId);
     }, this.deps.graceMs ?? 2000);
   }
