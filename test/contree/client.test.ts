@@ -348,6 +348,13 @@ describe("live instance (15–18)", () => {
       const third = await client.getSubprocess(instance.operationId, second.spid);
       expect(third.state.exit_code).toBe(0);
 
+      // The raw operations underneath (15 create, 17 kill), without the LiveInstance helpers.
+      const raw = await client.createSubprocess(instance.operationId, { command: "sleep", args: ["60"] });
+      expect(raw.spid).toBeGreaterThan(killed.spid);
+      await client.killSubprocess(instance.operationId, raw.spid, "KILL");
+      const rawEnd = await instance.wait(raw.spid);
+      expect(rawEnd.signal).toBe(9);
+
       const image = await instance.stop();
       expect(image).toBeString();
       expect(text(await client.download(image!, "/workspace/shared.txt"))).toBe("one\ntwo\n");
