@@ -1,21 +1,20 @@
+// Health: what this server runs on and whether its database answers (GET /healthz and `health`).
 import type { ProviderStatus } from "../sandbox/provider.ts";
-import type { Context } from "./context.ts";
+import type { Context, HealthInfo } from "./context.ts";
 
-export interface Health {
+export interface Health extends Omit<HealthInfo, "checkDatabase" | "providers"> {
   ok: boolean;
-  version: string;
-  runtime: string;
-  provider: string;
-  isolation: string;
-  workspaces: string;
-  warnings: string[];
   providers: (ProviderStatus & { default: boolean })[];
   database: boolean;
 }
 
 export async function health(ctx: Pick<Context, "health">): Promise<Health> {
   const database = await ctx.health.checkDatabase().catch(() => false);
-  const { version, runtime, provider, isolation, workspaces, warnings } = ctx.health;
-  const providers = ctx.health.providers.map((p) => ({ ...p, default: p.name === provider }));
-  return { ok: database, version, runtime, provider, isolation, workspaces, warnings, providers, database };
+  const { checkDatabase: _, providers, ...info } = ctx.health;
+  return {
+    ...info,
+    ok: database,
+    providers: providers.map((p) => ({ ...p, default: p.name === info.provider })),
+    database,
+  };
 }

@@ -29,11 +29,14 @@ const fake = startFakeModel({
     },
   ],
 });
-const server = await startServerProcess({
-  AGENT_MODEL_BASE_URL: fake.baseURL,
-  AGENT_MODEL: "fake",
-  RUNS_MAX_PARALLEL: "4",
-});
+const server = await startServerProcess(
+  {
+    AGENT_MODEL_BASE_URL: fake.baseURL,
+    AGENT_MODEL: "fake",
+    RUNS_MAX_PARALLEL: "4",
+  },
+  { echoStderr: true },
+);
 const url = server.url;
 const gql = server.gql;
 

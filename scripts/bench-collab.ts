@@ -407,7 +407,7 @@ async function main() {
   const REFERENCE = resolve(ROOT, "node_modules/@y/websocket-server/src/server.js");
 
   async function startOurs(): Promise<Target> {
-    const server = await startServerProcess({ AUTH_RATE_LIMIT_PER_MINUTE: "100000" });
+    const server = await startServerProcess({ AUTH_RATE_LIMIT_PER_MINUTE: "100000" }, { echoStderr: true });
     try {
       const token = (
         await server.gql(

@@ -15,7 +15,7 @@ process.on("uncaughtException", (error) => {
   console.error(error);
   process.exit(1);
 });
-const server = await startServerProcess();
+const server = await startServerProcess({}, { echoStderr: true });
 const url = server.url;
 const gql = server.gql;
 

@@ -28,7 +28,7 @@ const percentile = (sorted: number[], p: number) =>
 /** A server process, timed from spawn until /healthz answers (fresh database, migrations included). */
 async function startProcess() {
   const t0 = performance.now();
-  const server = await startServerProcess({ AUTH_RATE_LIMIT_PER_MINUTE: "100000" });
+  const server = await startServerProcess({ AUTH_RATE_LIMIT_PER_MINUTE: "100000" }, { echoStderr: true });
   for (;;) {
     const ok = await fetch(`${server.url}/healthz`).then(
       (r) => r.ok,

@@ -27,7 +27,7 @@ const env: Record<string, string> = fake
       ...(process.env.CONTREE_URL ? { CONTREE_URL: process.env.CONTREE_URL } : {}),
       ...(process.env.CONTREE_IMAGE ? { CONTREE_IMAGE: process.env.CONTREE_IMAGE } : {}),
     };
-const server = await startServerProcess({ ...env, SANDBOX_PROVIDER: "contree" });
+const server = await startServerProcess({ ...env, SANDBOX_PROVIDER: "contree" }, { echoStderr: true });
 const rows: [string, number, string][] = [];
 
 async function step<T>(name: string, work: () => Promise<T>, describe: (value: T) => string = () => "") {

@@ -21,6 +21,7 @@ import { mkdir } from "node:fs/promises";
 import { constants as osConstants } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import type { ExecSpec } from "./spawn.ts";
 import { resolveInRoot } from "./tree.ts";
 import { streamRepr, ZERO_EVENT_RESOURCES, ZERO_INSTANCE_RESOURCES } from "./wire.ts";
 
@@ -123,18 +124,8 @@ function childOf(pid: number): number | null {
   return null;
 }
 
-export interface ExecRequest {
-  command: string;
-  args: string[];
-  shell: boolean;
-  env: Record<string, string>;
-  cwd: string;
-  uid: number;
-  gid: number;
-  stdin: Buffer | null;
-  /** Close stdin after the initial bytes (the default). */
-  stdinClose: boolean;
-  truncateAt: number;
+/** A process to run: the validated ExecSpec plus its own time limit. */
+export interface ExecRequest extends ExecSpec {
   /** Seconds; null = no limit of its own (subprocesses live as long as the VM). */
   timeout: number | null;
 }

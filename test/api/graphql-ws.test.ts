@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type Client, createClient } from "graphql-ws";
 import { codeOf, startTestServer, type TestServer } from "../utils/server.ts";
+import { collect } from "../utils/ws.ts";
 
 let server: TestServer;
 beforeAll(async () => {
@@ -31,45 +32,6 @@ function connect(connectionParams?: Record<string, unknown>): Observed {
   return { client, closed };
 }
 
-/** Subscribes and collects results; `next` resolves with the first `n` results. */
-function collect(client: Client, query: string) {
-  const results: any[] = [];
-  let waiters: { n: number; resolve: (r: any[]) => void }[] = [];
-  let failure: unknown;
-  let failed!: (e: unknown) => void;
-  const error = new Promise<unknown>((r) => {
-    failed = r;
-  });
-  const dispose = client.subscribe(
-    { query },
-    {
-      next: (value) => {
-        results.push(value);
-        for (const w of waiters.filter((w) => results.length >= w.n)) w.resolve(results.slice(0, w.n));
-        waiters = waiters.filter((w) => results.length < w.n);
-      },
-      error: (e) => {
-        failure = e;
-        failed(e);
-      },
-      complete: () => {},
-    },
-  );
-  return {
-    results,
-    error,
-    get failure() {
-      return failure;
-    },
-    dispose,
-    take: (n: number) =>
-      new Promise<any[]>((resolve) => {
-        if (results.length >= n) resolve(results.slice(0, n));
-        else waiters.push({ n, resolve });
-      }),
-  };
-}
-
 /** Waits until the server has registered the subscription (it acks by being reachable via a query). */
 async function settle(client: Client) {
   for await (const _ of client.iterate({ query: "{ __typename }" })) break;
@@ -87,7 +49,7 @@ describe("graphql-ws", () => {
         {},
         token,
       );
-      const [event] = await sub.take(1);
+      const event = await sub.until(() => true);
       expect(event.errors).toBeUndefined();
       expect(event.data.accountEvents).toEqual({
         kind: "API_KEY_CREATED",
@@ -121,7 +83,7 @@ describe("graphql-ws", () => {
       await settle(client);
       await server.gql(`mutation { createApiKey(name: "alice-only") { secret } }`, {}, alice.token);
       await server.gql(`mutation { createApiKey(name: "bob-own") { secret } }`, {}, bob.token);
-      const [event] = await sub.take(1);
+      const event = await sub.until(() => true);
       expect(event.data.accountEvents.apiKey.name).toBe("bob-own");
       expect(sub.results.length).toBe(1);
     } finally {
@@ -134,7 +96,7 @@ describe("graphql-ws", () => {
     try {
       // A subscribe resolver that throws yields one result with errors, then completes.
       const sub = collect(client, ACCOUNT_EVENTS);
-      const [result] = await sub.take(1);
+      const result = await sub.until(() => true);
       expect(result.data ?? null).toBeNull();
       expect(result.errors[0].extensions.code).toBe("UNAUTHENTICATED");
     } finally {
@@ -182,7 +144,9 @@ describe("graphql-ws", () => {
     });
     try {
       for (const query of ["subscription { nope }", "subscription { accountEvents {"]) {
-        const errors = (await collect(client, query).error) as { extensions?: Record<string, unknown> }[];
+        const sub = collect(client, query);
+        await sub.completed;
+        const errors = sub.errors[0] as { extensions?: Record<string, unknown> }[];
         expect(errors[0]?.extensions?.code).toBe("BAD_USER_INPUT");
         expect(errors[0]?.extensions?.originalError).toBeUndefined();
       }
