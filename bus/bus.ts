@@ -23,6 +23,26 @@ export interface Bus {
   close(): Promise<void>;
 }
 
+/**
+ * The payloads of a topic as an async generator (what a GraphQL subscription resolver returns),
+ * ending after the payload `last` accepts; unsubscribes when the consumer stops.
+ */
+export async function* payloadsOf<T>(
+  bus: Bus,
+  topic: string,
+  options: SubscribeOptions & { last?: (payload: T) => boolean } = {},
+): AsyncGenerator<T> {
+  const events = bus.subscribe<T>(topic, options);
+  try {
+    for await (const { payload } of events) {
+      yield payload;
+      if (options.last?.(payload)) return;
+    }
+  } finally {
+    await events.return?.();
+  }
+}
+
 /** Topic names in one place, so publishers and subscribers cannot drift apart. */
 export const topics = {
   /** Account changes of one user (API keys created/revoked). */

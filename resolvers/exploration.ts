@@ -4,7 +4,7 @@
 // (a tree search under a budget). Every branch it made stays in the tree with its score.
 import { and, eq } from "drizzle-orm";
 import type { Upstream } from "../agent/gateway.ts";
-import { topics } from "../bus/bus.ts";
+import { payloadsOf, topics } from "../bus/bus.ts";
 import { newId } from "../db/ids.ts";
 import {
   branches,
@@ -254,17 +254,13 @@ export function explorationBranchesOf(ctx: Context, explorationId: string): Prom
 /** Live progress of an exploration; ends with FINISHED. */
 export async function* explorationEvents(ctx: Context, id: string): AsyncGenerator<ExplorationEvent> {
   const exploration = await loadExploration(ctx, id);
-  const events = ctx.bus.subscribe<ExplorationEvent>(topics.exploration(id), { after: 0 });
-  try {
-    if (exploration.status !== "RUNNING") {
-      yield { kind: "FINISHED", explorationId: id, branchId: exploration.bestBranchId };
-      return;
-    }
-    for await (const { payload } of events) {
-      yield payload;
-      if (payload.kind === "FINISHED") return;
-    }
-  } finally {
-    await events.return?.();
+  if (exploration.status !== "RUNNING") {
+    yield { kind: "FINISHED", explorationId: id, branchId: exploration.bestBranchId };
+    return;
   }
+  // From the topic's start (after: 0), so progress made before the subscription arrives too.
+  yield* payloadsOf<ExplorationEvent>(ctx.bus, topics.exploration(id), {
+    after: 0,
+    last: (payload) => payload.kind === "FINISHED",
+  });
 }

@@ -1,6 +1,6 @@
 // Presence over GraphQL: who is in a session now, live join/update/leave events, and announcements
 // from GraphQL-only clients (dashboards) that expire unless renewed.
-import { topics } from "../bus/bus.ts";
+import { payloadsOf, topics } from "../bus/bus.ts";
 import { requireRole } from "./access.ts";
 import type { Context, PresenceEntry, PresenceEvent } from "./context.ts";
 import { badInput } from "./errors.ts";
@@ -14,12 +14,7 @@ export async function sessionPresence(ctx: Context, sessionId: string): Promise<
 
 export async function* presenceEvents(ctx: Context, sessionId: string): AsyncGenerator<PresenceEvent> {
   await requireRole(ctx, sessionId, "VIEWER");
-  const events = ctx.bus.subscribe<PresenceEvent>(topics.presence(sessionId));
-  try {
-    for await (const { payload } of events) yield payload;
-  } finally {
-    await events.return?.();
-  }
+  yield* payloadsOf<PresenceEvent>(ctx.bus, topics.presence(sessionId));
 }
 
 /** A GraphQL client says it is here (and where); repeat within 30 s to stay present. */

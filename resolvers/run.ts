@@ -1,6 +1,6 @@
 // Runs over GraphQL: exec (returns at once, output streams), abort, history, and the output stream.
 import { and, eq } from "drizzle-orm";
-import { topics } from "../bus/bus.ts";
+import { payloadsOf, topics } from "../bus/bus.ts";
 import { type RunRow, runs } from "../db/schema.ts";
 import { loadInSession } from "./access.ts";
 import { loadBranch } from "./branch.ts";
@@ -79,12 +79,7 @@ export async function* agentEvents(
   branchId: string,
 ): AsyncGenerator<RunStreamEvent & { type: "agent" }> {
   await loadBranch(ctx, branchId, "VIEWER");
-  const events = ctx.bus.subscribe<RunStreamEvent & { type: "agent" }>(topics.agent(branchId));
-  try {
-    for await (const { payload } of events) yield payload;
-  } finally {
-    await events.return?.();
-  }
+  yield* payloadsOf<RunStreamEvent & { type: "agent" }>(ctx.bus, topics.agent(branchId));
 }
 
 export async function abortRun(ctx: Context, id: string): Promise<RunRow> {
