@@ -100,13 +100,20 @@ function contreeConfig(env: Env): SandboxConfig["contree"] {
     return null;
   }
   const url = str(env, "CONTREE_URL", "https://api.tokenfactory.nebius.com/sandboxes");
+  const image = str(env, "CONTREE_IMAGE", "tag:ubuntu:latest");
   if (!/^https?:\/\//.test(url))
     throw new ConfigError("CONTREE_URL", `expected an http(s) URL, got "${url}"`);
   return {
     url: url.replace(/\/+$/, ""),
     token,
     project: optional(env, "CONTREE_PROJECT") ?? null,
-    image: str(env, "CONTREE_IMAGE", "tag:ubuntu:latest"),
+    image,
+    imageSource:
+      optional(env, "CONTREE_IMAGE_SOURCE") ??
+      // A docker-style tag ("ubuntu:latest", "library/node:22") is importable from Docker Hub.
+      (/^tag:[a-z0-9][\w.\-/]*:[\w.-]+$/.test(image)
+        ? `docker://docker.io/${image.includes("/") ? "" : "library/"}${image.slice(4)}`
+        : null),
     network: bool(env, "CONTREE_NETWORK", true),
   };
 }

@@ -14,6 +14,8 @@ export interface ContreeConfig {
   project: string | null;
   /** The image new sandboxes start from: a UUID or tag:NAME. */
   image: string;
+  /** Imported under the tag when the tag does not exist yet; null = never import. */
+  imageSource: string | null;
   /** Outbound network for commands (the agent needs it to reach the model gateway). */
   network: boolean;
 }
@@ -47,10 +49,11 @@ export async function createProviders(config: SandboxConfig, log: ProviderLog): 
   });
   providers.set("local", await local.init());
   if (config.contree) {
-    const { url, token, project, image, network } = config.contree;
+    const { url, token, project, image, imageSource, network } = config.contree;
     const contree = new ContreeProvider({
       client: new ContreeClient({ baseUrl: url, token, project }),
       image,
+      imageSource,
       network,
       limits: { timeoutMs, maxOutputBytes },
       log: (level, message) => log(level, message, "contree"),

@@ -41,6 +41,11 @@ export interface ContreeProviderOptions {
   client: ContreeClient;
   /** The image new sandboxes start from: a UUID or tag:NAME. */
   image: string;
+  /**
+   * Where to import the base image from when its tag does not exist yet (first use on an account),
+   * e.g. docker://docker.io/library/ubuntu:latest; null = never import.
+   */
+  imageSource: string | null;
   /** Whether commands that ask for network get it (the VM's outbound network). */
   network: boolean;
   limits: { timeoutMs: number; maxOutputBytes: number };
@@ -153,13 +158,37 @@ export class ContreeProvider implements SandboxProvider {
   /** The configured base image as a UUID (resolved once; a failure is retried next time). */
   private resolveBaseImage(): Promise<string> {
     if (!this.baseImage) {
-      const resolving = this.client.resolveImage(this.options.image).catch((error) => {
+      const resolving = this.findOrImportBaseImage().catch((error) => {
         this.baseImage = null;
         throw translate(error, `base image ${this.options.image}`);
       });
       this.baseImage = resolving;
     }
     return this.baseImage;
+  }
+
+  private async findOrImportBaseImage(): Promise<string> {
+    const { image, imageSource } = this.options;
+    try {
+      return await this.client.resolveImage(image);
+    } catch (error) {
+      if (!(error instanceof ContreeNotFoundError) || !image.startsWith("tag:") || !imageSource) throw error;
+    }
+    // A fresh account has no images: import the base once, under the tag we look for.
+    this.options.log("info", `importing the base image ${imageSource} as ${image}`);
+    const { uuid } = await this.client.importImage({
+      registry: { url: imageSource },
+      tag: image.slice("tag:".length),
+      timeout: 1800,
+    });
+    const operation = await this.client.waitForOperation(uuid);
+    const imported = (operation.result as { image?: string } | null | undefined)?.image;
+    if (operation.status !== "SUCCESS" || !imported)
+      throw new SandboxError(
+        "FAILED",
+        `Importing ${imageSource} failed: ${operation.error ?? operation.status}`,
+      );
+    return imported;
   }
 
   /** Uploads contents once (content-addressed) and returns the spawn request's `files` map. */

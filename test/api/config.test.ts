@@ -44,6 +44,10 @@ describe("loadConfig", () => {
     [{ SANDBOX_TIMEOUT_MS: "5" }, "SANDBOX_TIMEOUT_MS"],
     [{ SECRETS_KEY: "short" }, "SECRETS_KEY"],
     [{ AGENT_MODEL_BASE_URL: "not a url" }, "AGENT_MODEL_BASE_URL"],
+    [{ SANDBOX_PROVIDER: "contree" }, "SANDBOX_PROVIDER"],
+    [{ SANDBOX_PROVIDER: "firecracker" }, "SANDBOX_PROVIDER"],
+    [{ CONTREE_API_KEY: "k", CONTREE_URL: "contree.dev" }, "CONTREE_URL"],
+    [{ MODEL_GATEWAY_URL: "gateway" }, "MODEL_GATEWAY_URL"],
   ];
   for (const [env, variable] of bad) {
     test(`${JSON.stringify(env)} names ${variable}`, () => {
@@ -57,6 +61,32 @@ describe("loadConfig", () => {
       }
     });
   }
+
+  test("ConTree is offered with a key; a docker-style base tag is importable from Docker Hub", () => {
+    expect(loadConfig({}).sandbox.contree).toBeNull();
+    const config = loadConfig({ CONTREE_API_KEY: "k", CONTREE_PROJECT: "p", SANDBOX_PROVIDER: "contree" });
+    expect(config.sandbox.provider).toBe("contree");
+    expect(config.sandbox.contree).toEqual({
+      url: "https://api.tokenfactory.nebius.com/sandboxes",
+      token: "k",
+      project: "p",
+      image: "tag:ubuntu:latest",
+      imageSource: "docker://docker.io/library/ubuntu:latest",
+      network: true,
+    });
+    const custom = loadConfig({
+      CONTREE_TOKEN: "k",
+      CONTREE_IMAGE: "tag:acme/builder:2",
+      CONTREE_URL: "http://x/",
+    });
+    expect(custom.sandbox.contree).toMatchObject({
+      url: "http://x",
+      project: null,
+      imageSource: "docker://docker.io/acme/builder:2",
+    });
+    const uuid = loadConfig({ CONTREE_TOKEN: "k", CONTREE_IMAGE: "0b6e3c2a-3f7e-4c8e-9d55-1a2b3c4d5e6f" });
+    expect(uuid.sandbox.contree?.imageSource).toBeNull();
+  });
 
   test("a Turso URL with a token and sizes with units are accepted", () => {
     const config = loadConfig({

@@ -9,7 +9,7 @@ import { runProviderContract } from "./provider.contract.ts";
 
 const fakes = new Map<ContreeProvider, FakeContree>();
 
-export async function contreeProvider(fake: FakeContree): Promise<ContreeProvider> {
+async function contreeProvider(fake: FakeContree, image = "tag:ubuntu:latest"): Promise<ContreeProvider> {
   return new ContreeProvider({
     client: new ContreeClient({
       baseUrl: fake.url,
@@ -17,7 +17,8 @@ export async function contreeProvider(fake: FakeContree): Promise<ContreeProvide
       project: fake.project,
       retry: { baseDelayMs: 10, maxDelayMs: 200 },
     }),
-    image: "tag:ubuntu:latest",
+    image,
+    imageSource: `docker://docker.io/library/${image.slice(4)}`,
     network: true,
     limits: { timeoutMs: 60_000, maxOutputBytes: 1024 * 1024 },
     log: () => {},
@@ -111,6 +112,19 @@ describe("contree: particulars", () => {
     expect(spawns().length).toBe(before + 2); // the refused attempt and the one that ran
     const ops = fake.requests.filter((r) => r.method === "GET" && /\/v1\/operations\/[^/]+$/.test(r.path));
     expect(ops.length).toBeGreaterThan(0);
+  });
+
+  test("a base image tag a fresh account lacks is imported once, then used", async () => {
+    const fresh = await contreeProvider(fake, "tag:debian:12");
+    const before = fake.requests.filter((r) => r.path.startsWith("/v1/images/import")).length;
+    const [a, b] = await Promise.all([fresh.create({ kind: "empty" }), fresh.create({ kind: "empty" })]);
+    expect(a).not.toBe(b);
+    expect(fake.requests.filter((r) => r.path.startsWith("/v1/images/import")).length).toBe(before + 1);
+    const res = await fetch(`${fake.url}/v1/images?tag=debian:12`, {
+      headers: { authorization: `Bearer ${fake.token}`, ...(fake.project ? { project: fake.project } : {}) },
+    });
+    expect(((await res.json()) as { images: unknown[] }).images.length).toBe(1);
+    await fresh.close();
   });
 
   test("a 500 on spawn is not replayed: the run fails as UNAVAILABLE", async () => {
