@@ -72,7 +72,7 @@ async function run(branchId: string, command: string): Promise<string> {
 }
 
 test("two editors converge on a workspace file; a late joiner gets the full state", async () => {
-  const { branchId } = await newBranch({ "src/app.txt": "line one\nline two\n" });
+  const { sessionId, branchId } = await newBranch({ "src/app.txt": "line one\nline two\n" });
   const a = open(branchId, "src/app.txt");
   const b = open(branchId, "src/app.txt", editor.token);
   await Promise.all([a.synced, b.synced]);
@@ -84,6 +84,16 @@ test("two editors converge on a workspace file; a late joiner gets the full stat
   const late = open(branchId, "src/app.txt", editor.token);
   await late.synced;
   await eventually(() => late.text.toString() === a.text.toString());
+  // Presence: someone in a file room is, unless they say otherwise, on that branch and file.
+  a.provider.awareness.setLocalStateField("user", { name: "ana", color: "#f80" });
+  let here: { name: string; branchId: string; file: string }[] = [];
+  await eventually(async () => {
+    here = (
+      await gql(`query($s: ID!) { session(id: $s) { presence { name branchId file } } }`, { s: sessionId })
+    ).session.presence;
+    return here.some((p) => p.name === "ana");
+  });
+  expect(here.find((p) => p.name === "ana")).toEqual({ name: "ana", branchId, file: "src/app.txt" });
 });
 
 test("an edit through Yjs shows up in branch.file and in a command's view of the file", async () => {
