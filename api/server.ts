@@ -14,7 +14,7 @@ import { createContext } from "./context.ts";
 import { createErrorMasker, errorResponse, requestScope, useErrorCodes, withErrorBody } from "./errors.ts";
 import { createGraphQLWebSocket, GRAPHQL_WS_PROTOCOL } from "./graphql-ws.ts";
 import { limitBody } from "./limits.ts";
-import type { AppFetch } from "./runtime/types.ts";
+import type { AppFetch, SocketLike } from "./runtime/types.ts";
 
 export interface AppDeps {
   collab: CollabServer;
@@ -233,8 +233,15 @@ export function createApp(deps: AppDeps): App {
 function collabSocket(collab: CollabServer, room: string, token: string | null) {
   let peer: ReturnType<CollabServer["open"]> | undefined;
   return {
-    open(socket: { send(data: Uint8Array): void; close(code: number, reason: string): void }) {
-      peer = collab.open({ send: (d) => socket.send(d), close: (c, r) => socket.close(c, r) }, room, token);
+    open(socket: SocketLike) {
+      const { subscribe, unsubscribe, publish } = socket;
+      // Bun's topics fan an update out to a room's sockets in one call; elsewhere the room loops.
+      const topics = subscribe && unsubscribe && publish ? { subscribe, unsubscribe, publish } : undefined;
+      peer = collab.open(
+        { send: (d) => socket.send(d), close: (c, r) => socket.close(c, r), topics },
+        room,
+        token,
+      );
     },
     message(data: string | Uint8Array) {
       peer?.message(typeof data === "string" ? new TextEncoder().encode(data) : data);

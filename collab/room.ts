@@ -17,6 +17,13 @@ export interface Peer {
   send(data: Uint8Array): void;
   close(code: number, reason: string): void;
   canWrite: boolean;
+  /** The runtime's topic fan-out (Bun), when it has one: subscribe on join, publish to the others. */
+  topics?: {
+    subscribe(topic: string): void;
+    unsubscribe(topic: string): void;
+    /** Sends to every subscriber but this peer. */
+    publish(topic: string, data: Uint8Array): void;
+  };
 }
 
 export class Room {
@@ -35,7 +42,7 @@ export class Room {
       if (origin === "load") return;
       this.onUpdate(update);
       const message = encodeMessage(MESSAGE_SYNC, (e) => syncProtocol.writeUpdate(e, update));
-      for (const peer of this.peers.keys()) if (peer !== origin) peer.send(message);
+      this.toOthers(origin, message);
     });
     this.awareness.on(
       "update",
@@ -52,9 +59,22 @@ export class Room {
         const message = encodeMessage(MESSAGE_AWARENESS, (e) =>
           encoding.writeVarUint8Array(e, awarenessProtocol.encodeAwarenessUpdate(this.awareness, changed)),
         );
-        for (const peer of this.peers.keys()) peer.send(message);
+        this.toOthers(origin, message);
+        if (controlled) (origin as Peer).send(message); // awareness goes back to its sender too
       },
     );
+  }
+
+  /** The runtime topic this room's sockets subscribe to. */
+  private get topic(): string {
+    return `collab:${this.name}`;
+  }
+
+  /** Every peer but `origin` (a peer, or the server's own change): one publish where topics exist. */
+  private toOthers(origin: unknown, message: Uint8Array): void {
+    const from = this.peers.has(origin as Peer) ? (origin as Peer) : null;
+    if (from?.topics) from.topics.publish(this.topic, message);
+    else for (const peer of this.peers.keys()) if (peer !== from) peer.send(message);
   }
 
   get size(): number {
@@ -68,6 +88,7 @@ export class Room {
 
   join(peer: Peer): void {
     this.peers.set(peer, new Set());
+    peer.topics?.subscribe(this.topic);
     peer.send(encodeMessage(MESSAGE_SYNC, (e) => syncProtocol.writeSyncStep1(e, this.doc)));
     const states = [...this.awareness.getStates().keys()];
     if (states.length > 0) {
@@ -127,6 +148,7 @@ export class Room {
   leave(peer: Peer): void {
     const controlled = this.peers.get(peer);
     this.peers.delete(peer);
+    peer.topics?.unsubscribe(this.topic);
     if (controlled && controlled.size > 0)
       awarenessProtocol.removeAwarenessStates(this.awareness, [...controlled], null);
   }

@@ -20,6 +20,8 @@ import { parseRoomName, ROOM_FORMS, type RoomName } from "./room-names.ts";
 export interface CollabSocket {
   send(data: Uint8Array): void;
   close(code: number, reason: string): void;
+  /** The runtime's topic fan-out, when it has one (see Peer.topics). */
+  topics?: Peer["topics"];
 }
 
 export interface CollabDeps {
@@ -325,6 +327,7 @@ export class CollabServer {
         canWrite: role !== "VIEWER",
         send: (data) => socket.send(data),
         close: (code, reason) => socket.close(code, reason),
+        topics: socket.topics,
       };
       this.peerWho.set(peer, who);
       room.join(peer);

@@ -15,6 +15,11 @@ function adapt(ws: ServerWebSocket<SocketData>): SocketLike {
       ws.send(data);
     },
     close: (code, reason) => ws.close(code, reason),
+    subscribe: (topic) => ws.subscribe(topic),
+    unsubscribe: (topic) => ws.unsubscribe(topic),
+    publish: (topic, data) => {
+      ws.publish(topic, data);
+    },
   };
 }
 

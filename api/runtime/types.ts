@@ -7,6 +7,13 @@ export interface SocketLike {
   readonly protocol: string;
   send(data: string | Uint8Array): void;
   close(code?: number, reason?: string): void;
+  /**
+   * Topics for fan-out, where the runtime has them (Bun): `publish` sends to every socket subscribed
+   * to the topic except this one, in one call. Absent elsewhere; callers then loop over sockets.
+   */
+  subscribe?(topic: string): void;
+  unsubscribe?(topic: string): void;
+  publish?(topic: string, data: Uint8Array): void;
 }
 
 /** What a route hands the runtime when it accepts a WebSocket upgrade. */
