@@ -174,21 +174,36 @@ test("thousands of open/close cycles leave no room loaded", async () => {
   const quick = await startTestServer({ COLLAB_UNLOAD_GRACE_MS: "50" });
   try {
     const { token } = await quick.signUp();
-    const ids: string[] = [];
+    const rooms: string[] = [];
+    let branch = "";
     for (let i = 0; i < 10; i++) {
-      ids.push(
-        (await quick.gql(`mutation { createSession(input: { title: "leak" }) { id } }`, {}, token)).data!
-          .createSession.id,
-      );
+      const created = (
+        await quick.gql(
+          `mutation { createSession(input: { title: "leak" }) { id mainBranch { id } } }`,
+          {},
+          token,
+        )
+      ).data!.createSession;
+      rooms.push(`sessions/${created.id}/chat`, `branches/${created.mainBranch.id}/files/notes.txt`);
+      branch = created.mainBranch.id;
     }
-    for (let round = 0; round < 100; round++) {
-      const batch = ids.map((id) => connect(quick.url, `sessions/${id}/chat`, token));
+    for (let round = 0; round < 60; round++) {
+      const batch = rooms.map((room) => connect(quick.url, room, token));
       await Promise.all(batch.map((c) => c.synced));
       batch[round % batch.length]!.text.insert(0, "x");
       for (const c of batch) c.provider.destroy();
     }
-    // 1000 connections to 10 rooms opened and closed; after the grace, nothing stays in memory.
-    await eventually(() => quick.collabRooms() === 0, 5000);
+    // 1200 connections to 10 chat and 10 file rooms opened and closed; after the grace, nothing stays
+    // in memory, and the file rooms wrote their buffers to the workspace on the way out.
+    await eventually(() => quick.collabRooms() === 0, 10_000);
+    const file = (
+      await quick.gql(
+        `query($b: ID!) { branch(id: $b) { file(path: "notes.txt") { content } } }`,
+        { b: branch },
+        token,
+      )
+    ).data!.branch.file;
+    expect(file.content).toMatch(/^x+$/);
   } finally {
     await quick.close();
   }
