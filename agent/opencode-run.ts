@@ -36,8 +36,9 @@ export function opencodeRunTurn(
       OCC_TITLE: turn.title ?? "opencode.cloud",
     },
     // --continue picks up the conversation stored in the workspace (a new one on the first turn).
-    // The prompt travels in the environment, never through shell quoting.
-    command: `exec ${IN_SANDBOX_BINARY} run --format json --continue --title "$OCC_TITLE" "$OCC_PROMPT"`,
+    // The prompt travels in the environment, never through shell quoting, and after `--`, so a
+    // prompt starting with "-" is a message, not an option. `run` reads stdin when it is open: none.
+    command: `exec ${IN_SANDBOX_BINARY} run --format json --continue --title "$OCC_TITLE" -- "$OCC_PROMPT" </dev/null`,
   };
 }
 

@@ -9,10 +9,12 @@
 // same head (a restart: live workspaces do not outlive the process); else the workspace, which
 // something changed meanwhile.
 import { createHash } from "node:crypto";
+import * as Y from "yjs";
 import type { SandboxFiles } from "../resolvers/branch-runtime.ts";
 import { AppError } from "../resolvers/errors.ts";
+import { SandboxError } from "../sandbox/provider.ts";
 import type { Room } from "./room.ts";
-import { applyTextChange, mergeText } from "./text-edit.ts";
+import { applyTextChange } from "./text-edit.ts";
 
 /** The origin of the server's own changes: they are not edits to write back. */
 const SERVER = "server";
@@ -57,6 +59,8 @@ const hashOf = (content: string | null) =>
 export class FileBuffer {
   /** What the workspace holds as far as we know: last read or written (null = no such file). */
   private base: string | null = null;
+  /** The doc as it was when its text last equalled `base` (the basis for merging disk changes). */
+  private baseState: Uint8Array | null = null;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private refused = false;
 
@@ -106,7 +110,16 @@ export class FileBuffer {
       this.options.onError("file buffer over the size limit; not written", { path: this.path });
       return;
     }
-    await files.write(this.path, data);
+    try {
+      await files.write(this.path, data);
+    } catch (error) {
+      // The path cannot hold a file (a directory, or under a symlink): editing it live cannot work.
+      if (error instanceof SandboxError && error.code === "BAD_PATH")
+        return this.refuse(
+          new AppError("BAD_USER_INPUT", `${this.path} cannot be written: ${error.message}`),
+        );
+      throw error;
+    }
     this.setBase(content, files);
   }
 
@@ -117,22 +130,37 @@ export class FileBuffer {
     try {
       disk = decodeText(await files.read(this.path), this.path, this.options.maxBytes);
     } catch (error) {
-      this.refused = true;
-      this.options.onRefused(error as AppError);
-      return;
+      // Binary or too large now: refused. Anything else is transient; the caller logs it.
+      if (error instanceof AppError) return this.refuse(error);
+      throw error;
     }
     if (disk === this.base) return this.setBase(disk, files); // the head may have moved
-    const ours = this.text.toString();
-    // People may have typed while the work ran; keep their edits where they merge cleanly, else the
-    // file on disk wins (it is what the run saw and what the snapshot recorded).
-    const merged = mergeText(this.base ?? "", ours, disk ?? "") ?? disk ?? "";
-    applyTextChange(this.text, merged, SERVER);
+    if (this.text.toString() === (this.base ?? "") || !this.baseState) {
+      applyTextChange(this.text, disk ?? "", SERVER);
+      this.setBase(disk, files);
+      return;
+    }
+    // People typed since the last sync. The disk's change is made against the synced state in a
+    // scratch doc, and Yjs merges it with their edits item by item: every change lands where it was
+    // made, and nothing typed is dropped. The merged text then goes to disk at once.
+    const basis = new Y.Doc();
+    Y.applyUpdate(basis, this.baseState);
+    const before = Y.encodeStateVector(basis);
+    applyTextChange(basis.getText("content"), disk ?? "", SERVER);
+    Y.applyUpdate(this.room.doc, Y.encodeStateAsUpdate(basis, before), SERVER);
+    basis.destroy();
     this.setBase(disk, files);
-    if (merged !== (disk ?? "")) this.scheduleFlush();
+    await this.flush(files);
+  }
+
+  private refuse(error: AppError) {
+    this.refused = true;
+    this.options.onRefused(error);
   }
 
   private setBase(content: string | null, files: SandboxFiles) {
     this.base = content;
+    this.baseState = this.text.toString() === (content ?? "") ? Y.encodeStateAsUpdate(this.room.doc) : null;
     const synced = { base: hashOf(content), sandbox: files.sandboxId, head: files.head };
     const meta = this.meta;
     const changed = Object.entries(synced).filter(([key, value]) => meta.get(key) !== value);

@@ -58,13 +58,19 @@ export class UpdateLog {
               .values({ room, update: Buffer.from(Y.mergeUpdates(updates)), createdAt: new Date() });
           }
         });
-        for (const [room] of batch) await this.compactIfLong(room);
       } catch (error) {
-        // Keep the updates for the next window rather than lose them.
+        // Keep the updates for the next window rather than lose them, and make sure there is one.
         for (const [room, updates] of batch)
           this.pending.set(room, [...updates, ...(this.pending.get(room) ?? [])]);
         this.onError(error);
+        this.timer ??= setTimeout(() => {
+          this.timer = undefined;
+          void this.flush();
+        }, FLUSH_MS * 20);
+        return;
       }
+      // Written: a failed compaction only leaves the log longer until next time.
+      for (const [room] of batch) await this.compactIfLong(room).catch((error) => this.onError(error));
     });
     return this.flushing;
   }

@@ -6,7 +6,7 @@
 import { and, eq } from "drizzle-orm";
 import { type Bus, topics } from "../bus/bus.ts";
 import type { Db } from "../db/client.ts";
-import { branches, members, type Role } from "../db/schema.ts";
+import { branches, members, type Role, sessions } from "../db/schema.ts";
 import type { SandboxFiles } from "../resolvers/branch-runtime.ts";
 import type { AudienceTokens, Logger, PresenceRegistry, Viewer } from "../resolvers/context.ts";
 import { AppError } from "../resolvers/errors.ts";
@@ -56,6 +56,8 @@ interface Who {
   branchId: string | null;
   userId: string | null;
   keyId: string | null;
+  /** The member role the socket was opened with (null: a share link). */
+  role: Role | null;
 }
 
 interface LoadedRoom {
@@ -63,6 +65,8 @@ interface LoadedRoom {
   sessionId: string;
   buffer?: FileBuffer;
   unload?: ReturnType<typeof setTimeout>;
+  /** Why the room stopped taking connections, if it did. */
+  refused?: AppError;
 }
 
 const SHARE_AUDIENCE = "opencode.cloud/share";
@@ -146,7 +150,14 @@ export class CollabServer {
   /** The session a room belongs to; NOT_FOUND for a name outside the forms or a missing branch. */
   private async sessionOfRoom(room: RoomName | null, raw: string): Promise<string> {
     if (!room) throw new AppError("NOT_FOUND", `Unknown room "${raw.slice(0, 200)}": use ${ROOM_FORMS}`);
-    if (room.kind === "chat") return room.sessionId;
+    if (room.kind === "chat") {
+      const [session] = await this.deps.db
+        .select({ id: sessions.id })
+        .from(sessions)
+        .where(eq(sessions.id, room.sessionId));
+      if (!session) throw new AppError("NOT_FOUND", "No such room");
+      return room.sessionId;
+    }
     const [branch] = await this.deps.db
       .select({ sessionId: branches.sessionId })
       .from(branches)
@@ -159,7 +170,12 @@ export class CollabServer {
    * Decides the role a token gives in the room's session; throws AppError when it gives none. The
    * token is checked before the room is looked up, so a bad token learns nothing about rooms.
    */
-  private async roleFor(token: string | null, target: RoomName | null, raw: string, who: Who): Promise<Role> {
+  private async roleFor(
+    token: string | null,
+    target: RoomName | null,
+    raw: string,
+    who: Who,
+  ): Promise<{ role: Role; canWrite: boolean }> {
     if (!token)
       throw new AppError("UNAUTHENTICATED", "Pass ?token= (a JWT, an API key or a share-link token)");
     let viewer: Viewer | null = null;
@@ -171,7 +187,7 @@ export class CollabServer {
       if (!claims) throw error instanceof AppError ? error : new AppError("UNAUTHENTICATED", "Invalid token");
       who.sessionId = await this.sessionOfRoom(target, raw);
       if (claims.sid === who.sessionId && (claims.role === "EDITOR" || claims.role === "VIEWER"))
-        return claims.role;
+        return { role: claims.role, canWrite: claims.role === "EDITOR" };
       throw new AppError("NOT_FOUND", "No such room");
     }
     const sessionId = await this.sessionOfRoom(target, raw);
@@ -183,13 +199,18 @@ export class CollabServer {
       .from(members)
       .where(and(eq(members.sessionId, sessionId), eq(members.userId, viewer.userId)));
     if (!member) throw new AppError("NOT_FOUND", "No such room");
-    return member.role;
+    who.role = member.role;
+    // A read-only API key reads, whatever its owner's role.
+    const keyMayWrite = viewer.credential.kind !== "apiKey" || viewer.credential.scopes.includes("write");
+    return { role: member.role, canWrite: member.role !== "VIEWER" && keyMayWrite };
   }
 
   private roomFor(target: RoomName, sessionId: string): Promise<Room> {
     const { name } = target;
     const loaded = this.rooms.get(name);
     if (loaded) {
+      // A file room that stopped being editable (a run made the file binary) refuses newcomers too.
+      if (loaded.refused) return Promise.reject(loaded.refused);
       if (loaded.unload) clearTimeout(loaded.unload);
       loaded.unload = undefined;
       return loaded.room;
@@ -197,26 +218,30 @@ export class CollabServer {
     const entry: LoadedRoom = { room: Promise.resolve(null as unknown as Room), sessionId };
     entry.room = (async () => {
       const created = new Room(name, (update) => this.log.append(name, update));
-      const stored = await this.log.load(name);
-      if (stored) created.load(stored);
-      if (target.kind === "file") {
-        const buffer = new FileBuffer(created, target.branchId, target.path, {
-          files: this.deps.files,
-          maxBytes: this.deps.maxFileBytes ?? 1024 * 1024,
-          flushMs: this.deps.fileFlushMs ?? 300,
-          onError: (message, error) => this.deps.log.warn(message, { room: name, error: String(error) }),
-          onRefused: (error) => {
-            created.closeAll(error.closeCode, error.message.slice(0, 120), permissionDenied(error.message));
-          },
-        });
-        try {
-          await this.deps.files.withFiles(target.branchId, (files) => buffer.open(files));
-        } catch (error) {
-          buffer.dispose();
-          created.destroy();
-          throw error;
+      let buffer: FileBuffer | undefined;
+      try {
+        const stored = await this.log.load(name);
+        if (stored) created.load(stored);
+        if (target.kind === "file") {
+          buffer = new FileBuffer(created, target.branchId, target.path, {
+            files: this.deps.files,
+            maxBytes: this.deps.maxFileBytes ?? 1024 * 1024,
+            flushMs: this.deps.fileFlushMs ?? 300,
+            onError: (message, error) => this.deps.log.warn(message, { room: name, error: String(error) }),
+            onRefused: (error) => {
+              entry.refused = error;
+              created.closeAll(error.closeCode, error.message.slice(0, 120), permissionDenied(error.message));
+            },
+          });
+          const opening = buffer;
+          await this.deps.files.withFiles(target.branchId, (files) => opening.open(files));
+          entry.buffer = buffer;
         }
-        entry.buffer = buffer;
+      } catch (error) {
+        // Nothing of a room that failed to load stays behind (the awareness has a timer).
+        buffer?.dispose();
+        created.destroy();
+        throw error;
       }
       this.feedPresence(target, sessionId, created);
       this.watchSession(sessionId);
@@ -233,6 +258,7 @@ export class CollabServer {
   private scheduleUnload(name: string, room: Room) {
     const loaded = this.rooms.get(name);
     if (!loaded || room.size > 0) return;
+    if (loaded.unload) clearTimeout(loaded.unload);
     loaded.unload = setTimeout(async () => {
       if (room.size > 0) return;
       const { buffer } = loaded;
@@ -267,8 +293,24 @@ export class CollabServer {
           this.closeWhere((w) => w.sessionId === sessionId, 4404, "The session was deleted");
         else if (payload.kind === "BRANCH_DELETED")
           this.closeWhere((w) => w.branchId === payload.branchId, 4404, "The branch was deleted");
+        else if (payload.kind === "MEMBER_CHANGED" && payload.userId)
+          void this.recheckRole(sessionId, payload.userId);
       }
     })();
+  }
+
+  /** A member's role changed: their sockets opened with another role reconnect with the new one. */
+  private async recheckRole(sessionId: string, userId: string) {
+    const [member] = await this.deps.db
+      .select({ role: members.role })
+      .from(members)
+      .where(and(eq(members.sessionId, sessionId), eq(members.userId, userId)))
+      .catch(() => []);
+    this.closeWhere(
+      (w) => w.sessionId === sessionId && w.userId === userId && w.role !== (member?.role ?? null),
+      4403,
+      "Your role in this session changed; reconnect",
+    );
   }
 
   private unwatchSession(sessionId: string) {
@@ -311,6 +353,7 @@ export class CollabServer {
       branchId: target?.kind === "file" ? target.branchId : null,
       userId: null,
       keyId: null,
+      role: null,
     };
     this.sockets.set(socket, who);
     const queue: Uint8Array[] = [];
@@ -318,20 +361,20 @@ export class CollabServer {
     let closed = false;
 
     const ready = (async () => {
-      const role = await this.roleFor(token, target, roomName, who);
+      const { canWrite } = await this.roleFor(token, target, roomName, who);
       if (closed) return;
       const room = await this.roomFor(target!, who.sessionId!);
       if (closed) return this.scheduleUnload(roomName, room);
       peer = {
         room,
-        canWrite: role !== "VIEWER",
+        canWrite,
         send: (data) => socket.send(data),
         close: (code, reason) => socket.close(code, reason),
         topics: socket.topics,
       };
       this.peerWho.set(peer, who);
       room.join(peer);
-      for (const data of queue.splice(0)) room.receive(peer, data);
+      for (const data of queue.splice(0)) room.receive(peer, data); // a bad one lands in .catch below
     })().catch((error) => {
       const appError =
         error instanceof AppError ? error : new AppError("INTERNAL", "Could not open the room");
@@ -342,8 +385,14 @@ export class CollabServer {
 
     return {
       message: (data: Uint8Array) => {
-        if (peer) peer.room.receive(peer, data);
-        else queue.push(data);
+        if (!peer) return void queue.push(data);
+        try {
+          peer.room.receive(peer, data);
+        } catch (error) {
+          // A malformed frame: this socket goes, the room and the server stay.
+          this.deps.log.warn("collab frame rejected", { room: roomName, error: String(error) });
+          socket.close(4400, "Malformed y-websocket message");
+        }
       },
       close: () => {
         closed = true;

@@ -1,7 +1,6 @@
 // Text changes applied to a Y.Text as small edits rather than a wholesale replace, so collaborators'
-// cursors and selections outside the changed spans stay where they were. Also a three-way merge for
-// a file changed on disk while people kept typing.
-import { applyPatch, diffChars, structuredPatch } from "diff";
+// cursors and selections outside the changed spans stay where they were.
+import { diffChars } from "diff";
 import type * as Y from "yjs";
 
 /** Beyond this edit distance a character diff costs too much; the changed middle is replaced whole. */
@@ -20,6 +19,9 @@ export function applyTextChange(text: Y.Text, to: string, origin: unknown): void
     from.charCodeAt(from.length - 1 - end) === to.charCodeAt(to.length - 1 - end)
   )
     end++;
+  // Never cut a surrogate pair (an emoji) in half: Yjs would store the halves as U+FFFD.
+  if (start > 0 && isHighSurrogate(from.charCodeAt(start - 1))) start--;
+  if (end > 0 && isLowSurrogate(from.charCodeAt(from.length - end))) end--;
   const oldMiddle = from.slice(start, from.length - end);
   const newMiddle = to.slice(start, to.length - end);
   const changes = diffChars(oldMiddle, newMiddle, { maxEditLength: MAX_EDIT_LENGTH }) ?? [
@@ -38,14 +40,5 @@ export function applyTextChange(text: Y.Text, to: string, origin: unknown): void
   }, origin);
 }
 
-/**
- * Three-way merge of line changes: what changed from `base` to `theirs` applied onto `ours`. Null
- * when the two sides touched the same lines.
- */
-export function mergeText(base: string, ours: string, theirs: string): string | null {
-  if (ours === base) return theirs;
-  if (theirs === base || theirs === ours) return ours;
-  const patch = structuredPatch("a", "b", base, theirs, "", "", { context: 1 });
-  const merged = applyPatch(ours, patch);
-  return merged === false ? null : merged;
-}
+const isHighSurrogate = (code: number) => code >= 0xd800 && code <= 0xdbff;
+const isLowSurrogate = (code: number) => code >= 0xdc00 && code <= 0xdfff;

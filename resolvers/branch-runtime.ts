@@ -1,7 +1,7 @@
 // Live sandboxes for branches, owned by this instance. A branch's sandbox is created from its head on
 // first use (also after a restart) and reset whenever the head moved without it (a rollback). Work on
 // one branch runs one item at a time; runs on different branches run in parallel up to a limit.
-import type { SandboxProvider } from "../sandbox/provider.ts";
+import { SandboxError, type SandboxProvider } from "../sandbox/provider.ts";
 import type { SandboxProviders } from "../sandbox/registry.ts";
 
 interface LiveBranch {
@@ -66,6 +66,8 @@ export class BranchRuntime {
   private readonly queues = new Map<string, Promise<unknown>>();
   private readonly slots: Slots;
   private hooks: BranchWorkHooks | null = null;
+  /** Branches dropped here (deleted): late work for them (a buffer's timer) must not revive them. */
+  private readonly dropped = new Set<string>();
 
   constructor(
     private readonly providers: SandboxProviders,
@@ -85,8 +87,11 @@ export class BranchRuntime {
     work: (sandbox: BranchSandbox) => Promise<T>,
     options: { slot?: boolean } = {},
   ): Promise<T> {
+    if (this.dropped.has(branchId))
+      return Promise.reject(new SandboxError("NOT_FOUND", "The branch was deleted"));
     const previous = this.queues.get(branchId) ?? Promise.resolve();
     const result = previous.then(async () => {
+      if (this.dropped.has(branchId)) throw new SandboxError("NOT_FOUND", "The branch was deleted");
       const release = options.slot ? await this.slots.acquire() : () => {};
       try {
         // Before a reset (a rollback), so the reset is what open buffers see afterwards.
@@ -162,6 +167,7 @@ export class BranchRuntime {
 
   /** Destroys a branch's live sandbox once its queued work is done. */
   async drop(branchId: string): Promise<void> {
+    this.dropped.add(branchId);
     await this.queues.get(branchId);
     const live = this.live.get(branchId);
     this.live.delete(branchId);

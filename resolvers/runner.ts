@@ -4,7 +4,7 @@
 // snapshot and moves the branch head: the audit trail.
 import { eq, inArray } from "drizzle-orm";
 import { type AgentEvent, LineSplitter, parseAgentLine } from "../agent/events.ts";
-import type { ModelGateway, Upstream } from "../agent/gateway.ts";
+import type { ModelGateway, Upstream, Usage } from "../agent/gateway.ts";
 import { opencodeTurn } from "../agent/opencode-command.ts";
 import { opencodeRunTurn, runLineEvents } from "../agent/opencode-run.ts";
 import type { Bus } from "../bus/bus.ts";
@@ -207,6 +207,8 @@ export class Runner {
       runId: row.id,
     });
 
+    const upstream = live.upstream ?? this.deps.model;
+    if (row.kind === "PROMPT" && !upstream) throw new Error("agent run without a model");
     const flush = setInterval(() => {
       void db
         .update(runs)
@@ -214,13 +216,12 @@ export class Runner {
         .where(eq(runs.id, row.id))
         .catch(() => {});
     }, FLUSH_MS);
-    const upstream = live.upstream ?? this.deps.model;
     const agent =
       row.kind === "PROMPT" && upstream
         ? { token: this.deps.gateway!.grant(row.id, upstream), cost: 0, done: false }
         : null;
-    if (row.kind === "PROMPT" && !agent) throw new Error("agent run without a model");
     let result: Awaited<ReturnType<SandboxProvider["exec"]>>;
+    let usage: Usage | null = null;
     try {
       result = await provider.exec(sandbox.id, {
         ...(agent ? this.agentOptions(live, agent, provider) : this.commandOptions(live)),
@@ -229,8 +230,9 @@ export class Runner {
       });
     } finally {
       clearInterval(flush);
+      // The run's model token dies with the run, however it ended.
+      if (agent) usage = this.deps.gateway!.revoke(agent.token);
     }
-    const usage = agent ? this.deps.gateway!.revoke(agent.token) : null;
 
     // The audit trail: whatever the run left in the workspace becomes the branch's new head.
     const snapshot = await recordSnapshot(db, {

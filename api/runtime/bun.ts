@@ -43,6 +43,10 @@ function serve(options: ServeOptions): RunningServer {
       // Bun pings idle sockets itself; keep connections open while subscriptions are quiet.
       idleTimeout: 120,
       sendPings: true,
+      // A client too slow to take what it is sent is dropped (it resyncs when it reconnects) rather
+      // than silently missing messages; no single message may exceed 16 MB (Bun's default, explicit).
+      closeOnBackpressureLimit: true,
+      maxPayloadLength: 16 * 1024 * 1024,
       open(ws) {
         ws.data.handler.open(adapt(ws));
       },

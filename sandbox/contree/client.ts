@@ -57,6 +57,8 @@ export interface ContreeClientOptions {
   userAgent?: string;
   /** Fallback polling of GET /operations/{id} when there is no event stream. Default 500 ms doubling to 5 s. */
   poll?: { initialMs?: number; maxMs?: number };
+  /** Told when an operation's event stream failed for good and waiting fell back to polling. */
+  onStreamLost?: (operationId: string, error: unknown) => void;
 }
 
 export interface CallOptions {
@@ -110,6 +112,7 @@ export class ContreeClient {
   /** Fallback polling: first delay and cap. */
   readonly pollInitialMs: number;
   readonly pollMaxMs: number;
+  private readonly onStreamLost: ContreeClientOptions["onStreamLost"];
 
   constructor(options: ContreeClientOptions) {
     const runtime = typeof navigator !== "undefined" ? ` ${navigator.userAgent}` : "";
@@ -121,6 +124,7 @@ export class ContreeClient {
       fetch: options.fetch ?? globalThis.fetch,
       retry: resolveRetry(options.retry),
     });
+    this.onStreamLost = options.onStreamLost;
     this.pollInitialMs = options.poll?.initialMs ?? 500;
     this.pollMaxMs = options.poll?.maxMs ?? 5000;
   }
@@ -305,6 +309,7 @@ export class ContreeClient {
             query: { follow, spid: query.spid, since: cursor ?? undefined },
             headers: cursor === null ? {} : { "Last-Event-Id": String(cursor) },
             accept: "text/event-stream",
+            stream: true,
             signal,
           },
           async (res) => {
@@ -461,6 +466,7 @@ export class ContreeClient {
         path: `/inspect/${seg(uuid)}/archive`,
         query: { path },
         accept: "application/x-tar",
+        stream: true,
         signal: options.signal,
       },
       async (res) => {
@@ -536,7 +542,10 @@ export class ContreeClient {
     try {
       for await (const event of this.events(id, { follow: true, spid, signal })) onEvent?.(event);
     } catch (err) {
-      if (!(err instanceof ContreeEventsUnavailableError)) throw err;
+      if (err instanceof ContreeAbortedError) throw err;
+      // No log (404/405…), or one that keeps failing (5xx, 410 past the budget, a broken frame):
+      // the operation's status is still there to poll; events from here on are lost to onEvent.
+      if (!(err instanceof ContreeEventsUnavailableError)) this.onStreamLost?.(id, err);
     }
     return this.pollUntilTerminal(id, signal);
   }
@@ -559,12 +568,17 @@ export class ContreeClient {
    * is thrown.
    */
   async run(request: InstanceSpawnRequest, options: WaitOptions = {}): Promise<RunResult> {
-    const spawned = await this.spawn(request, { signal: options.signal });
+    // Not cancellable mid-request: an aborted spawn the server did accept would leave a VM nobody
+    // knows the id of. The abort is honoured as soon as the id is known.
+    options.signal?.throwIfAborted?.();
+    const spawned = await this.spawn(request);
     let operation: OperationResponse;
     try {
+      if (options.signal?.aborted) throw new ContreeAbortedError("aborted", { cause: options.signal.reason });
       operation = await this.waitForOperation(spawned.uuid, options);
     } catch (err) {
-      if (err instanceof ContreeAbortedError) await this.cancelQuietly(spawned.uuid);
+      // Whatever went wrong while waiting, the VM must not run on unattended.
+      await this.cancelQuietly(spawned.uuid);
       throw err;
     }
     return runResultOf(operation);

@@ -27,7 +27,14 @@ import {
 } from "../provider.ts";
 import type { ContreeClient } from "./client.ts";
 import { decodeStreamRepr } from "./encoding.ts";
-import { ContreeError, ContreeNotFoundError, ContreeUnprocessableError, isAbortError } from "./errors.ts";
+import {
+  ContreeAbortedError,
+  ContreeError,
+  ContreeNotFoundError,
+  ContreeProtocolError,
+  ContreeUnprocessableError,
+  isAbortError,
+} from "./errors.ts";
 import { readTar } from "./tar.ts";
 import type { FileSpec, InstanceSpawnRequest, OperationEvent } from "./types.ts";
 
@@ -90,6 +97,8 @@ export class ContreeProvider implements SandboxProvider {
   private readonly sandboxes = new Map<string, Sandbox>();
   private readonly manifests = new Map<string, Promise<ImageFiles>>();
   private baseImage: Promise<string> | null = null;
+  /** ConTree's cap on a VM's life (whoami limits.instance_max_timeout; 3600 s observed). */
+  private maxTimeoutS = 3600;
   /** Uploaded host files: "path:size:mtime" -> file uuid. */
   private readonly hostFiles = new Map<string, string>();
 
@@ -98,7 +107,11 @@ export class ContreeProvider implements SandboxProvider {
   /** Checks the credentials in the background: a failure is a health warning, not a failed start. */
   init(): this {
     void this.options.client.whoami({ signal: AbortSignal.timeout(10_000) }).then(
-      () => this.options.log("info", "contree reachable"),
+      (whoami) => {
+        const max = whoami.limits?.instance_max_timeout;
+        if (typeof max === "number" && max > 0) this.maxTimeoutS = max;
+        this.options.log("info", "contree reachable");
+      },
       (error) => {
         const warning = `contree: unreachable or refused at start (${describe(error)})`;
         this.status.warnings.push(warning);
@@ -138,13 +151,15 @@ export class ContreeProvider implements SandboxProvider {
         image,
         command: "sh",
         args: ["-c", script, "sh", base.url, base.ref ?? ""],
+        // A private repository fails instead of waiting for a password nobody will type.
+        env: { GIT_TERMINAL_PROMPT: "0" },
         networking: { enabled: true },
       };
     } else {
       const files = base.kind === "files" ? await this.upload(filesOf(base.files)) : undefined;
       request = { image, command: "mkdir", args: ["-p", WORKSPACE], files, networking: { enabled: false } };
     }
-    const result = await this.run({ ...request, cwd: "/", timeout: 600 });
+    const result = await this.run({ ...request, cwd: "/", timeout: 600, stdin: { value: "", close: true } });
     if (result.exitCode !== 0 || !result.resultImage) {
       const detail = result.stderr.trim().split("\n").slice(-3).join(" ").slice(0, 400);
       throw new SandboxError(
@@ -253,54 +268,75 @@ export class ContreeProvider implements SandboxProvider {
 
   async exec(sandboxId: string, options: ExecOptions): Promise<ExecResult> {
     const sandbox = this.sandbox(sandboxId);
-
     const started = performance.now();
     const limits = this.options.limits;
+    // Callers may ask for less than the configured limits, never more; ConTree caps a VM's life.
+    const timeoutMs = Math.min(
+      options.timeoutMs ?? limits.timeoutMs,
+      limits.timeoutMs,
+      this.maxTimeoutS * 1000,
+    );
+    const maxOutput = Math.min(options.maxOutputBytes ?? limits.maxOutputBytes, limits.maxOutputBytes);
+    // The output cap is on stdout and stderr together and stops the run, as with local sandboxes
+    // (ConTree's own truncate_output_at is per stream and lets the command run on).
+    const capped = new AbortController();
     const signal = AbortSignal.any(
-      [sandbox.controller.signal, options.signal].filter((s): s is AbortSignal => s !== undefined),
+      [sandbox.controller.signal, capped.signal, options.signal].filter(
+        (s): s is AbortSignal => s !== undefined,
+      ),
     );
     let outputBytes = 0;
     let streamed = false;
     let cpuMs: number | null = null;
     const onEvent = (event: OperationEvent) => {
       if ((event.type === "stdout" || event.type === "stderr") && (event.spid ?? 1) === 1) {
-        const data = decodeStreamRepr(event.data as { value: string; encoding?: "ascii" | "base64" });
+        let data = decodeStreamRepr(event.data as { value: string; encoding?: "ascii" | "base64" });
         streamed = true;
+        if (outputBytes + data.byteLength > maxOutput) {
+          data = data.subarray(0, Math.max(0, maxOutput - outputBytes));
+          capped.abort("output");
+        }
         outputBytes += data.byteLength;
-        options.onOutput?.({ stream: event.type, data });
+        if (data.byteLength > 0) options.onOutput?.({ stream: event.type, data });
+      } else if (event.type === "truncated" && (event.spid ?? 1) === 1) {
+        capped.abort("output");
       } else if (event.type === "exit" && (event.spid ?? 1) === 1) {
         const r = (event.data as { resources?: Record<string, number> }).resources;
         if (r && typeof r.user_time_us === "number") cpuMs = (r.user_time_us + (r.sys_time_us ?? 0)) / 1000;
       }
     };
+    // What this run carries in; writes made while it runs wait for the next one.
+    const sent = new Map(sandbox.pending);
     const copied = await this.copyIn(options.binds ?? []);
-    const files =
-      sandbox.pending.size > 0 || copied ? { ...(await this.upload(sandbox.pending)), ...copied } : undefined;
+    const files = sent.size > 0 || copied ? { ...(await this.upload(sent)), ...copied } : undefined;
     const request: InstanceSpawnRequest = {
       image: sandbox.image,
       command: options.command,
       shell: true,
       cwd: WORKSPACE,
       env: options.env ?? {},
-      timeout: Math.max(1, Math.ceil((options.timeoutMs ?? limits.timeoutMs) / 1000)),
-      truncate_output_at: options.maxOutputBytes ?? limits.maxOutputBytes,
+      // End of input at once, as local commands get: nothing waits on a terminal that is not there.
+      stdin: { value: "", close: true },
+      timeout: Math.max(1, Math.ceil(timeoutMs / 1000)),
+      truncate_output_at: maxOutput + 1,
       networking: { enabled: Boolean(options.network) && this.options.network },
       files,
     };
+    const stopped = (killedBy: "abort" | "output"): ExecResult => ({
+      exitCode: null,
+      signal: "SIGKILL",
+      killedBy,
+      durationMs: performance.now() - started,
+      cpuMs,
+      outputBytes,
+    });
     let result: Awaited<ReturnType<ContreeClient["run"]>>;
     try {
       result = await this.client.run({ disposable: false, ...request }, { signal, onEvent });
     } catch (error) {
-      // Aborted: the client cancelled the operation, so it leaves no image and the head stays.
-      if (signal.aborted || isAbortError(error))
-        return {
-          exitCode: null,
-          signal: null,
-          killedBy: "abort",
-          durationMs: performance.now() - started,
-          cpuMs,
-          outputBytes,
-        };
+      // Stopped: the client cancelled the operation, so it leaves no image and the head stays.
+      if (capped.signal.aborted) return stopped("output");
+      if (signal.aborted || isAbortError(error)) return stopped("abort");
       throw translate(error, "exec");
     }
     if (result.status !== "SUCCESS")
@@ -308,7 +344,9 @@ export class ContreeProvider implements SandboxProvider {
     if (!streamed) {
       // No event stream (the client fell back to polling): the folded output arrives at the end.
       for (const stream of ["stdout", "stderr"] as const) {
-        const data = new TextEncoder().encode(result[stream]);
+        const data = new TextEncoder()
+          .encode(result[stream])
+          .subarray(0, Math.max(0, maxOutput - outputBytes));
         if (data.byteLength === 0) continue;
         outputBytes += data.byteLength;
         options.onOutput?.({ stream, data });
@@ -316,7 +354,7 @@ export class ContreeProvider implements SandboxProvider {
     }
     if (result.resultImage) {
       sandbox.image = result.resultImage;
-      sandbox.pending.clear();
+      for (const [path, write] of sent) if (sandbox.pending.get(path) === write) sandbox.pending.delete(path);
     }
     return {
       exitCode: result.timedOut ? null : result.exitCode,
@@ -331,16 +369,21 @@ export class ContreeProvider implements SandboxProvider {
   async snapshot(sandboxId: string): Promise<SnapshotInfo> {
     const sandbox = this.sandbox(sandboxId);
     if (sandbox.pending.size > 0) {
-      const files = await this.upload(sandbox.pending);
+      const sent = new Map(sandbox.pending);
+      const files = await this.upload(sent);
       const result = await this.run(
         { image: sandbox.image, command: "true", cwd: "/", files, networking: { enabled: false } },
         { signal: sandbox.controller.signal },
       );
       if (!result.resultImage) throw new SandboxError("FAILED", "ConTree returned no image for the writes");
       sandbox.image = result.resultImage;
-      sandbox.pending.clear();
+      for (const [path, write] of sent) if (sandbox.pending.get(path) === write) sandbox.pending.delete(path);
     }
-    const stats = await this.filesOf(sandbox.image);
+    // The counts are for display: a snapshot is recorded even when they cannot be had.
+    const stats = await this.filesOf(sandbox.image).catch((error) => {
+      this.options.log("warn", `contree: no file counts for image ${sandbox.image}: ${describe(error)}`);
+      return { fileCount: 0, sizeBytes: 0 };
+    });
     const info: SnapshotInfo = {
       id: sandbox.image,
       parentId: sandbox.parent,
@@ -582,13 +625,16 @@ function describe(error: unknown): string {
 
 /** ConTree failures in the provider's terms: missing images, unusable paths, outages. */
 function translate(error: unknown, what: string): unknown {
-  if (error instanceof SandboxError) return error;
+  if (error instanceof SandboxError || error instanceof ContreeAbortedError) return error;
+  if (error instanceof ContreeProtocolError)
+    return new SandboxError("FAILED", `ConTree answered something unexpected (${what}): ${error.message}`);
   if (error instanceof ContreeNotFoundError) return new SandboxError("NOT_FOUND", `ConTree has no ${what}`);
   if (error instanceof ContreeUnprocessableError)
     return new SandboxError("BAD_PATH", `Unusable path: ${what}`);
   if (error instanceof ContreeError) {
     const status = (error as { status?: number }).status ?? 0;
-    if (status === 0 || status >= 500 || status === 429)
+    // Not there, overloaded or not ready yet, beyond what the retries covered: try again later.
+    if (status === 0 || status >= 500 || status === 429 || status === 425 || status === 410)
       return new SandboxError("UNAVAILABLE", `ConTree is unavailable (${what}): ${error.message}`);
     return new SandboxError("FAILED", `ConTree refused ${what}: ${error.message}`);
   }

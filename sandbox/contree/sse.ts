@@ -153,6 +153,21 @@ export async function* readSseFrames(
   }
 }
 
+const KNOWN_EVENT_TYPES: ReadonlySet<string> = new Set([
+  "message", // frames without an event: line carry the event JSON too
+  "init",
+  "spawn",
+  "stdin",
+  "stdout",
+  "stderr",
+  "exit",
+  "truncated",
+  "size_cap",
+  "network",
+  "shutdown",
+  "completion",
+]);
+
 /** Statuses of the events route that mean "no event log here: poll the operation instead". */
 export const EVENTS_UNAVAILABLE_STATUSES: ReadonlySet<number> = new Set([400, 404, 405, 406]);
 
@@ -239,7 +254,16 @@ export async function* resumingEvents(options: ResumingEventsOptions): AsyncGene
           lastFailure = new ContreeNetworkError(`event stream error: ${frame.data}`);
           break;
         }
-        const event = decodeEventFrame(frame);
+        let event: OperationEvent | null;
+        try {
+          event = decodeEventFrame(frame);
+        } catch (err) {
+          // A frame of a type we do not know may carry anything (a heartbeat, a future kind of
+          // notice): it is skipped. A malformed frame of a known type is a protocol error.
+          if (err instanceof ContreeProtocolError && !KNOWN_EVENT_TYPES.has(frame.event ?? "message"))
+            continue;
+          throw err;
+        }
         if (!event) continue;
         if (cursor !== null && event.id <= cursor) continue; // already delivered
         cursor = event.id;

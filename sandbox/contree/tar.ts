@@ -44,12 +44,15 @@ function paxRecords(data: Uint8Array): Record<string, string> {
   return records;
 }
 
+const clean = (name: string) => name.replace(/^\.\//, "").replace(/\/+$/, "");
+
 export function readTar(archive: Uint8Array): TarEntry[] {
   const entries: TarEntry[] = [];
   let offset = 0;
   let pax: Record<string, string> = {};
   let longName: string | null = null;
   let longLink: string | null = null;
+  const files = new Map<string, Uint8Array>();
   while (offset + BLOCK <= archive.length) {
     const header = archive.subarray(offset, offset + BLOCK);
     if (header.every((b) => b === 0)) break; // end of archive
@@ -74,21 +77,26 @@ export function readTar(archive: Uint8Array): TarEntry[] {
     const stored = text(header, 0, 100);
     const name = pax.path ?? longName ?? (prefix ? `${prefix}/${stored}` : stored);
     const type =
-      flag === "0" || flag === "\0" || flag === "7"
+      flag === "0" || flag === "\0" || flag === "7" || flag === "1"
         ? "file"
         : flag === "5"
           ? "dir"
           : flag === "2"
             ? "symlink"
             : "other";
-    entries.push({
-      name: name.replace(/^\.\//, "").replace(/\/+$/, ""),
+    const linkName = pax.linkpath ?? longLink ?? text(header, 157, 100);
+    // A hard link is another name for a file stored earlier in the archive: same content.
+    const content = flag === "1" ? (files.get(clean(linkName)) ?? new Uint8Array()) : data;
+    const entry: TarEntry = {
+      name: clean(name),
       type,
       mode: octal(header, 100, 8) & 0o7777,
-      size: type === "file" ? size : 0,
-      linkName: pax.linkpath ?? longLink ?? text(header, 157, 100),
-      data: type === "file" ? data : new Uint8Array(),
-    });
+      size: type === "file" ? content.byteLength : 0,
+      linkName: flag === "1" ? "" : linkName,
+      data: type === "file" ? content : new Uint8Array(),
+    };
+    if (type === "file") files.set(entry.name, entry.data);
+    entries.push(entry);
     pax = {};
     longName = null;
     longLink = null;

@@ -37,6 +37,8 @@ export interface RequestSpec {
   /** Statuses that count as success besides 2xx (e.g. 302 for the tag lookup, 404 for HEAD probes). */
   accept3xx4xx?: readonly number[];
   signal?: AbortSignal | undefined;
+  /** The response body is handed out as a stream (events, archives): no per-attempt time limit. */
+  stream?: boolean;
 }
 
 export interface TransportOptions {
@@ -46,6 +48,8 @@ export interface TransportOptions {
   userAgent: string;
   fetch: typeof fetch;
   retry: ResolvedRetry;
+  /** Per attempt, for requests whose body is read whole: a half-open connection cannot hang a caller. */
+  requestTimeoutMs?: number;
 }
 
 /** The `/v1`-prefixed path plus the encoded query. Booleans become `1` (or are omitted when false). */
@@ -98,12 +102,17 @@ export class Transport {
       if (signal?.aborted) throw new ContreeAbortedError(signal.reason, { attempts: attempt - 1 });
       let failure: ContreeError;
       try {
+        const timeoutMs = spec.stream ? undefined : (this.options.requestTimeoutMs ?? 60_000);
+        const attemptSignal =
+          timeoutMs === undefined
+            ? signal
+            : AbortSignal.any([AbortSignal.timeout(timeoutMs), ...(signal ? [signal] : [])]);
         const init: RequestInit & { duplex?: "half" } = {
           method: spec.method,
           headers,
           body,
           redirect: spec.redirect ?? "follow",
-          signal,
+          signal: attemptSignal,
         };
         if (spec.body instanceof ReadableStream) init.duplex = "half";
         const doFetch = this.options.fetch; // called unbound: some runtimes reject fetch with a foreign `this`

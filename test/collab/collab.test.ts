@@ -321,3 +321,39 @@ test("presence: join, update and leave arrive over graphql-ws in order; GraphQL 
   expect(stranger.errors![0]!.extensions!.code).toBe("NOT_FOUND");
   await watcher.dispose();
 });
+
+test("a malformed frame closes that socket (4400); the server and the room carry on", async () => {
+  const other = connect(server.url, room(), users.editor!.token);
+  await other.synced;
+  const raw = new WebSocket(
+    `${server.wsUrl.replace(/\/graphql$/, "")}/collab/${room()}?token=${users.owner!.token}`,
+  );
+  raw.binaryType = "arraybuffer";
+  await new Promise((resolve) => raw.addEventListener("message", resolve, { once: true })); // sync step 1
+  const closed = new Promise<number>((resolve) => raw.addEventListener("close", (e) => resolve(e.code)));
+  raw.send(new Uint8Array([0, 2, 0x85])); // a sync update whose length runs past the end
+  expect(await closed).toBe(4400);
+  other.text.insert(0, "still here ");
+  const late = connect(server.url, room(), users.editor!.token);
+  await late.synced;
+  await eventually(() => late.text.toString().startsWith("still here "));
+  expect((await server.gql("{ health { ok } }")).data!.health.ok).toBe(true);
+  for (const c of [other, late]) c.provider.destroy();
+});
+
+test("a share link of a deleted session opens nothing", async () => {
+  const { token } = await server.signUp();
+  const s = (await server.gql(`mutation { createSession(input: { title: "gone" }) { id } }`, {}, token)).data!
+    .createSession.id;
+  const link = (
+    await server.gql(
+      `mutation($s: ID!) { createShareLink(sessionId: $s, role: EDITOR) { token } }`,
+      { s },
+      token,
+    )
+  ).data!.createShareLink.token;
+  await server.gql(`mutation($s: ID!) { deleteSession(id: $s) }`, { s }, token);
+  const guest = connect(server.url, `sessions/${s}/chat`, link);
+  expect((await guest.closed).code).toBe(4404);
+  guest.provider.destroy();
+});

@@ -266,3 +266,69 @@ test("kill -9 then restart: the typed buffer comes back and reaches the re-creat
     rmSync(first.dataDir, { recursive: true, force: true });
   }
 }, 60_000);
+
+test("an emoji changed by a run arrives whole (no half surrogate pairs)", async () => {
+  const { branchId } = await newBranch({ "e.txt": "smile 😀 end\n" });
+  const c = open(branchId, "e.txt");
+  await c.synced;
+  await eventually(() => c.text.toString() === "smile 😀 end\n");
+  await run(branchId, "sed -i 's/😀/😁/' e.txt");
+  await eventually(() => c.text.toString() === "smile 😁 end\n");
+});
+
+test("a run's change lands where it was made, even when people typed elsewhere meanwhile", async () => {
+  const { branchId } = await newBranch({ "r.txt": "a\nx\nb\na\nx\nb\n" });
+  const c = open(branchId, "r.txt");
+  await c.synced;
+  await eventually(() => c.text.length > 0);
+  const { id } = (
+    await gql(
+      `mutation($b: ID!) { exec(branchId: $b, command: "sleep 0.5; sed -i '2s/x/X/' r.txt") { id } }`,
+      {
+        b: branchId,
+      },
+    )
+  ).exec;
+  await Bun.sleep(150);
+  c.text.insert(1, "2"); // the first "a" becomes "a2" while the run changes the first "x"
+  await eventually(() => c.text.toString() === "a2\nX\nb\na\nx\nb\n");
+  await eventually(async () => (await fileOf(branchId, "r.txt")) === "a2\nX\nb\na\nx\nb\n");
+  expect((await gql(`query($r: ID!) { run(id: $r) { status } }`, { r: id })).run.status).toBe("SUCCEEDED");
+});
+
+test("a file a run made binary closes its room, and the room stays refused", async () => {
+  const { branchId } = await newBranch({ "t.txt": "text\n" });
+  const c = open(branchId, "t.txt");
+  await c.synced;
+  await eventually(() => c.text.toString() === "text\n");
+  await run(branchId, "printf 'bin\\000ary' > t.txt");
+  expect((await c.closed).code).toBe(4400);
+  c.provider.destroy();
+  const again = open(branchId, "t.txt");
+  expect((await again.closed).code).toBe(4400);
+  again.provider.destroy();
+});
+
+test("write access follows the key's scopes and the member's current role", async () => {
+  const { sessionId, branchId } = await newBranch({ "w.txt": "w\n" });
+  const readKey = (
+    await gql(`mutation { createApiKey(name: "reader", scopes: ["read"]) { secret } }`, {}, editor.token)
+  ).createApiKey.secret;
+  const ro = open(branchId, "w.txt", readKey);
+  const rw = open(branchId, "w.txt", editor.token);
+  await Promise.all([ro.synced, rw.synced]);
+  await eventually(() => ro.text.toString() === "w\n" && rw.text.toString() === "w\n");
+  ro.text.insert(0, "RO:");
+  rw.text.insert(rw.text.length, "rw\n");
+  await eventually(() => ro.text.toString().endsWith("rw\n"));
+  await Bun.sleep(200);
+  expect(rw.text.toString()).toBe("w\nrw\n");
+  // Demoted to VIEWER: the sockets opened as EDITOR close, and reconnect with the new role.
+  await gql(
+    `mutation($s: ID!, $e: String!) { shareSession(sessionId: $s, email: $e, role: VIEWER) { role } }`,
+    { s: sessionId, e: editor.email },
+  );
+  expect((await rw.closed).code).toBe(4403);
+  rw.provider.destroy();
+  ro.provider.destroy();
+});

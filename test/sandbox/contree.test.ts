@@ -2,8 +2,13 @@
 // plus what is particular to microVM images (pending writes ride on the next run, ConTree's refusals
 // become typed errors, a flaky service is retried within its contract).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { execFileSync } from "node:child_process";
+import { linkSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { ContreeClient } from "../../sandbox/contree/client.ts";
 import { ContreeProvider } from "../../sandbox/contree/provider.ts";
+import { readTar } from "../../sandbox/contree/tar.ts";
 import { type FakeContree, startFakeContree } from "../../scripts/fake-contree/index.ts";
 import { runProviderContract } from "./provider.contract.ts";
 
@@ -127,6 +132,23 @@ describe("contree: particulars", () => {
     await fresh.close();
   });
 
+  test("the output cap covers both streams and stops the run; longer timeouts than ConTree's are clamped", async () => {
+    const sbx = await p.create({ kind: "empty" });
+    let seen = 0;
+    const capped = await p.exec(sbx, {
+      command: "yes out | head -c 3000; yes err | head -c 3000 >&2; sleep 20",
+      maxOutputBytes: 1000,
+      onOutput: (c) => {
+        seen += c.data.byteLength;
+      },
+    });
+    expect(capped.killedBy).toBe("output");
+    expect(seen).toBeLessThanOrEqual(1000);
+    // Asking for two hours is not refused by ConTree's 1-hour cap: the run gets what is allowed.
+    const long = await p.exec(sbx, { command: "true", timeoutMs: 2 * 3600_000 });
+    expect(long.exitCode).toBe(0);
+  });
+
   test("a 500 on spawn is not replayed: the run fails as UNAVAILABLE", async () => {
     const sbx = await p.create({ kind: "empty" });
     fake.fail({ method: "POST", path: "/v1/instances", status: 500, times: 1 });
@@ -134,4 +156,21 @@ describe("contree: particulars", () => {
     await expect(p.exec(sbx, { command: "true" })).rejects.toMatchObject({ code: "UNAVAILABLE" });
     expect(spawns().length).toBe(before + 1);
   });
+});
+
+test("the tar reader keeps hard links as files with their content (GNU and Python tar write them)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "occ-tar-"));
+  try {
+    writeFileSync(join(dir, "a.txt"), "shared\n");
+    linkSync(join(dir, "a.txt"), join(dir, "b.txt"));
+    const archive = new Uint8Array(execFileSync("tar", ["-cf", "-", "-C", dir, "."]));
+    const files = Object.fromEntries(
+      readTar(archive)
+        .filter((e) => e.type === "file")
+        .map((e) => [e.name, new TextDecoder().decode(e.data)]),
+    );
+    expect(files).toEqual({ "a.txt": "shared\n", "b.txt": "shared\n" });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
