@@ -156,6 +156,7 @@ export async function startServer(
           () => headRef(database.db, branchId),
           (sandbox) => fn(sandbox.files),
         ),
+      filesNow: (branchId) => branchRuntime.filesNow(branchId),
     },
     graceMs: config.collabUnloadGraceMs,
     maxFileBytes: config.collabMaxFileBytes,

@@ -22,6 +22,8 @@ const SERVER = "server";
 export interface BranchFiles {
   /** Runs `fn` on the branch's live sandbox, queued behind its other work. */
   withFiles<T>(branchId: string, fn: (files: SandboxFiles) => Promise<T>): Promise<T>;
+  /** The branch's live sandbox right now, if there is one (for reads that need not wait). */
+  filesNow(branchId: string): SandboxFiles | undefined;
 }
 
 export interface FileBufferOptions {
@@ -83,15 +85,20 @@ export class FileBuffer {
     return this.room.doc.getMap<string>("meta");
   }
 
-  /** Loads the workspace file into the room, whose doc may already hold stored state. */
-  async open(files: SandboxFiles): Promise<void> {
+  /**
+   * Loads the workspace file into the room, whose doc may already hold stored state. With `queued`
+   * false (read outside the branch's queue, e.g. during a run) it only reads: a write it needs waits
+   * for the queue, and the after-run sync brings in whatever the run still changes.
+   */
+  async open(files: SandboxFiles, queued = true): Promise<void> {
     const disk = decodeText(await files.read(this.path), this.path, this.options.maxBytes);
     const meta = this.meta;
     const unchanged = meta.get("base") === hashOf(disk);
     const recreated = meta.get("sandbox") !== files.sandboxId && meta.get("head") === files.head;
     if (meta.has("base") && (unchanged || recreated)) {
       this.setBase(disk, files);
-      await this.flush(files);
+      if (queued) await this.flush(files);
+      else if (this.text.toString() !== (disk ?? "")) this.scheduleFlush();
     } else {
       applyTextChange(this.text, disk ?? "", SERVER);
       this.setBase(disk, files);

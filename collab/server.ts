@@ -234,7 +234,17 @@ export class CollabServer {
             },
           });
           const opening = buffer;
-          await this.deps.files.withFiles(target.branchId, (files) => opening.open(files));
+          // A branch busy with a long run still opens its files at once (reading is safe meanwhile).
+          const now = this.deps.files.filesNow(target.branchId);
+          if (now) {
+            await opening.open(now, false);
+            // Once the queue is free, whatever the running work changed meanwhile comes in.
+            void this.deps.files
+              .withFiles(target.branchId, (files) => opening.sync(files))
+              .catch((error) =>
+                this.deps.log.warn("file buffer sync failed", { room: name, error: String(error) }),
+              );
+          } else await this.deps.files.withFiles(target.branchId, (files) => opening.open(files));
           entry.buffer = buffer;
         }
       } catch (error) {

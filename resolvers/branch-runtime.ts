@@ -154,6 +154,15 @@ export class BranchRuntime {
     return live;
   }
 
+  /**
+   * The files of a branch's live sandbox now, without waiting for its queue (reads while a run goes
+   * on see its work in progress); undefined when this instance has no live sandbox for it.
+   */
+  filesNow(branchId: string): SandboxFiles | undefined {
+    const live = this.live.get(branchId);
+    return live && this.filesOf(live);
+  }
+
   /** The live sandbox of a branch, if this instance has one (for reads of in-progress files). */
   sandboxOf(branchId: string): { id: string; provider: SandboxProvider } | undefined {
     const live = this.live.get(branchId);

@@ -332,3 +332,21 @@ test("write access follows the key's scopes and the member's current role", asyn
   rw.provider.destroy();
   ro.provider.destroy();
 });
+
+test("a file opens at once while a long run holds the branch, and shows the run's result when it ends", async () => {
+  const { branchId } = await newBranch({ "slow.txt": "before\n" });
+  await run(branchId, "true"); // the branch has a live sandbox
+  const { id } = (
+    await gql(`mutation($b: ID!) { exec(branchId: $b, command: "sleep 2; echo after > slow.txt") { id } }`, {
+      b: branchId,
+    })
+  ).exec;
+  await Bun.sleep(200);
+  const c = open(branchId, "slow.txt");
+  await c.synced;
+  await eventually(() => c.text.toString() === "before\n");
+  const openedWhileRunning =
+    (await gql(`query($r: ID!) { run(id: $r) { status } }`, { r: id })).run.status === "RUNNING";
+  expect(openedWhileRunning).toBe(true); // not queued behind the run
+  await eventually(() => c.text.toString() === "after\n", 10_000);
+});
