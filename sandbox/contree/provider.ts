@@ -7,7 +7,6 @@
 // carried into the next run's `files` (a snapshot with pending writes runs `true` to bake them in).
 // Files, listings and diffs come from the inspect endpoints of saved images. The workspace is
 // /workspace inside the image. The snapshot tree itself lives in our database, like local's.
-import { createHash } from "node:crypto";
 import { readFile, stat } from "node:fs/promises";
 import { constants } from "node:os";
 import { diffManifests } from "../diff.ts";
@@ -35,12 +34,10 @@ import {
   ContreeUnprocessableError,
   isAbortError,
 } from "./errors.ts";
-import { readTar } from "./tar.ts";
+import { scanTar } from "./tar.ts";
 import type { FileSpec, InstanceSpawnRequest, OperationEvent } from "./types.ts";
 
 export const WORKSPACE = "/workspace";
-/** Largest workspace archive read for listings, stats and diffs. */
-const MAX_ARCHIVE_BYTES = 1024 ** 3;
 /** Image manifests kept in memory (images never change, so entries never go stale). */
 const MANIFEST_CACHE = 64;
 
@@ -458,28 +455,26 @@ export class ContreeProvider implements SandboxProvider {
   }
 
   private async loadFiles(image: string): Promise<ImageFiles> {
-    let archive: Uint8Array;
-    try {
-      archive = await collect(await this.client.archive(image, WORKSPACE), MAX_ARCHIVE_BYTES);
-    } catch (error) {
-      throw translate(error, `image ${image}`);
-    }
     const manifest: Manifest = new Map();
     const pathOf = new Map<string, string>();
     let fileCount = 0;
     let sizeBytes = 0;
-    for (const entry of readTar(archive)) {
-      const path = relativeToWorkspace(entry.name);
-      if (!path) continue;
-      if (entry.type === "dir") manifest.set(path, { t: "d", m: entry.mode, s: 0 });
-      else if (entry.type === "symlink") manifest.set(path, { t: "l", m: 0o777, s: 0, l: entry.linkName });
-      else if (entry.type === "file") {
-        const hash = createHash("sha256").update(entry.data).digest("hex");
-        manifest.set(path, { t: "f", m: entry.mode, s: entry.size, h: hash });
-        pathOf.set(hash, path);
-        fileCount++;
-        sizeBytes += entry.size;
+    try {
+      // Streamed: contents are hashed on the way through and never held.
+      for await (const entry of scanTar(await this.client.archive(image, WORKSPACE))) {
+        const path = relativeToWorkspace(entry.name);
+        if (!path) continue;
+        if (entry.type === "dir") manifest.set(path, { t: "d", m: entry.mode, s: 0 });
+        else if (entry.type === "symlink") manifest.set(path, { t: "l", m: 0o777, s: 0, l: entry.linkName });
+        else if (entry.type === "file") {
+          manifest.set(path, { t: "f", m: entry.mode, s: entry.size, h: entry.sha256 });
+          pathOf.set(entry.sha256, path);
+          fileCount++;
+          sizeBytes += entry.size;
+        }
       }
+    } catch (error) {
+      throw translate(error, `image ${image}`);
     }
     // Archives may omit directory entries; every file's parents are directories.
     for (const path of [...manifest.keys()]) {
@@ -606,17 +601,6 @@ function filesOf(files: Record<string, import("../provider.ts").FileInput>) {
       });
   }
   return out;
-}
-
-async function collect(stream: ReadableStream<Uint8Array>, limit: number): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for await (const chunk of stream) {
-    total += chunk.byteLength;
-    if (total > limit) throw new SandboxError("TOO_LARGE", `The workspace archive exceeds ${limit} bytes`);
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
 }
 
 function describe(error: unknown): string {

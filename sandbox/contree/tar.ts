@@ -1,15 +1,18 @@
-// A small reader for the tar streams of ConTree's inspect/archive endpoint (POSIX ustar with PAX
-// extended headers, GNU long names tolerated): enough to turn an image's subtree into a manifest.
-// Hand-written because it is ~80 lines and the npm tar readers pull in Node stream machinery.
+// A streaming reader for the tar streams of ConTree's inspect/archive endpoint (POSIX ustar with PAX
+// extended headers, GNU long names and hard links tolerated): enough to turn an image's subtree into
+// a manifest. Contents are hashed as they stream by and never held, so a large workspace costs its
+// download, not its size in memory. Hand-written: ~100 lines against Node-stream-based npm readers.
+import { createHash, type Hash } from "node:crypto";
 
 export interface TarEntry {
-  /** As stored, "/"-separated, without a leading "./". */
+  /** As stored, "/"-separated, without a leading "./" or a trailing "/". */
   name: string;
   type: "file" | "dir" | "symlink" | "other";
   mode: number;
   size: number;
   linkName: string;
-  data: Uint8Array;
+  /** SHA-256 of a file's content (hex); "" for other types. */
+  sha256: string;
 }
 
 const BLOCK = 512;
@@ -46,60 +49,93 @@ function paxRecords(data: Uint8Array): Record<string, string> {
 
 const clean = (name: string) => name.replace(/^\.\//, "").replace(/\/+$/, "");
 
-export function readTar(archive: Uint8Array): TarEntry[] {
-  const entries: TarEntry[] = [];
-  let offset = 0;
+const typeOf = (flag: string): TarEntry["type"] =>
+  flag === "0" || flag === "\0" || flag === "7" || flag === "1"
+    ? "file"
+    : flag === "5"
+      ? "dir"
+      : flag === "2"
+        ? "symlink"
+        : "other";
+
+/** The entries of a tar stream, in order. */
+export async function* scanTar(stream: AsyncIterable<Uint8Array>): AsyncGenerator<TarEntry> {
+  let buffered = new Uint8Array(0);
+  const iterator = stream[Symbol.asyncIterator]();
+  /** At least `n` bytes buffered; false at the end of the stream. */
+  const fill = async (n: number): Promise<boolean> => {
+    while (buffered.length < n) {
+      const { value, done } = await iterator.next();
+      if (done) return false;
+      const next = new Uint8Array(buffered.length + value.length);
+      next.set(buffered);
+      next.set(value, buffered.length);
+      buffered = next;
+    }
+    return true;
+  };
+  /** Consumes `size` bytes plus padding, feeding them to `hash` (and returning them when `keep`). */
+  const take = async (size: number, hash: Hash | null, keep: boolean): Promise<Uint8Array> => {
+    const padded = Math.ceil(size / BLOCK) * BLOCK;
+    const kept: Uint8Array[] = [];
+    let left = padded;
+    let data = size;
+    while (left > 0) {
+      if (buffered.length === 0 && !(await fill(1))) throw new Error("tar stream ends inside an entry");
+      const piece = buffered.subarray(0, Math.min(left, buffered.length));
+      const useful = piece.subarray(0, Math.min(data, piece.length));
+      hash?.update(useful);
+      if (keep) kept.push(useful.slice());
+      data -= useful.length;
+      left -= piece.length;
+      buffered = buffered.subarray(piece.length);
+    }
+    return keep ? Buffer.concat(kept) : new Uint8Array(0);
+  };
+
   let pax: Record<string, string> = {};
   let longName: string | null = null;
   let longLink: string | null = null;
-  const files = new Map<string, Uint8Array>();
-  while (offset + BLOCK <= archive.length) {
-    const header = archive.subarray(offset, offset + BLOCK);
-    if (header.every((b) => b === 0)) break; // end of archive
+  const hashes = new Map<string, { sha256: string; size: number }>();
+  while (await fill(BLOCK)) {
+    const header = buffered.slice(0, BLOCK);
+    buffered = buffered.subarray(BLOCK);
+    if (header.every((b) => b === 0)) return; // end of archive
     const flag = String.fromCharCode(header[156]!);
     const size = pax.size ? Number(pax.size) : octal(header, 124, 12);
-    const data = archive.subarray(offset + BLOCK, offset + BLOCK + size);
-    offset += BLOCK + Math.ceil(size / BLOCK) * BLOCK;
-    if (flag === "x") {
-      pax = { ...pax, ...paxRecords(data) };
-      continue;
-    }
-    if (flag === "g") continue; // global PAX header: nothing we use
-    if (flag === "L") {
-      longName = decoder.decode(data).replace(/\0+$/, "");
-      continue;
-    }
-    if (flag === "K") {
-      longLink = decoder.decode(data).replace(/\0+$/, "");
-      continue;
+    if (flag === "x" || flag === "g" || flag === "L" || flag === "K") {
+      const data = await take(size, null, true);
+      if (flag === "x") pax = { ...pax, ...paxRecords(data) };
+      else if (flag === "L") longName = decoder.decode(data).replace(/\0+$/, "");
+      else if (flag === "K") longLink = decoder.decode(data).replace(/\0+$/, "");
+      continue; // "g": global PAX header, nothing we use
     }
     const prefix = text(header, 345, 155);
     const stored = text(header, 0, 100);
-    const name = pax.path ?? longName ?? (prefix ? `${prefix}/${stored}` : stored);
-    const type =
-      flag === "0" || flag === "\0" || flag === "7" || flag === "1"
-        ? "file"
-        : flag === "5"
-          ? "dir"
-          : flag === "2"
-            ? "symlink"
-            : "other";
+    const name = clean(pax.path ?? longName ?? (prefix ? `${prefix}/${stored}` : stored));
     const linkName = pax.linkpath ?? longLink ?? text(header, 157, 100);
-    // A hard link is another name for a file stored earlier in the archive: same content.
-    const content = flag === "1" ? (files.get(clean(linkName)) ?? new Uint8Array()) : data;
-    const entry: TarEntry = {
-      name: clean(name),
+    const type = typeOf(flag);
+    let content = { sha256: "", size: 0 };
+    if (flag === "1") {
+      // A hard link is another name for a file stored earlier in the archive: same content.
+      await take(size, null, false);
+      content = hashes.get(clean(linkName)) ?? { sha256: createHash("sha256").digest("hex"), size: 0 };
+    } else if (type === "file") {
+      const hash = createHash("sha256");
+      await take(size, hash, false);
+      content = { sha256: hash.digest("hex"), size };
+    } else await take(size, null, false);
+    if (type === "file") hashes.set(name, content);
+    yield {
+      name,
       type,
       mode: octal(header, 100, 8) & 0o7777,
-      size: type === "file" ? content.byteLength : 0,
+      size: content.size,
       linkName: flag === "1" ? "" : linkName,
-      data: type === "file" ? content : new Uint8Array(),
+      sha256: content.sha256,
     };
-    if (type === "file") files.set(entry.name, entry.data);
-    entries.push(entry);
     pax = {};
     longName = null;
     longLink = null;
   }
-  return entries;
 }

@@ -3,12 +3,13 @@
 // become typed errors, a flaky service is retried within its contract).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { linkSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ContreeClient } from "../../sandbox/contree/client.ts";
 import { ContreeProvider } from "../../sandbox/contree/provider.ts";
-import { readTar } from "../../sandbox/contree/tar.ts";
+import { scanTar } from "../../sandbox/contree/tar.ts";
 import { type FakeContree, startFakeContree } from "../../scripts/fake-contree/index.ts";
 import { runProviderContract } from "./provider.contract.ts";
 
@@ -158,18 +159,26 @@ describe("contree: particulars", () => {
   });
 });
 
-test("the tar reader keeps hard links as files with their content (GNU and Python tar write them)", () => {
+test("the tar reader streams: hard links are files with their content, chunks may split anywhere", async () => {
   const dir = mkdtempSync(join(tmpdir(), "occ-tar-"));
   try {
     writeFileSync(join(dir, "a.txt"), "shared\n");
-    linkSync(join(dir, "a.txt"), join(dir, "b.txt"));
-    const archive = new Uint8Array(execFileSync("tar", ["-cf", "-", "-C", dir, "."]));
-    const files = Object.fromEntries(
-      readTar(archive)
-        .filter((e) => e.type === "file")
-        .map((e) => [e.name, new TextDecoder().decode(e.data)]),
-    );
-    expect(files).toEqual({ "a.txt": "shared\n", "b.txt": "shared\n" });
+    linkSync(join(dir, "a.txt"), join(dir, "b.txt")); // GNU and Python tar write these as links
+    const big = Buffer.alloc(700_001, "z");
+    writeFileSync(join(dir, `${"long-name-".repeat(12)}.bin`), big);
+    const archive = new Uint8Array(execFileSync("tar", ["--format=pax", "-cf", "-", "-C", dir, "."]));
+    // Delivered in odd-sized pieces, as a network stream would.
+    async function* pieces() {
+      for (let at = 0; at < archive.length; at += 777) yield archive.subarray(at, at + 777);
+    }
+    const files: Record<string, [number, string]> = {};
+    for await (const e of scanTar(pieces())) if (e.type === "file") files[e.name] = [e.size, e.sha256];
+    const sha = (data: string | Buffer) => createHash("sha256").update(data).digest("hex");
+    expect(files).toEqual({
+      "a.txt": [7, sha("shared\n")],
+      "b.txt": [7, sha("shared\n")],
+      [`${"long-name-".repeat(12)}.bin`]: [700_001, sha(big)],
+    });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
