@@ -9,6 +9,7 @@
 // /workspace inside the image. The snapshot tree itself lives in our database, like local's.
 import { readFile, stat } from "node:fs/promises";
 import { constants } from "node:os";
+import { decodeBaseFiles } from "../base-files.ts";
 import { diffManifests } from "../diff.ts";
 import { cleanPath, findSnapshotFile, listSnapshot, type Manifest, parentOf } from "../manifest.ts";
 import {
@@ -16,6 +17,7 @@ import {
   type ExecOptions,
   type ExecResult,
   type FileEntry,
+  type FileMap,
   type FileSource,
   type GcResult,
   type ProviderStatus,
@@ -153,7 +155,7 @@ export class ContreeProvider implements SandboxProvider {
         networking: { enabled: true },
       };
     } else {
-      const files = base.kind === "files" ? await this.upload(filesOf(base.files)) : undefined;
+      const files = base.kind === "files" ? await this.upload(workspaceFiles(base.files)) : undefined;
       request = { image, command: "mkdir", args: ["-p", WORKSPACE], files, networking: { enabled: false } };
     }
     const result = await this.run({ ...request, cwd: "/", timeout: 600, stdin: { value: "", close: true } });
@@ -586,20 +588,11 @@ function relativeToWorkspace(name: string): string {
   return trimmed.startsWith("workspace/") ? trimmed.slice("workspace/".length) : trimmed;
 }
 
-function filesOf(files: Record<string, import("../provider.ts").FileInput>) {
+/** A base's files by clean workspace path, with the default mode made explicit for the upload. */
+function workspaceFiles(files: FileMap) {
   const out = new Map<string, { data: Uint8Array; mode: number }>();
-  for (const [path, input] of Object.entries(files)) {
-    const clean = cleanPath(path);
-    if (typeof input === "string") out.set(clean, { data: new TextEncoder().encode(input), mode: 0o644 });
-    else
-      out.set(clean, {
-        data:
-          input.encoding === "base64"
-            ? new Uint8Array(Buffer.from(input.content, "base64"))
-            : new TextEncoder().encode(input.content),
-        mode: input.mode ?? 0o644,
-      });
-  }
+  for (const [path, { data, mode }] of decodeBaseFiles(files))
+    out.set(cleanPath(path), { data, mode: mode ?? 0o644 });
   return out;
 }
 

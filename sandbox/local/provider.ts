@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs/promises";
 import { isAbsolute, join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { decodeBaseFiles } from "../base-files.ts";
 import { diffManifests } from "../diff.ts";
 import { cleanPath, findSnapshotFile, listSnapshot } from "../manifest.ts";
 import type {
@@ -56,9 +57,6 @@ export const DEFAULT_LIMITS: Limits = {
   maxProcesses: 512,
   maxMemoryBytes: 4 * 1024 * 1024 * 1024,
 };
-
-const MAX_BASE_FILES = 10_000;
-const MAX_BASE_BYTES = 64 * 1024 * 1024;
 
 interface Live {
   workspace: Workspace;
@@ -172,20 +170,7 @@ export class LocalProvider implements SandboxProvider {
   }
 
   private async writeBaseFiles(root: string, files: FileMap): Promise<void> {
-    const entries = Object.entries(files);
-    if (entries.length > MAX_BASE_FILES)
-      throw new SandboxError("TOO_LARGE", `At most ${MAX_BASE_FILES} files`);
-    let total = 0;
-    for (const [path, input] of entries) {
-      const spec = typeof input === "string" ? { content: input } : input;
-      if (typeof spec?.content !== "string")
-        throw new SandboxError("BAD_BASE", `"${path}": content must be a string`);
-      const data =
-        spec.encoding === "base64" ? Buffer.from(spec.content, "base64") : Buffer.from(spec.content, "utf8");
-      total += data.byteLength;
-      if (total > MAX_BASE_BYTES) throw new SandboxError("TOO_LARGE", `Files exceed ${MAX_BASE_BYTES} bytes`);
-      await writeLive(root, path, data, spec.mode);
-    }
+    for (const [path, { data, mode }] of decodeBaseFiles(files)) await writeLive(root, path, data, mode);
   }
 
   private async clone(root: string, url: string, ref?: string): Promise<void> {
