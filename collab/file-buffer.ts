@@ -12,6 +12,7 @@ import { createHash } from "node:crypto";
 import * as Y from "yjs";
 import type { SandboxFiles } from "../resolvers/branch-runtime.ts";
 import { AppError } from "../resolvers/errors.ts";
+import { utf8Text } from "../sandbox/diff.ts";
 import { SandboxError } from "../sandbox/provider.ts";
 import type { Room } from "./room.ts";
 import { applyTextChange } from "./text-edit.ts";
@@ -44,16 +45,14 @@ export function decodeText(data: Uint8Array | null, path: string, maxBytes: numb
       "PAYLOAD_TOO_LARGE",
       `${path} is ${data.byteLength} bytes; files over ${maxBytes} bytes cannot be edited live`,
     );
-  if (data.includes(0)) throw binary(path);
-  try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(data);
-  } catch {
-    throw binary(path);
-  }
+  const text = utf8Text(data);
+  if (text === null)
+    throw new AppError(
+      "BAD_USER_INPUT",
+      `${path} is a binary file; only UTF-8 text files can be edited live`,
+    );
+  return text;
 }
-
-const binary = (path: string) =>
-  new AppError("BAD_USER_INPUT", `${path} is a binary file; only UTF-8 text files can be edited live`);
 
 const hashOf = (content: string | null) =>
   content === null ? "absent" : createHash("sha256").update(content).digest("hex");

@@ -150,14 +150,7 @@ export class CollabServer {
   /** The session a room belongs to; NOT_FOUND for a name outside the forms or a missing branch. */
   private async sessionOfRoom(room: RoomName | null, raw: string): Promise<string> {
     if (!room) throw new AppError("NOT_FOUND", `Unknown room "${raw.slice(0, 200)}": use ${ROOM_FORMS}`);
-    if (room.kind === "chat") {
-      const [session] = await this.deps.db
-        .select({ id: sessions.id })
-        .from(sessions)
-        .where(eq(sessions.id, room.sessionId));
-      if (!session) throw new AppError("NOT_FOUND", "No such room");
-      return room.sessionId;
-    }
+    if (room.kind === "chat") return room.sessionId;
     const [branch] = await this.deps.db
       .select({ sessionId: branches.sessionId })
       .from(branches)
@@ -186,7 +179,12 @@ export class CollabServer {
       const claims = await this.deps.shareLinks.verify(SHARE_AUDIENCE, token).catch(() => null);
       if (!claims) throw error instanceof AppError ? error : new AppError("UNAUTHENTICATED", "Invalid token");
       who.sessionId = await this.sessionOfRoom(target, raw);
-      if (claims.sid === who.sessionId && (claims.role === "EDITOR" || claims.role === "VIEWER"))
+      // A link outlives its session; a member row does not (it goes with the session).
+      const [session] = await this.deps.db
+        .select({ id: sessions.id })
+        .from(sessions)
+        .where(eq(sessions.id, who.sessionId));
+      if (session && claims.sid === who.sessionId && (claims.role === "EDITOR" || claims.role === "VIEWER"))
         return { role: claims.role, canWrite: claims.role === "EDITOR" };
       throw new AppError("NOT_FOUND", "No such room");
     }

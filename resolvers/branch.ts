@@ -9,6 +9,7 @@ import {
   type SnapshotRow,
   sessions,
 } from "../db/schema.ts";
+import { utf8Text } from "../sandbox/diff.ts";
 import type { FileEntry, FileSource, SandboxProvider } from "../sandbox/provider.ts";
 import { loadInSession } from "./access.ts";
 import type { BranchSandbox } from "./branch-runtime.ts";
@@ -216,10 +217,8 @@ export interface FileContent {
 export function toFileContent(path: string, data: Uint8Array | null): FileContent | null {
   if (data === null) return null;
   if (data.byteLength > MAX_READ_BYTES) throw badInput(`File is larger than ${MAX_READ_BYTES} bytes`, "path");
-  try {
-    const content = new TextDecoder("utf-8", { fatal: true }).decode(data);
-    if (!content.includes("\0")) return { path, content, encoding: "utf8", size: data.byteLength };
-  } catch {}
+  const content = utf8Text(data);
+  if (content !== null) return { path, content, encoding: "utf8", size: data.byteLength };
   return { path, content: Buffer.from(data).toString("base64"), encoding: "base64", size: data.byteLength };
 }
 

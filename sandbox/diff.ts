@@ -20,6 +20,16 @@ export function isBinary(data: Uint8Array): boolean {
   }
 }
 
+/** The whole content as text: valid UTF-8 without any NUL byte; null when it is binary. */
+export function utf8Text(data: Uint8Array): string | null {
+  if (data.includes(0)) return null;
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(data);
+  } catch {
+    return null;
+  }
+}
+
 export async function diffManifests(
   from: Manifest,
   to: Manifest,
