@@ -55,6 +55,13 @@ export const topics = {
   run: (runId: string) => `run:${runId}`,
   /** A user lost access to a session (removed member): their open sockets close. */
   accessRevoked: "auth:access-revoked",
+  /** A share link was revoked: sockets and streams opened with it end. Payload { sessionId, linkId }. */
+  shareLinkRevoked: "auth:share-link-revoked",
+  /**
+   * A user ended all their sessions' tokens ("sign out everywhere"), or was deleted: JWTs issued
+   * before `before` (ms since epoch) stop working. Payload { userId, before }.
+   */
+  tokensRevoked: "auth:tokens-revoked",
   /** Who is in a session: join/update/leave. */
   presence: (sessionId: string) => `presence:${sessionId}`,
   /** Progress of one exploration. */

@@ -9,6 +9,8 @@ export const ERROR_CODES = {
   CONFLICT: 409,
   PAYLOAD_TOO_LARGE: 413,
   RATE_LIMITED: 429,
+  /** A storage, size or usage limit of the user, session or command was reached (details say which). */
+  QUOTA_EXCEEDED: 507,
   INTERNAL: 500,
   /** The session's sandbox provider cannot do this (e.g. ConTree has no deletion and no inbound ports). */
   NOT_SUPPORTED: 501,
@@ -46,6 +48,8 @@ export const notFound = (what: string) => new AppError("NOT_FOUND", `${what} not
 export const badInput = (message: string, field?: string) =>
   new AppError("BAD_USER_INPUT", message, field ? { field } : undefined);
 export const conflict = (message: string) => new AppError("CONFLICT", message);
+export const quotaExceeded = (message: string, details?: Record<string, unknown>) =>
+  new AppError("QUOTA_EXCEEDED", message, details);
 export const rateLimited = (retryAfterSeconds: number) =>
   new AppError("RATE_LIMITED", `Too many attempts; try again in ${retryAfterSeconds} s`, {
     retryAfterSeconds,

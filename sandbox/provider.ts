@@ -131,6 +131,8 @@ export type SandboxErrorCode =
   | "BAD_PATH"
   | "BAD_BASE"
   | "TOO_LARGE"
+  /** A disk or size quota was reached (what a command may write, what a session or user may keep). */
+  | "QUOTA_EXCEEDED"
   | "ISOLATION_UNAVAILABLE"
   | "BUSY"
   /** The provider cannot do this at all (ConTree: host binds, deletion, inbound ports). */
