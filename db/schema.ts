@@ -23,6 +23,8 @@ export const users = sqliteTable(
     name: text("name"),
     passwordHash: text("password_hash").notNull(),
     createdAt: createdAt(),
+    /** "Sign out everywhere": access tokens issued before this moment are refused. */
+    tokensValidAfter: integer("tokens_valid_after", { mode: "timestamp_ms" }),
   },
   (t) => [uniqueIndex("users_email_unique").on(t.email)],
 );
@@ -90,6 +92,25 @@ export const members = sqliteTable(
 
 export const SNAPSHOT_ORIGINS = ["IMPORT", "CHECKPOINT", "RUN", "WRITE"] as const;
 
+/** Share links: listable and revocable; the link's token carries its id (claim `lid`). */
+export const shareLinks = sqliteTable(
+  "share_links",
+  {
+    id: text("id").primaryKey(),
+    sessionId: text("session_id")
+      .notNull()
+      .references(() => sessions.id, { onDelete: "cascade" }),
+    role: text("role", { enum: ROLES }).notNull(),
+    createdById: text("created_by_id").notNull(),
+    createdAt: createdAt(),
+    expiresAt: integer("expires_at", { mode: "timestamp_ms" }).notNull(),
+    revokedAt: integer("revoked_at", { mode: "timestamp_ms" }),
+  },
+  (t) => [index("share_links_session_idx").on(t.sessionId)],
+);
+
+export type ShareLinkRow = typeof shareLinks.$inferSelect;
+
 export const snapshots = sqliteTable(
   "snapshots",
   {
@@ -106,6 +127,11 @@ export const snapshots = sqliteTable(
     createdById: text("created_by_id"),
     fileCount: integer("file_count").notNull(),
     sizeBytes: integer("size_bytes").notNull(),
+    /**
+     * Bytes of file content this snapshot added over its parent (new and changed files): what keeping
+     * it costs, summed per session and per owner for storage quotas.
+     */
+    addedBytes: integer("added_bytes").notNull().default(0),
     createdAt: createdAt(),
   },
   (t) => [
