@@ -228,7 +228,8 @@ export function loadConfig(env: Env = process.env): Config {
       contree: contreeConfig(env),
       dir: resolve(str(env, "SANDBOX_DIR", resolve(dataDir, "sandbox"))),
       workspaces: oneOf(env, "SANDBOX_WORKSPACES", ["auto", "overlay", "copy"] as const, "auto"),
-      requireIsolation: bool(env, "SANDBOX_REQUIRE_ISOLATION", false),
+      // A shared (production) server must isolate commands; opting out is explicit.
+      requireIsolation: bool(env, "SANDBOX_REQUIRE_ISOLATION", nodeEnv === "production"),
       // Cloning host paths is a developer convenience; a multi-tenant server must not allow it.
       allowLocalRepos: bool(env, "SANDBOX_ALLOW_LOCAL_REPOS", nodeEnv !== "production"),
       timeoutMs: int(env, "SANDBOX_TIMEOUT_MS", 10 * 60_000, 100, 24 * 3600_000),

@@ -74,12 +74,14 @@ export async function startServer(
       gatewayURL = config.gateway.url ?? `http://${config.gateway.host}:${port}`;
     }
   }
+  // Every missing piece is named at once, so one look tells an operator all there is to fix.
   const agentUnavailable = (provider: string): string | null => {
-    if (!gateway) return "The opencode binary is not installed (npm package opencode-linux-x64)";
     if (!sandboxes.has(provider)) return `The sandbox provider "${provider}" is not configured here`;
+    const missing: string[] = [];
+    if (!gateway) missing.push("the opencode binary is not installed (npm package opencode-linux-x64)");
     if (sandboxes.get(provider).status.binds === "host" && local.status.isolation !== "bubblewrap")
-      return "Agent runs need bubblewrap isolation on this server (install bubblewrap)";
-    return null;
+      missing.push("agent runs need bubblewrap isolation on this server (install bubblewrap)");
+    return missing.length > 0 ? `Agent runs are unavailable: ${missing.join("; ")}` : null;
   };
   for (const name of sandboxes.names) {
     const reason = agentUnavailable(name);

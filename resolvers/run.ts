@@ -46,11 +46,19 @@ const MAX_PROMPT = 100_000;
 /** One agent turn on the branch, as a run; its events stream by runOutput and agentEvents. */
 export async function prompt(ctx: Context, args: { branchId: string; text: string }): Promise<RunRow> {
   const branch = await loadBranch(ctx, args.branchId, "EDITOR");
-  const unavailable = ctx.agentUnavailable((await ctx.loaders.session.load(branch.sessionId))!.provider);
-  if (unavailable) throw new AppError("UNAVAILABLE", unavailable);
   if (!args.text.trim()) throw badInput("text is empty", "text");
   if (args.text.length > MAX_PROMPT) throw badInput(`text must be at most ${MAX_PROMPT} characters`, "text");
-  const upstream = await modelFor(ctx, ctx.viewer!.userId);
+  // Both the server's set-up and the model may be missing: say everything that is, in one error.
+  const unavailable = ctx.agentUnavailable((await ctx.loaders.session.load(branch.sessionId))!.provider);
+  const model = await modelFor(ctx, ctx.viewer!.userId).catch((error: unknown) => {
+    if (error instanceof AppError && error.code === "UNAVAILABLE") return error;
+    throw error;
+  });
+  if (unavailable || model instanceof AppError) {
+    const reasons = [unavailable, model instanceof AppError ? model.message : null].filter(Boolean);
+    throw new AppError("UNAVAILABLE", reasons.join(". "));
+  }
+  const upstream = model;
   const run = await ctx.runner.start({
     upstream,
     kind: "PROMPT",

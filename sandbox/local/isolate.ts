@@ -74,9 +74,14 @@ export function bwrapArgv(bwrap: string, spec: SandboxCommand): string[] {
   return argv;
 }
 
+const BWRAP_PATHS = ["/usr/bin/bwrap", "/usr/local/bin/bwrap"];
+
+/** Whether a bwrap binary is present at all (it may still be unable to build a sandbox). */
+export const bubblewrapInstalled = (): boolean => BWRAP_PATHS.some((path) => existsSync(path));
+
 /** The bwrap binary when it exists and can actually build a sandbox here; null otherwise. */
 export async function detectBubblewrap(): Promise<string | null> {
-  for (const candidate of ["/usr/bin/bwrap", "/usr/local/bin/bwrap"]) {
+  for (const candidate of BWRAP_PATHS) {
     if (!existsSync(candidate)) continue;
     try {
       const argv = bwrapArgv(candidate, { workspace: "/tmp", command: "true", env: {}, network: false });

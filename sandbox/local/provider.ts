@@ -25,7 +25,7 @@ import { SandboxError } from "../provider.ts";
 import { type Cgroups, detectCgroups } from "./cgroups.ts";
 import { execIn, type Limits } from "./exec.ts";
 import { listLive, readLive, writeLive } from "./files.ts";
-import { DEFAULT_PATH, detectBubblewrap } from "./isolate.ts";
+import { bubblewrapInstalled, DEFAULT_PATH, detectBubblewrap } from "./isolate.ts";
 import { type SnapshotRecord, Store } from "./store.ts";
 import {
   canMountOverlay,
@@ -104,13 +104,16 @@ export class LocalProvider implements SandboxProvider {
     this.bwrap = bwrap;
     this.cgroups = cgroups;
     if (!this.bwrap) {
+      const why = bubblewrapInstalled()
+        ? "bubblewrap is installed but cannot create a sandbox here (are user namespaces disabled?)"
+        : "bubblewrap is not installed (apt-get install bubblewrap, or npm install as root does it)";
       if (this.options.requireIsolation) {
         throw new SandboxError(
           "ISOLATION_UNAVAILABLE",
-          "bubblewrap is required (SANDBOX_REQUIRE_ISOLATION) but unusable here",
+          `${why}; isolation is required (SANDBOX_REQUIRE_ISOLATION, on by default in production). Set SANDBOX_REQUIRE_ISOLATION=false to run commands unisolated anyway`,
         );
       }
-      warnings.push("bubblewrap is not available: commands run unisolated on the host (install bubblewrap)");
+      warnings.push(`${why}: commands run unisolated on the host`);
     }
     if (!this.cgroups)
       warnings.push(
