@@ -1,32 +1,42 @@
-// Benchmarks the real server process: cold start (spawn -> first healthy /healthz, fresh data dir,
-// migrations included) and throughput/latency of a trivial authenticated query with a JWT and with
-// an API key. Load comes from this process over loopback, bounded in time. Prints its figures.
+// Benchmarks the real server process against its baseline, side by side in one run: cold start
+// (spawn -> first healthy /healthz, fresh data dir, migrations included), then the throughput of the
+// authenticated hot path `{ me { id } }` with a JWT and with an API key next to bare graphql-yoga on
+// Bun serving a one-field schema of the same shape (scripts/lib/bare-yoga.ts: no auth, no limits, no
+// database). Rounds alternate bare / JWT / API key so drift on a shared machine hits all of them;
+// each figure is the median over rounds. Load comes from wrk when it is installed (Debian's `wrk`,
+// one thread, as the issue's measurement did), else from this process over loopback. Bounded in time.
 //
-//   npm run bench:server            (defaults: 5 cold starts, 8 s per load run, 32 connections)
-//   bun scripts/bench-server.ts --starts 3 --seconds 5 --concurrency 16
+//   npm run bench:server            (defaults: 3 cold starts, 3 rounds of 5 s, 32 connections)
+//   bun scripts/bench-server.ts --starts 3 --seconds 8 --rounds 3 --concurrency 32 [--loader fetch]
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { startServerProcess } from "./lib/server-process.ts";
 
 const { values } = parseArgs({
   options: {
-    starts: { type: "string", default: "5" },
-    seconds: { type: "string", default: "8" },
+    starts: { type: "string", default: "3" },
+    seconds: { type: "string", default: "5" },
+    rounds: { type: "string", default: "3" },
     concurrency: { type: "string", default: "32" },
+    loader: { type: "string", default: Bun.which("wrk") ? "wrk" : "fetch" },
   },
 });
 const STARTS = Number(values.starts);
 const SECONDS = Number(values.seconds);
+const ROUNDS = Number(values.rounds);
 const CONCURRENCY = Number(values.concurrency);
+const LOADER = values.loader === "wrk" && Bun.which("wrk") ? "wrk" : "fetch";
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor((s.length - 1) / 2)]!;
 };
-const percentile = (sorted: number[], p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
+const fmt = (n: number) => n.toFixed(1);
 
 /** A server process, timed from spawn until /healthz answers (fresh database, migrations included). */
-async function startProcess() {
+async function startPlatform() {
   const t0 = performance.now();
   const server = await startServerProcess({ AUTH_RATE_LIMIT_PER_MINUTE: "100000" }, { echoStderr: true });
   for (;;) {
@@ -40,9 +50,42 @@ async function startProcess() {
   return { ...server, coldStartMs: performance.now() - t0 };
 }
 
-async function load(url: string, token: string) {
-  const body = JSON.stringify({ query: "{ me { id } }" });
-  const headers = { "content-type": "application/json", authorization: `Bearer ${token}` };
+async function startBareYoga(): Promise<{ url: string; stop(): Promise<void> }> {
+  const proc = Bun.spawn([process.execPath, resolve(import.meta.dir, "lib/bare-yoga.ts")], {
+    stdout: "pipe",
+    stderr: "inherit",
+  });
+  process.on("exit", () => proc.kill("SIGKILL"));
+  const reader = proc.stdout.getReader();
+  let text = "";
+  while (!/listening on (\S+)/.test(text)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`bare yoga did not start: ${text}`);
+    text += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+  return {
+    url: /listening on (\S+)/.exec(text)![1]!,
+    async stop() {
+      proc.kill("SIGTERM");
+      await proc.exited;
+    },
+  };
+}
+
+interface LoadResult {
+  rps: number;
+  p50: number;
+  p99: number;
+  requests: number;
+  errors: number;
+}
+
+/** The expected answer has data.me.id (or __typename); anything else counts as an error. */
+async function loadWithFetch(url: string, query: string, token: string | null): Promise<LoadResult> {
+  const body = JSON.stringify({ query });
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
   const latencies: number[] = [];
   let errors = 0;
   const end = performance.now() + SECONDS * 1000;
@@ -50,8 +93,8 @@ async function load(url: string, token: string) {
     while (performance.now() < end) {
       const t = performance.now();
       const res = await fetch(`${url}/graphql`, { method: "POST", headers, body });
-      const json = (await res.json()) as { data?: { me?: { id: string } } };
-      if (!json.data?.me?.id) errors++;
+      const json = (await res.json()) as { data?: Record<string, unknown> | null };
+      if (!json.data || Object.values(json.data).some((v) => v === null)) errors++;
       latencies.push(performance.now() - t);
     }
   };
@@ -59,50 +102,124 @@ async function load(url: string, token: string) {
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
   const elapsed = (performance.now() - t0) / 1000;
   latencies.sort((a, b) => a - b);
+  const at = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))]!;
+  return { rps: latencies.length / elapsed, p50: at(0.5), p99: at(0.99), requests: latencies.length, errors };
+}
+
+const workDir = mkdtempSync(join(tmpdir(), "occ-bench-server-"));
+
+/** wrk with one thread; a Lua script posts the query and counts answers without data as errors. */
+async function loadWithWrk(url: string, query: string, token: string | null): Promise<LoadResult> {
+  const script = join(workDir, "post.lua");
+  const headers = [`wrk.headers["Content-Type"] = "application/json"`];
+  if (token) headers.push(`wrk.headers["Authorization"] = ${JSON.stringify(`Bearer ${token}`)}`);
+  writeFileSync(
+    script,
+    `wrk.method = "POST"
+wrk.body = ${JSON.stringify(JSON.stringify({ query }))}
+${headers.join("\n")}
+local bad = 0
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, '"data":{"', 1, true) or string.find(body, '"errors"', 1, true) then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %f %f %d\\n", summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), bad))
+end
+`,
+  );
+  // One thread, so the load generator takes one core at most, as in the measurement of the issue.
+  const out = await Bun.$`wrk -t1 -c${CONCURRENCY} -d${SECONDS}s -s ${script} ${url}/graphql`.quiet().text();
+  // wrk runs `response` in its thread's own Lua state but `done` in another: count errors via non-2xx.
+  const m = /RESULT (\d+) (\d+) ([\d.]+) ([\d.]+)/.exec(out);
+  if (!m) throw new Error(`wrk printed no result:\n${out}`);
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
+  const requests = Number(m[1]);
   return {
-    rps: latencies.length / elapsed,
-    p50: percentile(latencies, 0.5),
-    p99: percentile(latencies, 0.99),
-    requests: latencies.length,
-    errors,
+    rps: requests / (Number(m[2]) / 1e6),
+    p50: Number(m[3]) / 1000,
+    p99: Number(m[4]) / 1000,
+    requests,
+    errors: non2xx,
   };
 }
 
-const starts: number[] = [];
-for (let i = 0; i < STARTS; i++) {
-  const server = await startProcess();
-  starts.push(server.coldStartMs);
-  await server.stop();
-}
+const load = LOADER === "wrk" ? loadWithWrk : loadWithFetch;
 
-const server = await startProcess();
 try {
-  const reg = await server.gql(
-    'mutation { register(email: "bench@example.com", password: "password123") { token } }',
-  );
-  const jwt = reg.register.token as string;
-  const key = (await server.gql('mutation { createApiKey(name: "bench") { secret } }', {}, jwt)).createApiKey
-    .secret as string;
-  await load(server.url, jwt); // warm-up is discarded below
-  const withJwt = await load(server.url, jwt);
-  const withKey = await load(server.url, key);
-  const rssMb = Number((await Bun.$`ps -o rss= -p ${server.pid}`.text()).trim()) / 1024;
-
-  const fmt = (n: number) => n.toFixed(1);
-  console.log(`machine: ${navigator.hardwareConcurrency} cores, bun ${Bun.version}`);
-  console.log(
-    `cold start (spawn -> healthy, fresh db + migrations): median ${fmt(median(starts))} ms over ${STARTS} (${starts.map(fmt).join(", ")})`,
-  );
-  for (const [name, r] of [
-    ["JWT", withJwt],
-    ["API key", withKey],
-  ] as const) {
-    console.log(
-      `{ me { id } } with ${name}: ${r.rps.toFixed(0)} req/s, p50 ${fmt(r.p50)} ms, p99 ${fmt(r.p99)} ms, ` +
-        `${r.requests} requests, ${r.errors} errors (${CONCURRENCY} connections, ${SECONDS} s)`,
-    );
+  const starts: number[] = [];
+  for (let i = 0; i < STARTS; i++) {
+    const server = await startPlatform();
+    starts.push(server.coldStartMs);
+    await server.stop();
   }
-  console.log(`server RSS after load: ${fmt(rssMb)} MB`);
+
+  const platform = await startPlatform();
+  const bare = await startBareYoga();
+  try {
+    const reg = await platform.gql(
+      'mutation { register(email: "bench@example.com", password: "password123") { token } }',
+    );
+    const jwt = reg.register.token as string;
+    const key = (await platform.gql('mutation { createApiKey(name: "bench") { secret } }', {}, jwt))
+      .createApiKey.secret as string;
+    // A sanity check that each target answers what the load counts as success.
+    for (const [url, token] of [
+      [bare.url, null],
+      [platform.url, jwt],
+      [platform.url, key],
+    ] as const) {
+      const res = await fetch(`${url}/graphql`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        body: JSON.stringify({ query: "{ me { id } }" }),
+      });
+      const text = await res.text();
+      if (!text.includes('"me":{"id"')) throw new Error(`unexpected answer from ${url}: ${text}`);
+    }
+
+    const cases = [
+      { name: "bare graphql-yoga { me { id } }", url: bare.url, query: "{ me { id } }", token: null },
+      { name: "platform { me { id } }, JWT", url: platform.url, query: "{ me { id } }", token: jwt },
+      { name: "platform { me { id } }, API key", url: platform.url, query: "{ me { id } }", token: key },
+      { name: "platform { __typename }, anonymous", url: platform.url, query: "{ __typename }", token: null },
+    ];
+    // Warm-up (JIT, caches), discarded.
+    for (const c of cases) await load(c.url, c.query, c.token);
+    const results = new Map<string, LoadResult[]>(cases.map((c) => [c.name, []]));
+    for (let r = 0; r < ROUNDS; r++)
+      for (const c of cases) results.get(c.name)!.push(await load(c.url, c.query, c.token));
+    const rssMb = Number((await Bun.$`ps -o rss= -p ${platform.pid}`.text()).trim()) / 1024;
+
+    console.log(
+      `machine: ${navigator.hardwareConcurrency} cores, bun ${Bun.version}; load: ${LOADER}` +
+        `${LOADER === "wrk" ? " (1 thread)" : " (in-process fetch)"}, ${CONCURRENCY} connections, ` +
+        `${ROUNDS} rounds of ${SECONDS} s, medians`,
+    );
+    console.log(
+      `cold start (spawn -> healthy, fresh db + migrations): median ${fmt(median(starts))} ms over ${STARTS} (${starts.map(fmt).join(", ")})`,
+    );
+    const rps = new Map<string, number>();
+    for (const c of cases) {
+      const rs = results.get(c.name)!;
+      const m = median(rs.map((x) => x.rps));
+      rps.set(c.name, m);
+      const errors = rs.reduce((n, x) => n + x.errors, 0);
+      console.log(
+        `${c.name}: ${m.toFixed(0)} req/s, p50 ${fmt(median(rs.map((x) => x.p50)))} ms, ` +
+          `p99 ${fmt(median(rs.map((x) => x.p99)))} ms, ${errors} errors (rounds: ${rs.map((x) => x.rps.toFixed(0)).join(", ")})`,
+      );
+    }
+    const base = rps.get(cases[0]!.name)!;
+    for (const c of cases.slice(1)) {
+      const ratio = rps.get(c.name)! / base;
+      const target = c.token ? " (target >= 0.80)" : "";
+      console.log(`ratio ${c.name} / bare: ${ratio.toFixed(2)}${target}`);
+    }
+    console.log(`platform RSS after load: ${fmt(rssMb)} MB`);
+  } finally {
+    await bare.stop();
+    await platform.stop();
+  }
 } finally {
-  await server.stop();
+  rmSync(workDir, { recursive: true, force: true });
 }
