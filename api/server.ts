@@ -135,7 +135,7 @@ export function createApp(deps: AppDeps): App {
         ? await auth.fromCredential(token)
         : await auth.fromAuthorizationHeader(request.headers.get("authorization"));
       const ctx = createContext(services, { viewer, clientAddress, requestId });
-      const svg = await sessionTreeSvg(ctx, decodeURIComponent(tree[1]!));
+      const svg = await sessionTreeSvg(ctx, decodePathSegment(tree[1]!, "session id"));
       return new Response(svg, {
         headers: { "content-type": "image/svg+xml; charset=utf-8", "cache-control": "no-store" },
       });
@@ -224,6 +224,15 @@ export function createApp(deps: AppDeps): App {
       await yoga.dispose?.();
     },
   };
+}
+
+/** A percent-encoded path segment; malformed encoding (e.g. "%E0%A4%A") is the client's error. */
+function decodePathSegment(segment: string, what: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new AppError("BAD_USER_INPUT", `The ${what} in the path is not valid percent-encoding`);
+  }
 }
 
 /**

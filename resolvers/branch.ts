@@ -10,7 +10,8 @@ import {
   sessions,
 } from "../db/schema.ts";
 import { utf8Text } from "../sandbox/diff.ts";
-import type { FileEntry, FileSource, SandboxProvider } from "../sandbox/provider.ts";
+import { checkWorkspacePath } from "../sandbox/paths.ts";
+import { type FileEntry, type FileSource, SandboxError, type SandboxProvider } from "../sandbox/provider.ts";
 import { loadInSession } from "./access.ts";
 import type { BranchSandbox } from "./branch-runtime.ts";
 import type { Context } from "./context.ts";
@@ -21,6 +22,16 @@ import { headRef, recordSnapshot } from "./snapshot-records.ts";
 const BRANCH_NAME = /^[A-Za-z0-9][\w.\-/]{0,63}$/;
 const MAX_WRITE_BYTES = 10 * 1024 * 1024;
 const MAX_READ_BYTES = 10 * 1024 * 1024;
+
+/** A workspace path from a client, checked up front (NUL, "..", over-long names): BAD_USER_INPUT on `field`. */
+export function checkedPath(path: string, field = "path", options: { allowRoot?: boolean } = {}): string {
+  try {
+    return checkWorkspacePath(path, options);
+  } catch (error) {
+    if (error instanceof SandboxError) throw badInput(error.message, field);
+    throw error;
+  }
+}
 
 export const loadBranch = (ctx: Context, id: string, need: Role): Promise<BranchRow> =>
   loadInSession(ctx, ctx.loaders.branch, id, need, "Branch");
@@ -161,6 +172,7 @@ export async function writeFile(
   args: { branchId: string; path: string; content: string },
 ): Promise<SnapshotRow> {
   const branch = await loadBranch(ctx, args.branchId, "EDITOR");
+  checkedPath(args.path);
   const data = new TextEncoder().encode(args.content);
   if (data.byteLength > MAX_WRITE_BYTES)
     throw badInput(`content must be at most ${MAX_WRITE_BYTES} bytes`, "content");
@@ -203,8 +215,9 @@ export async function branchFiles(
   branch: BranchRow,
   path: string | null | undefined,
 ): Promise<FileEntry[]> {
+  const dir = checkedPath(path ?? "", "path", { allowRoot: true });
   const { provider, source } = await sourceOf(ctx, branch);
-  return provider.listFiles(source, path ?? "");
+  return provider.listFiles(source, dir);
 }
 
 export interface FileContent {
@@ -223,6 +236,7 @@ export function toFileContent(path: string, data: Uint8Array | null): FileConten
 }
 
 export async function branchFile(ctx: Context, branch: BranchRow, path: string): Promise<FileContent | null> {
+  checkedPath(path);
   const { provider, source } = await sourceOf(ctx, branch);
   return toFileContent(path, await provider.readFile(source, path));
 }

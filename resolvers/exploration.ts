@@ -12,6 +12,7 @@ import {
   type ExplorationRow,
   explorationBranches,
   explorations,
+  members,
   type SnapshotRow,
   sessions,
   snapshots,
@@ -62,7 +63,8 @@ const rank = (a: ExplorationBranchRow, b: ExplorationBranchRow) =>
   (b.score ?? Number.NEGATIVE_INFINITY) - (a.score ?? Number.NEGATIVE_INFINITY);
 
 export async function explore(ctx: Context, input: ExploreInput): Promise<ExplorationRow> {
-  const from = await loadSnapshot(ctx, input.snapshotId, "EDITOR");
+  // Promoting the best branch changes the session's main branch: that is promote's power, owners only.
+  const from = await loadSnapshot(ctx, input.snapshotId, input.promote ? "OWNER" : "EDITOR");
   const unavailable = ctx.agentUnavailable((await ctx.loaders.session.load(from.sessionId))!.provider);
   if (unavailable) throw new AppError("UNAVAILABLE", unavailable);
   const prompts = input.prompts.map((p) => p.trim()).filter(Boolean);
@@ -158,7 +160,8 @@ async function search(
       .where(eq(branches.id, levelBest.branchId));
     from = head!.snapshot;
   }
-  if (best && exploration.promote) {
+  // Checked again at the end: the explorer may have lost ownership while it ran.
+  if (best && exploration.promote && (await stillOwner(ctx, exploration))) {
     await ctx.db
       .update(sessions)
       .set({ mainBranchId: best.branchId })
@@ -174,6 +177,18 @@ async function search(
     .set({ status: "SUCCEEDED", bestBranchId: best?.branchId ?? null, finishedAt: new Date() })
     .where(eq(explorations.id, exploration.id));
   await publish(ctx, { kind: "FINISHED", explorationId: exploration.id, branchId: best?.branchId ?? null });
+}
+
+async function stillOwner(ctx: Context, exploration: ExplorationRow): Promise<boolean> {
+  const [member] = await ctx.db
+    .select({ role: members.role })
+    .from(members)
+    .where(and(eq(members.sessionId, exploration.sessionId), eq(members.userId, exploration.userId)));
+  if (member?.role === "OWNER") return true;
+  ctx.log.warn("exploration not promoted: its user is no longer an owner of the session", {
+    explorationId: exploration.id,
+  });
+  return false;
 }
 
 /** One candidate: a fork, an agent turn on it, then the score command; recorded with its score. */

@@ -70,7 +70,12 @@ export async function writeLive(
 ): Promise<void> {
   const clean = cleanPath(path);
   const parent = await resolveInside(root, parentOf(clean));
-  await fs.mkdir(parent, { recursive: true });
+  await fs.mkdir(parent, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
+    // A file where a directory of the path must be ("f.txt/x" when f.txt is a file).
+    if (error.code === "ENOTDIR" || error.code === "EEXIST")
+      throw new SandboxError("BAD_PATH", `"${parentOf(clean)}" is not a directory`);
+    throw error;
+  });
   await resolveInside(root, parentOf(clean)); // the directories just made are inside too
   const target = join(parent, clean.slice(clean.lastIndexOf("/") + 1));
   const existing = await fs.lstat(target).catch(() => null);

@@ -1,0 +1,159 @@
+// Input a filesystem or a URL decoder would choke on is refused up front as BAD_USER_INPUT (400 at
+// the request level), never answered as INTERNAL/500: file maps of createSession (long names, a file
+// under a file, bad modes), paths of writeFile and file reads, and malformed percent-encoding in routes.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { codeOf, startTestServer, type TestServer } from "../utils/server.ts";
+import { gqlOk } from "../utils/session-fixture.ts";
+
+let server: TestServer;
+let token: string;
+let branchId: string;
+let snapshotId: string;
+
+const CREATE = `mutation($files: JSON) { createSession(input: { title: "bad", files: $files }) { id mainBranch { id head { id } } } }`;
+const LEAKS =
+  /\bat .*\.(ts|js):\d+|SQLITE|sqlite|drizzle|libsql|node_modules|ENAMETOOLONG|ENOTDIR|EEXIST|errno/i;
+
+beforeAll(async () => {
+  server = await startTestServer();
+  token = (await server.signUp()).token;
+  const s = (await gqlOk(server, token, CREATE, { files: { "f.txt": "hello\n", "dir/g.txt": "g" } }))
+    .createSession;
+  branchId = s.mainBranch.id;
+  snapshotId = s.mainBranch.head.id;
+});
+afterAll(() => server.close());
+
+async function expectBadInput(query: string, variables: Record<string, unknown>) {
+  const res = await server.gql(query, variables, token);
+  expect(res.text).not.toMatch(LEAKS);
+  expect({ code: codeOf(res), message: res.errors?.[0]?.message }).toMatchObject({ code: "BAD_USER_INPUT" });
+  return res;
+}
+
+describe("createSession file maps", () => {
+  const cases: [string, unknown][] = [
+    ["a 300-byte name", { ["n".repeat(300)]: "x" }],
+    ["a 300-byte directory name", { [`${"d".repeat(300)}/f`]: "x" }],
+    ["a name of 128 two-byte characters (256 bytes)", { ["é".repeat(128)]: "x" }],
+    ["a path past the length limit", { [`${"abcdefgh/".repeat(400)}f`]: "x" }],
+    ["a file under a file", { a: "x", "a/b": "y" }],
+    ["a file under a file, deeper and in the other order", { "a/b/c": "y", "a/b": "x" }],
+    ["two spellings of one path", { a: "x", "./a": "y" }],
+    ["mode -1", { a: { content: "x", mode: -1 } }],
+    ["mode 1e12", { a: { content: "x", mode: 1e12 } }],
+    ['mode "rwx"', { a: { content: "x", mode: "rwx" } }],
+    ["mode 4.5", { a: { content: "x", mode: 4.5 } }],
+    ["a setuid mode", { a: { content: "x", mode: 0o4755 } }],
+    ["a setgid mode", { a: { content: "x", mode: 0o2755 } }],
+    ["an unknown encoding", { a: { content: "x", encoding: "rot13" } }],
+    ["a NUL in a path", { "a\u0000b": "x" }],
+    ["a path leaving the workspace", { "../../etc/passwd": "x" }],
+    ["an empty path", { "": "x" }],
+    ["the root as a path", { "/": "x" }],
+  ];
+  for (const [name, files] of cases) {
+    test(`${name} is BAD_USER_INPUT`, async () => {
+      await expectBadInput(CREATE, { files });
+    });
+  }
+
+  test("the limits themselves are fine: a 255-byte name, mode 0o755, a sticky directory bit", async () => {
+    const name = "n".repeat(255);
+    const s = (
+      await gqlOk(server, token, CREATE, {
+        files: {
+          [name]: "x",
+          "bin/run": { content: "#!/bin/sh\n", mode: 0o755 },
+          t: { content: "", mode: 0o1644 },
+        },
+      })
+    ).createSession;
+    const files = (
+      await gqlOk(server, token, 'query($s: ID!) { snapshot(id: $s) { files(path: "bin") { path mode } } }', {
+        s: s.mainBranch.head.id,
+      })
+    ).snapshot.files;
+    expect(files).toEqual([{ path: "bin/run", mode: 0o755 }]);
+    const file = (
+      await gqlOk(
+        server,
+        token,
+        "query($b: ID!, $p: String!) { branch(id: $b) { file(path: $p) { size } } }",
+        {
+          b: s.mainBranch.id,
+          p: name,
+        },
+      )
+    ).branch.file;
+    expect(file).toEqual({ size: 1 });
+  });
+});
+
+describe("paths of writeFile and file reads", () => {
+  const WRITE = 'mutation($b: ID!, $p: String!) { writeFile(branchId: $b, path: $p, content: "x") { id } }';
+  const bad: [string, string][] = [
+    ["a 300-byte name", "n".repeat(300)],
+    ["a NUL", "a\u0000b"],
+    ["a path past the length limit", `${"abcdefgh/".repeat(400)}f`],
+    ["a path leaving the workspace", "../x"],
+    ["an empty path", ""],
+  ];
+  for (const [name, path] of bad) {
+    test(`writeFile with ${name} is BAD_USER_INPUT`, async () => {
+      await expectBadInput(WRITE, { b: branchId, p: path });
+    });
+    test(`branch file/files with ${name} are BAD_USER_INPUT`, async () => {
+      if (path !== "") {
+        await expectBadInput("query($b: ID!, $p: String!) { branch(id: $b) { file(path: $p) { size } } }", {
+          b: branchId,
+          p: path,
+        });
+      }
+      if (path !== "") {
+        await expectBadInput("query($b: ID!, $p: String) { branch(id: $b) { files(path: $p) { path } } }", {
+          b: branchId,
+          p: path,
+        });
+      }
+    });
+    test(`snapshot file/files with ${name} are not INTERNAL`, async () => {
+      for (const q of [
+        "query($s: ID!, $p: String!) { snapshot(id: $s) { file(path: $p) { size } } }",
+        "query($s: ID!, $p: String) { snapshot(id: $s) { files(path: $p) { path } } }",
+      ]) {
+        const res = await server.gql(q, { s: snapshotId, p: path }, token);
+        expect(res.text).not.toMatch(LEAKS);
+        expect(codeOf(res) ?? "none").not.toBe("INTERNAL");
+      }
+    });
+  }
+
+  test("writeFile under a file, or over a directory, is BAD_USER_INPUT", async () => {
+    await expectBadInput(WRITE, { b: branchId, p: "f.txt/inside" });
+    await expectBadInput(WRITE, { b: branchId, p: "f.txt/deeper/inside" });
+    await expectBadInput(WRITE, { b: branchId, p: "dir" });
+    // ...and the branch still works afterwards.
+    await gqlOk(server, token, WRITE, { b: branchId, p: "dir/ok.txt" });
+  });
+});
+
+describe("routes", () => {
+  test("malformed percent-encoding in /sessions/<id>/tree.svg is a 400 BAD_USER_INPUT", async () => {
+    for (const path of ["/sessions/%E0%A4%A/tree.svg", "/sessions/%/tree.svg", "/sessions/%C0%80/tree.svg"]) {
+      const res = await fetch(`${server.url}${path}`, { headers: { authorization: `Bearer ${token}` } });
+      const text = await res.text();
+      expect({ path, status: res.status }).toEqual({ path, status: 400 });
+      expect(codeOf(JSON.parse(text))).toBe("BAD_USER_INPUT");
+      expect(text).not.toMatch(LEAKS);
+    }
+  });
+
+  test("a well-formed but unknown session id in tree.svg is NOT_FOUND", async () => {
+    const res = await fetch(`${server.url}/sessions/${encodeURIComponent("ses_ü")}/tree.svg`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    expect(res.status).toBe(404);
+    expect(codeOf(await res.json())).toBe("NOT_FOUND");
+  });
+});
