@@ -38,6 +38,8 @@ export interface Config {
   collabFileFlushMs: number;
   /** Runs executing at once on this instance (runs on one branch always queue). */
   maxParallelRuns: number;
+  /** Worker threads computing diff patches off the event loop. */
+  diffWorkers: number;
   /** Key material for sealing per-user secrets (SECRETS_KEY); null: derived from the JWT secret. */
   secretsKey: string | undefined;
   /**
@@ -238,6 +240,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxMemoryBytes: bytes(env, "SANDBOX_MAX_MEMORY_BYTES", 4 * 1024 ** 3),
     },
     maxParallelRuns: int(env, "RUNS_MAX_PARALLEL", 4, 1, 1000),
+    diffWorkers: int(env, "DIFF_WORKERS", 2, 1, 64),
     collabUnloadGraceMs: int(env, "COLLAB_UNLOAD_GRACE_MS", 2000, 0, 3_600_000),
     collabMaxFileBytes: int(env, "COLLAB_MAX_FILE_BYTES", 1024 * 1024, 1, 64 * 1024 * 1024),
     collabFileFlushMs: int(env, "COLLAB_FILE_FLUSH_MS", 300, 0, 60_000),

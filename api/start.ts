@@ -14,6 +14,7 @@ import type { Services } from "../resolvers/context.ts";
 import { Runner } from "../resolvers/runner.ts";
 import { headRef } from "../resolvers/snapshot-records.ts";
 import { createProviders } from "../sandbox/create.ts";
+import { createDiffPool } from "../sandbox/diff-pool.ts";
 import { schema } from "../schema/index.ts";
 import { createAuthenticator } from "./auth/authenticate.ts";
 import { createSecretBox } from "./auth/secret-box.ts";
@@ -53,8 +54,12 @@ export async function startServer(
   await tuneEmbedded(database.client, config.database.url);
   await applyMigrations(database.db);
 
-  const sandboxes = await createProviders(config.sandbox, (level, message, provider) =>
-    log[level](message, { provider }),
+  // Diff patches are computed on worker threads, never on the event loop (workers start on demand).
+  const diffPool = createDiffPool({ workers: config.diffWorkers });
+  const sandboxes = await createProviders(
+    config.sandbox,
+    (level, message, provider) => log[level](message, { provider }),
+    (job) => diffPool.run(job),
   );
   const local = sandboxes.get("local");
   const tokens = await createTokenService(config);
@@ -205,6 +210,7 @@ export async function startServer(
         await branchRuntime.close();
         await gateway?.close();
         await sandboxes.close();
+        await diffPool.close();
         database.close();
         log.info("stopped");
       })();

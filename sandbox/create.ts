@@ -2,6 +2,7 @@
 // `local` is always offered (it is the embedded default); `contree` when it has credentials.
 import { ContreeClient } from "./contree/client.ts";
 import { ContreeProvider } from "./contree/provider.ts";
+import type { Patcher } from "./diff.ts";
 import { LocalProvider } from "./local/provider.ts";
 import type { SandboxProvider } from "./provider.ts";
 import { SandboxProviders } from "./registry.ts";
@@ -36,7 +37,12 @@ export interface SandboxConfig {
 
 export type ProviderLog = (level: "info" | "warn", message: string, provider: string) => void;
 
-export async function createProviders(config: SandboxConfig, log: ProviderLog): Promise<SandboxProviders> {
+/** `patcher` makes diff patches off the event loop (the server's diff pool); inline when absent. */
+export async function createProviders(
+  config: SandboxConfig,
+  log: ProviderLog,
+  patcher?: Patcher,
+): Promise<SandboxProviders> {
   const { timeoutMs, maxOutputBytes, maxProcesses, maxMemoryBytes } = config;
   const providers = new Map<string, SandboxProvider>();
   const local = new LocalProvider({
@@ -46,6 +52,7 @@ export async function createProviders(config: SandboxConfig, log: ProviderLog): 
     allowLocalRepos: config.allowLocalRepos,
     limits: { timeoutMs, maxOutputBytes, maxProcesses, maxMemoryBytes },
     log: (level, message) => log(level, message, "local"),
+    patcher,
   });
   providers.set("local", await local.init());
   if (config.contree) {
@@ -57,6 +64,7 @@ export async function createProviders(config: SandboxConfig, log: ProviderLog): 
       network,
       limits: { timeoutMs, maxOutputBytes },
       log: (level, message) => log(level, message, "contree"),
+      patcher,
     });
     providers.set("contree", contree.init());
   }

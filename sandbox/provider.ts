@@ -70,6 +70,13 @@ export interface ExecResult {
 
 export type DiffChange = "added" | "modified" | "deleted";
 
+/**
+ * BINARY: not UTF-8 text; TOO_LARGE: a side is over the per-file size limit; TOO_COMPLEX: too many
+ * changes to diff at a bounded cost; BUDGET_EXCEEDED: this diff already patched as many files, bytes
+ * or seconds as one diff may.
+ */
+export type PatchOmitted = "BINARY" | "TOO_LARGE" | "TOO_COMPLEX" | "BUDGET_EXCEEDED";
+
 export interface DiffEntry {
   path: string;
   change: DiffChange;
@@ -77,6 +84,8 @@ export interface DiffEntry {
   binary: boolean;
   /** Unified patch for text files (omitted for binary or oversized files). */
   patch?: string;
+  /** Why a file's content changed but it has no patch. */
+  patchOmitted?: PatchOmitted;
   oldMode?: number;
   newMode?: number;
 }

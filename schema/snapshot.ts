@@ -49,6 +49,18 @@ SnapshotRef.implement({
   }),
 });
 
+const PatchOmitted = builder.enumType("PatchOmitted", {
+  description: "Why a changed file has no patch; its contents can still be read from either snapshot.",
+  values: {
+    BINARY: { description: "Not UTF-8 text." },
+    TOO_LARGE: { description: "A side is larger than the per-file limit (1 MiB)." },
+    TOO_COMPLEX: { description: "Too many changed lines to diff at a bounded cost." },
+    BUDGET_EXCEEDED: {
+      description: "This diff already patched as many files, bytes or seconds as one diff may.",
+    },
+  } as const,
+});
+
 const FileChangeRef = builder.objectRef<DiffEntry>("FileChange").implement({
   fields: (t) => ({
     path: t.exposeString("path"),
@@ -58,6 +70,12 @@ const FileChangeRef = builder.objectRef<DiffEntry>("FileChange").implement({
     type: t.exposeString("type", { description: '"file", "dir" or "symlink"' }),
     binary: t.exposeBoolean("binary"),
     patch: t.exposeString("patch", { nullable: true, description: "Unified diff, for text files." }),
+    patchOmitted: t.field({
+      type: PatchOmitted,
+      nullable: true,
+      description: "Set when the content changed but `patch` is null, saying why.",
+      resolve: (e) => e.patchOmitted ?? null,
+    }),
     oldMode: t.exposeInt("oldMode", { nullable: true }),
     newMode: t.exposeInt("newMode", { nullable: true }),
   }),

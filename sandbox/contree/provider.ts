@@ -10,7 +10,7 @@
 import { readFile, stat } from "node:fs/promises";
 import { constants } from "node:os";
 import { decodeBaseFiles } from "../base-files.ts";
-import { diffManifests } from "../diff.ts";
+import { diffManifests, type Patcher } from "../diff.ts";
 import { cleanPath, findSnapshotFile, listSnapshot, type Manifest, parentOf } from "../manifest.ts";
 import {
   type DiffEntry,
@@ -56,6 +56,8 @@ export interface ContreeProviderOptions {
   network: boolean;
   limits: { timeoutMs: number; maxOutputBytes: number };
   log: (level: "info" | "warn", message: string) => void;
+  /** Makes diff patches (the server's worker pool); on the calling thread when absent. */
+  patcher?: Patcher;
 }
 
 interface Sandbox {
@@ -548,12 +550,17 @@ export class ContreeProvider implements SandboxProvider {
 
   async diff(fromSnapshotId: string, toSnapshotId: string): Promise<DiffEntry[]> {
     const [from, to] = await Promise.all([this.filesOf(fromSnapshotId), this.filesOf(toSnapshotId)]);
-    return diffManifests(from.manifest, to.manifest, async (hash) => {
-      const inTo = to.pathOf.get(hash);
-      return inTo !== undefined
-        ? this.download(toSnapshotId, inTo)
-        : this.download(fromSnapshotId, from.pathOf.get(hash)!);
-    });
+    return diffManifests(
+      from.manifest,
+      to.manifest,
+      async (hash) => {
+        const inTo = to.pathOf.get(hash);
+        return inTo !== undefined
+          ? this.download(toSnapshotId, inTo)
+          : this.download(fromSnapshotId, from.pathOf.get(hash)!);
+      },
+      this.options.patcher,
+    );
   }
 
   async destroy(sandboxId: string): Promise<void> {

@@ -6,7 +6,7 @@ import * as fs from "node:fs/promises";
 import { isAbsolute, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { decodeBaseFiles } from "../base-files.ts";
-import { diffManifests } from "../diff.ts";
+import { diffManifests, type Patcher } from "../diff.ts";
 import { cleanPath, findSnapshotFile, listSnapshot } from "../manifest.ts";
 import type {
   DiffEntry,
@@ -49,6 +49,8 @@ export interface LocalProviderOptions {
   allowLocalRepos?: boolean;
   limits?: Partial<Limits>;
   log?: (level: "info" | "warn", message: string) => void;
+  /** Makes diff patches (the server's worker pool); on the calling thread when absent. */
+  patcher?: Patcher;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -294,7 +296,7 @@ export class LocalProvider implements SandboxProvider {
       this.store.manifest(fromSnapshotId),
       this.store.manifest(toSnapshotId),
     ]);
-    return diffManifests(from, to, (hash) => this.store.readObject(hash));
+    return diffManifests(from, to, (hash) => this.store.readObject(hash), this.options.patcher);
   }
 
   async gc(roots: readonly string[]): Promise<GcResult> {
