@@ -1,6 +1,7 @@
 // Room persistence: an append-only update log per room, written in small batches (group commit: one
-// transaction per window) and compacted into one state update when it grows. A kill -9 loses at most
-// the updates of the current window (FLUSH_MS); a client that reconnects re-syncs whatever we lack.
+// transaction per window) and compacted into one state update when it grows (in rows, or in bytes:
+// content typed and deleted again still fills the log). A kill -9 loses at most the updates of the
+// current window (FLUSH_MS); a client that reconnects re-syncs whatever we lack.
 import { and, asc, count, eq, lte } from "drizzle-orm";
 import * as Y from "yjs";
 import type { Db } from "../db/client.ts";
@@ -8,12 +9,16 @@ import { collabUpdates } from "../db/schema.ts";
 
 export const FLUSH_MS = 50;
 const COMPACT_AFTER = 200;
+/** Bytes written to a room's log since its last compaction that trigger one. */
+const COMPACT_AFTER_BYTES = 2 * 1024 * 1024;
 
 export class UpdateLog {
   private readonly pending = new Map<string, Uint8Array[]>();
   /** Rows per room as far as this instance knows (counted on load, +1 per write), so busy rooms are
    * not counted in SQL on every flush. */
   private readonly rows = new Map<string, number>();
+  /** Bytes per room written since its last compaction (as far as this instance knows). */
+  private readonly bytes = new Map<string, number>();
   private timer: ReturnType<typeof setTimeout> | undefined;
   private flushing: Promise<void> = Promise.resolve();
 
@@ -30,6 +35,11 @@ export class UpdateLog {
       .where(eq(collabUpdates.room, room))
       .orderBy(asc(collabUpdates.id));
     this.rows.set(room, rows.length);
+    // The first row is the last compaction's (or the room's first update): count what came after.
+    this.bytes.set(
+      room,
+      rows.slice(1).reduce((sum, r) => sum + r.update.byteLength, 0),
+    );
     if (rows.length === 0) return null;
     return Y.mergeUpdates(rows.map((r) => new Uint8Array(r.update)));
   }
@@ -51,13 +61,13 @@ export class UpdateLog {
     this.flushing = this.flushing.then(async () => {
       if (batch.length === 0) return;
       try {
+        const merged = batch.map(([room, updates]) => [room, Y.mergeUpdates(updates)] as const);
         await this.db.transaction(async (tx) => {
-          for (const [room, updates] of batch) {
-            await tx
-              .insert(collabUpdates)
-              .values({ room, update: Buffer.from(Y.mergeUpdates(updates)), createdAt: new Date() });
-          }
+          for (const [room, update] of merged)
+            await tx.insert(collabUpdates).values({ room, update: Buffer.from(update), createdAt: new Date() });
         });
+        for (const [room, update] of merged)
+          this.bytes.set(room, (this.bytes.get(room) ?? 0) + update.byteLength);
       } catch (error) {
         // Keep the updates for the next window rather than lose them, and make sure there is one.
         for (const [room, updates] of batch)
@@ -78,14 +88,15 @@ export class UpdateLog {
   private async compactIfLong(room: string): Promise<void> {
     const known = (this.rows.get(room) ?? 0) + 1;
     this.rows.set(room, known);
-    if (known <= COMPACT_AFTER) return;
+    const long = (this.bytes.get(room) ?? 0) > COMPACT_AFTER_BYTES;
+    if (known <= COMPACT_AFTER && !long) return;
     // Another instance may have written too: count for real before compacting.
     const [{ rows } = { rows: 0 }] = await this.db
       .select({ rows: count() })
       .from(collabUpdates)
       .where(eq(collabUpdates.room, room));
     this.rows.set(room, rows);
-    if (rows <= COMPACT_AFTER) return;
+    if (rows <= COMPACT_AFTER && !long) return;
     await this.db.transaction(async (tx) => {
       const all = await tx
         .select({ id: collabUpdates.id, update: collabUpdates.update })
@@ -93,21 +104,41 @@ export class UpdateLog {
         .where(eq(collabUpdates.room, room))
         .orderBy(asc(collabUpdates.id));
       const last = all.at(-1)!.id;
-      const merged = Y.mergeUpdates(all.map((r) => new Uint8Array(r.update)));
+      const merged = compactState(all.map((r) => new Uint8Array(r.update)));
       await tx.delete(collabUpdates).where(and(eq(collabUpdates.room, room), lte(collabUpdates.id, last)));
       await tx.insert(collabUpdates).values({ room, update: Buffer.from(merged), createdAt: new Date() });
     });
     this.rows.set(room, 1);
+    this.bytes.set(room, 0);
   }
 
   /** Drops what is remembered about an unloaded room (its log stays in the database). */
   forget(room: string): void {
-    if (!this.pending.has(room)) this.rows.delete(room);
+    if (this.pending.has(room)) return;
+    this.rows.delete(room);
+    this.bytes.delete(room);
   }
 
   async close(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     await this.flush();
+  }
+}
+
+/**
+ * The log's updates as one state update. Applied to a document rather than merged with
+ * Y.mergeUpdates, which keeps the content of deleted items: a document garbage-collects it, so the
+ * compacted row holds what the room holds, not everything ever typed into it.
+ */
+function compactState(updates: Uint8Array[]): Uint8Array {
+  const doc = new Y.Doc();
+  try {
+    doc.transact(() => {
+      for (const update of updates) Y.applyUpdate(doc, update);
+    });
+    return Y.encodeStateAsUpdate(doc);
+  } finally {
+    doc.destroy();
   }
 }

@@ -1,8 +1,12 @@
 // Who is in a session now: fed by the awareness of every room of the session (and by GraphQL-only
 // clients announcing themselves), streamed as join/update/leave events on the bus. Disconnects and
-// silent clients (awareness timeout; announcements not renewed) become leaves.
+// silent clients (awareness timeout; announcements not renewed) become leaves. A session holds a
+// bounded number of entries (rooms already cap them per socket; this caps the sum).
 import { type Bus, topics } from "../bus/bus.ts";
 import type { PresenceEntry, PresenceEvent, PresenceRegistry } from "../resolvers/context.ts";
+
+/** Entries one session holds at most; newcomers past it are not listed (those present stay). */
+export const MAX_PRESENCE_PER_SESSION = 500;
 
 export function createPresenceRegistry(bus: Bus): PresenceRegistry & { close(): void } {
   const sessions = new Map<string, Map<string, PresenceEntry & { expiresAt?: number }>>();
@@ -15,6 +19,7 @@ export function createPresenceRegistry(bus: Bus): PresenceRegistry & { close(): 
       const entries = sessions.get(sessionId) ?? new Map<string, PresenceEntry & { expiresAt?: number }>();
       sessions.set(sessionId, entries);
       const known = entries.get(entry.key);
+      if (!known && entries.size >= MAX_PRESENCE_PER_SESSION) return;
       const next = {
         ...entry,
         since: known?.since ?? entry.since,

@@ -1,12 +1,18 @@
 // One collaboration room: a Y.Doc, its awareness and its connections, speaking the standard
 // y-websocket protocol (y-protocols sync steps 1/2 and updates, awareness, query-awareness, auth).
 // Viewers sync and share awareness, but every document update they send is dropped: never applied,
-// relayed or stored.
+// relayed or stored. Writers' updates are checked against the room's limits first (update-guard.ts):
+// one that would pass them closes its socket (4413, the reason also in the auth frame) and is never
+// applied, relayed or stored. Awareness frames are filtered first too (awareness-filter.ts): a socket
+// sets only the few client ids it introduced, with states that pass the presence checks.
 import * as decoding from "lib0/decoding";
 import * as encoding from "lib0/encoding";
 import * as awarenessProtocol from "y-protocols/awareness";
 import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
+import { AwarenessOwners, filterAwarenessUpdate } from "./awareness-filter.ts";
+import { DEFAULT_COLLAB_LIMITS, MESSAGE_SLACK_BYTES, type RoomLimits } from "./room-limits.ts";
+import { type Refusal, UpdateGuard } from "./update-guard.ts";
 
 export const MESSAGE_SYNC = 0;
 export const MESSAGE_AWARENESS = 1;
@@ -17,6 +23,8 @@ export interface Peer {
   send(data: Uint8Array): void;
   close(code: number, reason: string): void;
   canWrite: boolean;
+  /** The signed-in user the socket acts for (null: a share-link guest); awareness ids are theirs. */
+  userId?: string | null;
   /** The runtime's topic fan-out (Bun), when it has one: subscribe on join, publish to the others. */
   topics?: {
     subscribe(topic: string): void;
@@ -29,13 +37,25 @@ export interface Peer {
 export class Room {
   readonly doc = new Y.Doc();
   readonly awareness = new awarenessProtocol.Awareness(this.doc);
-  private readonly peers = new Map<Peer, Set<number>>();
+  private readonly peers = new Set<Peer>();
+  /** Which peer introduced each awareness client id (nobody may take the server's own). */
+  private readonly owners = new AwarenessOwners<Peer>(
+    new Set([this.doc.clientID]),
+    (peer) => peer.userId ?? null,
+  );
+  /** Peers refused for passing a limit: the rest of what they send is ignored until they close. */
+  private readonly refused = new WeakSet<Peer>();
+  private readonly guard: UpdateGuard;
 
   constructor(
     readonly name: string,
     /** Called with every update applied to the document (from a writer, or loaded state). */
     private readonly onUpdate: (update: Uint8Array) => void,
+    limits: RoomLimits = { maxDocBytes: DEFAULT_COLLAB_LIMITS.chatBytes },
+    /** Told why frames of a peer were dropped or refused (for a log line). */
+    private readonly onReject: (reason: string) => void = () => {},
   ) {
+    this.guard = new UpdateGuard(this.doc, limits);
     // Nobody owns the server's own awareness state.
     this.awareness.setLocalState(null);
     this.doc.on("update", (update: Uint8Array, origin: unknown) => {
@@ -51,16 +71,11 @@ export class Room {
         origin: unknown,
       ) => {
         const changed = [...added, ...updated, ...removed];
-        const controlled = this.peers.get(origin as Peer);
-        if (controlled) {
-          for (const id of added) controlled.add(id);
-          for (const id of removed) controlled.delete(id);
-        }
         const message = encodeMessage(MESSAGE_AWARENESS, (e) =>
           encoding.writeVarUint8Array(e, awarenessProtocol.encodeAwarenessUpdate(this.awareness, changed)),
         );
         this.toOthers(origin, message);
-        if (controlled) (origin as Peer).send(message); // awareness goes back to its sender too
+        if (this.peers.has(origin as Peer)) (origin as Peer).send(message); // back to its sender too
       },
     );
   }
@@ -74,7 +89,7 @@ export class Room {
   private toOthers(origin: unknown, message: Uint8Array): void {
     const from = this.peers.has(origin as Peer) ? (origin as Peer) : null;
     if (from?.topics) from.topics.publish(this.topic, message);
-    else for (const peer of this.peers.keys()) if (peer !== from) peer.send(message);
+    else for (const peer of this.peers) if (peer !== from) peer.send(message);
   }
 
   get size(): number {
@@ -87,7 +102,7 @@ export class Room {
   }
 
   join(peer: Peer): void {
-    this.peers.set(peer, new Set());
+    this.peers.add(peer);
     peer.topics?.subscribe(this.topic);
     peer.send(encodeMessage(MESSAGE_SYNC, (e) => syncProtocol.writeSyncStep1(e, this.doc)));
     const states = [...this.awareness.getStates().keys()];
@@ -102,6 +117,13 @@ export class Room {
 
   /** Handles one WebSocket message, which may hold several protocol frames. */
   receive(peer: Peer, data: Uint8Array): void {
+    if (this.refused.has(peer)) return;
+    const { maxDocBytes } = this.guard.limits;
+    if (data.byteLength > maxDocBytes + MESSAGE_SLACK_BYTES)
+      return this.refuse(peer, {
+        code: 4413,
+        reason: `Message of ${data.byteLength} bytes; this room takes at most ${maxDocBytes}`,
+      });
     const decoder = decoding.createDecoder(data);
     while (decoding.hasContent(decoder)) {
       const type = decoding.readVarUint(decoder);
@@ -114,15 +136,27 @@ export class Room {
             syncProtocol.readSyncStep1(decoder, reply, this.doc);
           } else {
             const update = decoding.readVarUint8Array(decoder);
-            // Step 2 and updates change the document: only writers may.
-            if (peer.canWrite) Y.applyUpdate(this.doc, update, peer);
+            // Step 2 and updates change the document: only writers may, within the room's limits.
+            if (peer.canWrite) {
+              const refusal = this.guard.check(update);
+              if (refusal) return this.refuse(peer, refusal);
+              Y.applyUpdate(this.doc, update, peer);
+              this.guard.fit();
+            }
           }
           if (encoding.length(reply) > 1) peer.send(encoding.toUint8Array(reply));
           break;
         }
-        case MESSAGE_AWARENESS:
-          awarenessProtocol.applyAwarenessUpdate(this.awareness, decoding.readVarUint8Array(decoder), peer);
+        case MESSAGE_AWARENESS: {
+          const { update, dropped } = filterAwarenessUpdate(
+            decoding.readVarUint8Array(decoder),
+            peer,
+            this.owners,
+          );
+          if (dropped.length > 0) this.onReject(`awareness entries dropped: ${dropped.join("; ")}`);
+          if (update) awarenessProtocol.applyAwarenessUpdate(this.awareness, update, peer);
           break;
+        }
         case MESSAGE_QUERY_AWARENESS:
           peer.send(
             encodeMessage(MESSAGE_AWARENESS, (e) =>
@@ -146,16 +180,36 @@ export class Room {
   }
 
   leave(peer: Peer): void {
-    const controlled = this.peers.get(peer);
     this.peers.delete(peer);
     peer.topics?.unsubscribe(this.topic);
-    if (controlled && controlled.size > 0)
-      awarenessProtocol.removeAwarenessStates(this.awareness, [...controlled], null);
+    const controlled = this.owners.release(peer).filter((id) => this.awareness.getStates().has(id));
+    if (controlled.length > 0) awarenessProtocol.removeAwarenessStates(this.awareness, controlled, null);
+  }
+
+  /** Closes a peer that passed a limit: the reason in the auth frame, then the close code. */
+  private refuse(peer: Peer, { code, reason }: Refusal): void {
+    this.refused.add(peer);
+    this.onReject(`refused (${code}): ${reason}`);
+    peer.send(permissionDenied(reason));
+    peer.close(code, reason.slice(0, 120));
+  }
+
+  /**
+   * Appends a message to a chat room's "messages" from the server (no socket). A message over the
+   * room's message size has its text shortened; past the count or the size, the oldest messages go.
+   */
+  appendChat(message: { text: string }): void {
+    const { maxValueBytes } = this.guard.limits;
+    const fitted = maxValueBytes === undefined ? message : { ...message, text: fitText(message, maxValueBytes) };
+    this.doc.transact(() => {
+      this.doc.getArray("messages").push([fitted]);
+    }, "server");
+    this.guard.fit();
   }
 
   /** Refuses every connection (auth frame, then close), e.g. when the room can no longer be served. */
   closeAll(code: number, reason: string, frame: Uint8Array): void {
-    for (const peer of [...this.peers.keys()]) {
+    for (const peer of [...this.peers]) {
       peer.send(frame);
       peer.close(code, reason);
     }
@@ -165,6 +219,25 @@ export class Room {
     this.awareness.destroy();
     this.doc.destroy();
   }
+}
+
+/** The text of a message shortened so the whole message fits in `maxBytes` as JSON. */
+function fitText(message: { text: string }, maxBytes: number): string {
+  const size = Buffer.byteLength(JSON.stringify(message));
+  if (size <= maxBytes) return message.text;
+  const marker = " [… shortened]";
+  // Characters can take up to 6 bytes as escaped JSON: cut generously, then check.
+  let keep = Math.max(0, message.text.length - Math.ceil((size - maxBytes) * 1.1) - marker.length);
+  const cut = () => {
+    const high = keep > 0 && /[\uD800-\uDBFF]/.test(message.text[keep - 1]!); // never half a pair
+    return `${message.text.slice(0, high ? keep - 1 : keep)}${marker}`;
+  };
+  let text = cut();
+  while (keep > 0 && Buffer.byteLength(JSON.stringify({ ...message, text })) > maxBytes) {
+    keep = Math.floor(keep * 0.9);
+    text = cut();
+  }
+  return text;
 }
 
 export function encodeMessage(type: number, write: (encoder: encoding.Encoder) => void): Uint8Array {

@@ -2,8 +2,9 @@
 // from GraphQL-only clients (dashboards) that expire unless renewed.
 import { payloadsOf, topics } from "../bus/bus.ts";
 import { requireRole } from "./access.ts";
-import type { Context, PresenceEntry, PresenceEvent } from "./context.ts";
+import { type Context, type PresenceEntry, type PresenceEvent, requireScope } from "./context.ts";
 import { badInput } from "./errors.ts";
+import { presenceFieldsProblem } from "./presence-input.ts";
 
 const ANNOUNCE_TTL_MS = 30_000;
 
@@ -28,8 +29,13 @@ export async function announcePresence(
     color?: string | null;
   },
 ): Promise<PresenceEntry> {
+  // Announcing changes what everyone else sees: a mutation like any other, so a read-only API key may
+  // not (viewers of the session may: they share awareness in rooms too).
+  requireScope(ctx, "write");
   await requireRole(ctx, args.sessionId, "VIEWER");
-  if (args.file && args.file.length > 4096) throw badInput("file is too long", "file");
+  // Refused here rather than stored: a 50,000-deep cursor would break every presence query after it.
+  const problem = presenceFieldsProblem(args);
+  if (problem) throw badInput(problem.message, problem.field);
   const user = await ctx.loaders.user.load(ctx.viewer!.userId);
   const now = new Date().toISOString();
   const entry: PresenceEntry = {

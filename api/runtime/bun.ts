@@ -44,9 +44,10 @@ function serve(options: ServeOptions): RunningServer {
       idleTimeout: 120,
       sendPings: true,
       // A client too slow to take what it is sent is dropped (it resyncs when it reconnects) rather
-      // than silently missing messages; no single message may exceed 16 MB (Bun's default, explicit).
+      // than silently missing messages. No incoming message may exceed what the app can take (Bun
+      // closes the socket with 1009 before buffering more).
       closeOnBackpressureLimit: true,
-      maxPayloadLength: 16 * 1024 * 1024,
+      maxPayloadLength: options.maxSocketMessageBytes ?? 16 * 1024 * 1024,
       open(ws) {
         ws.data.handler.open(adapt(ws));
       },
