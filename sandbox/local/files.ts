@@ -1,65 +1,82 @@
-// File access to a live workspace from the host, without ever following a symlink out of it, and to
-// snapshots through their manifests.
+// File access to a live workspace from the host. A command may be running and swapping paths while
+// these run (reads do not wait for the branch's queue), so every path is resolved beneath the
+// workspace root by descriptor (beneath.ts) and every read, listing and write goes through the
+// descriptors it pinned: a symlink is never followed out of the workspace, not even by a race.
+
+import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import * as fs from "node:fs/promises";
-import { join } from "node:path";
-import { cleanPath, parentOf } from "../manifest.ts";
+import { cleanPath } from "../manifest.ts";
 import type { FileEntry } from "../provider.ts";
 import { SandboxError } from "../provider.ts";
+import {
+  at,
+  errnoOf,
+  isGone,
+  openDirBeneath,
+  openFileBeneath,
+  openParentBeneath,
+  withDir,
+} from "./beneath.ts";
 
-/** The host path of `path` inside `root`, refused when a symlink on the way leads outside. */
-export async function resolveInside(root: string, path: string): Promise<string> {
-  const clean = cleanPath(path, { allowRoot: true });
-  const abs = clean ? join(root, clean) : root;
-  const real = await fs.realpath(abs).catch(() => null);
-  if (real === null) {
-    // Not there (yet): its nearest existing ancestor must be inside.
-    const parent = clean ? await resolveInside(root, parentOf(clean)) : root;
-    return join(parent, clean.slice(clean.lastIndexOf("/") + 1));
-  }
-  const realRoot = await fs.realpath(root);
-  if (real !== realRoot && !real.startsWith(`${realRoot}/`)) {
-    throw new SandboxError("BAD_PATH", `Path "${path}" leads outside the workspace`);
-  }
-  return real;
+/** Permission bits a file made by a sandbox may keep on the host: never setuid or setgid. */
+export const SAFE_MODE = 0o1777;
+
+export function safeMode(mode: number): number {
+  return mode & SAFE_MODE;
+}
+
+/** The directory being written into was removed or replaced meanwhile (by a command still running). */
+function changedUnderfoot(path: string): SandboxError {
+  return new SandboxError("BUSY", `"${path}" changed while it was being written; try again`);
 }
 
 export async function listLive(root: string, dir: string): Promise<FileEntry[]> {
   const clean = cleanPath(dir, { allowRoot: true });
-  const abs = await resolveInside(root, clean);
-  const stat = await fs.stat(abs).catch(() => null);
-  if (!stat?.isDirectory()) throw new SandboxError("NOT_FOUND", `No directory "${clean || "/"}"`);
-  const names = (await fs.readdir(abs)).sort();
-  const out: FileEntry[] = [];
-  for (const name of names) {
-    const st = await fs.lstat(join(abs, name)).catch(() => null);
-    if (!st) continue;
-    const path = clean ? `${clean}/${name}` : name;
-    const mode = st.mode & 0o7777;
-    if (st.isDirectory()) out.push({ path, type: "dir", size: 0, mode });
-    else if (st.isSymbolicLink())
-      out.push({ path, type: "symlink", size: 0, mode: 0o777, target: await fs.readlink(join(abs, name)) });
-    else if (st.isFile()) out.push({ path, type: "file", size: st.size, mode });
-  }
-  return out;
-}
-
-export async function readLive(root: string, path: string): Promise<Uint8Array | null> {
-  const abs = await resolveInside(root, cleanPath(path));
-  try {
-    // O_NOFOLLOW: a symlink swapped in after the check is refused, not followed.
-    const handle = await fs.open(abs, constants.O_RDONLY | constants.O_NOFOLLOW);
+  return withDir(root, async (rootDir) => {
+    const handle = await openDirBeneath(rootDir, clean).catch((error) => {
+      if (isGone(error)) return null;
+      throw error;
+    });
+    if (!handle) throw new SandboxError("NOT_FOUND", `No directory "${clean || "/"}"`);
     try {
-      if (!(await handle.stat()).isFile()) return null;
-      return new Uint8Array(await handle.readFile());
+      const names = (await fs.readdir(at(handle))).sort();
+      const entries = await Promise.all(
+        names.map(async (name): Promise<FileEntry | null> => {
+          const st = await fs.lstat(at(handle, name)).catch(() => null);
+          if (!st) return null;
+          const path = clean ? `${clean}/${name}` : name;
+          const mode = st.mode & 0o7777;
+          if (st.isDirectory()) return { path, type: "dir", size: 0, mode };
+          if (st.isSymbolicLink()) {
+            const target = await fs.readlink(at(handle, name)).catch(() => null);
+            return target === null ? null : { path, type: "symlink", size: 0, mode: 0o777, target };
+          }
+          if (st.isFile()) return { path, type: "file", size: st.size, mode };
+          return null;
+        }),
+      );
+      return entries.filter((e): e is FileEntry => e !== null);
     } finally {
       await handle.close();
     }
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ELOOP" || code === "EISDIR") return null;
-    throw error;
-  }
+  });
+}
+
+export async function readLive(root: string, path: string): Promise<Uint8Array | null> {
+  const clean = cleanPath(path);
+  return withDir(root, async (rootDir) => {
+    const file = await openFileBeneath(rootDir, clean).catch((error) => {
+      if (isGone(error)) return null;
+      throw error;
+    });
+    if (!file) return null;
+    try {
+      return new Uint8Array(await file.readFile());
+    } finally {
+      await file.close();
+    }
+  });
 }
 
 export async function writeLive(
@@ -69,20 +86,45 @@ export async function writeLive(
   mode?: number,
 ): Promise<void> {
   const clean = cleanPath(path);
-  const parent = await resolveInside(root, parentOf(clean));
-  await fs.mkdir(parent, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
-    // A file where a directory of the path must be ("f.txt/x" when f.txt is a file).
-    if (error.code === "ENOTDIR" || error.code === "EEXIST")
-      throw new SandboxError("BAD_PATH", `"${parentOf(clean)}" is not a directory`);
-    throw error;
+  await withDir(root, async (rootDir) => {
+    const { dir, name } = await openParentBeneath(rootDir, clean, { create: true }).catch((error) => {
+      if (isGone(error) || errnoOf(error) === "EEXIST")
+        throw new SandboxError("BAD_PATH", `"${clean}": a parent is not a directory`);
+      throw error;
+    });
+    try {
+      const existing = await fs.lstat(at(dir, name)).catch(() => null);
+      if (existing?.isDirectory()) throw new SandboxError("BAD_PATH", `"${clean}" is a directory`);
+      const finalMode = safeMode(mode ?? (existing?.isFile() ? existing.mode : 0o644));
+      // Written beside, then renamed over, both inside the pinned directory: readers see the old or
+      // the new file, never half of one, and the temp name cannot be a planted symlink (O_EXCL).
+      const tmp = `.occ-write-${process.pid}-${randomBytes(6).toString("hex")}`;
+      const file = await fs
+        .open(
+          at(dir, tmp),
+          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+          0o600,
+        )
+        .catch((error) => {
+          throw isGone(error) ? changedUnderfoot(clean) : error;
+        });
+      try {
+        try {
+          await file.writeFile(content);
+          await file.chmod(finalMode);
+        } finally {
+          await file.close();
+        }
+        await fs.rename(at(dir, tmp), at(dir, name));
+      } catch (error) {
+        await fs.unlink(at(dir, tmp)).catch(() => {});
+        const code = errnoOf(error);
+        if (code === "EISDIR" || code === "ENOTEMPTY" || code === "EEXIST")
+          throw new SandboxError("BAD_PATH", `"${clean}" is a directory`);
+        throw isGone(error) ? changedUnderfoot(clean) : error;
+      }
+    } finally {
+      await dir.close();
+    }
   });
-  await resolveInside(root, parentOf(clean)); // the directories just made are inside too
-  const target = join(parent, clean.slice(clean.lastIndexOf("/") + 1));
-  const existing = await fs.lstat(target).catch(() => null);
-  if (existing?.isDirectory()) throw new SandboxError("BAD_PATH", `"${clean}" is a directory`);
-  // Write beside, then rename over: readers see the old or the new file, never half of one.
-  const tmp = join(parent, `.occ-write-${process.pid}-${Date.now()}`);
-  await fs.writeFile(tmp, content, { mode: mode ?? (existing?.isFile() ? existing.mode & 0o7777 : 0o644) });
-  if (mode !== undefined) await fs.chmod(tmp, mode);
-  await fs.rename(tmp, target);
 }

@@ -1,0 +1,194 @@
+// A command that flips a path component between a directory and a symlink (rename x d; symlink T x;
+// unlink x; rename d x, in a tight loop) must never make the server read, list or write host paths
+// through the workspace: first against the host-side file helpers with the flipper in a child
+// process, then end to end, with the flipper running as a command while GraphQL reads race it.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { listLive, readLive, writeLive } from "../../sandbox/local/files.ts";
+import { startTestServer, type TestServer } from "../utils/server.ts";
+import { gqlOk, waitForRun } from "../utils/session-fixture.ts";
+
+/** A perl loop flipping each `name` between its real directory and a symlink to `target`; prints its count. */
+function flipper(pairs: [name: string, target: string][], seconds: number): string {
+  const list = pairs.map(([n, t]) => `["${n}","${t}"]`).join(",");
+  return `my $end = time + ${seconds}; my $flips = 0; my @p = (${list}); while (time < $end) { for my $q (@p) { my ($n, $t) = @$q; rename $n, "$n.d"; $flips++ if symlink $t, $n; unlink $n; rename "$n.d", $n; } } print "flips $flips\n"`;
+}
+
+const codeOf = (error: unknown) => String((error as { code?: string }).code ?? error);
+
+describe("host-side workspace helpers against a symlink-flipping process", () => {
+  const root = mkdtempSync(join(tmpdir(), "occ-race-"));
+  const ws = join(root, "ws");
+  const secret = join(root, "secret");
+  const drop = join(root, "drop");
+
+  beforeAll(() => {
+    for (const d of [ws, secret, drop, join(ws, "x"), join(ws, "y"), join(ws, "w")]) mkdirSync(d);
+    writeFileSync(join(secret, "data"), "HOST-SECRET\n");
+    writeFileSync(join(ws, "x", "data"), "sandbox\n");
+    writeFileSync(join(ws, "y", "marker"), "m\n");
+  });
+  // rm -rf copes with whatever state the killed flipper left behind.
+  afterAll(() => execFileSync("rm", ["-rf", root]));
+
+  test("reads, listings and writes never leave the workspace while a component flips", async () => {
+    const child = spawn(
+      "perl",
+      [
+        "-e",
+        flipper(
+          [
+            ["x", secret],
+            ["y", "/"],
+            ["w", drop],
+          ],
+          5,
+        ),
+      ],
+      { cwd: ws, stdio: "ignore" },
+    );
+    const exited = new Promise((resolve) => child.on("exit", resolve));
+    let ordinary = 0;
+    let listed = 0;
+    const refusals = new Set<string>();
+    const deadline = Date.now() + 4000;
+    try {
+      while (Date.now() < deadline) {
+        const results = await Promise.allSettled([
+          readLive(ws, "x/data"),
+          listLive(ws, "y"),
+          writeLive(ws, "w/planted", new TextEncoder().encode("planted\n")),
+        ]);
+        const [read, list, write] = results;
+        if (read.status === "fulfilled") {
+          const text = read.value && new TextDecoder().decode(read.value);
+          expect([null, "sandbox\n"]).toContain(text);
+          if (text === "sandbox\n") ordinary++;
+        } else refusals.add(codeOf(read.reason));
+        if (list.status === "fulfilled") {
+          for (const entry of list.value) expect(entry.path).toBe("y/marker");
+          listed++;
+        } else refusals.add(codeOf(list.reason));
+        if (write.status === "rejected") refusals.add(codeOf(write.reason));
+        expect(readdirSync(drop)).toEqual([]);
+      }
+    } finally {
+      child.kill("SIGKILL");
+      await exited;
+    }
+    expect(readdirSync(drop)).toEqual([]);
+    // Refusals are the provider's typed errors (a raw errno would surface as INTERNAL).
+    // BUSY: the directory written into was replaced mid-write.
+    for (const code of refusals) expect(["BAD_PATH", "NOT_FOUND", "BUSY"]).toContain(code);
+    // The race was real, and ordinary reads still worked in between.
+    expect(ordinary).toBeGreaterThan(0);
+    expect(listed).toBeGreaterThan(0);
+    expect(new TextDecoder().decode((await readLive(ws, "x/data"))!)).toBe("sandbox\n");
+  }, 30_000);
+});
+
+describe("GraphQL reads while a command flips workspace paths", () => {
+  let server: TestServer;
+  let token: string;
+  beforeAll(async () => {
+    server = await startTestServer();
+    token = (await server.signUp()).token;
+  });
+  afterAll(() => server.close());
+
+  test("file/files never return host content (environ, jwt-secret, /), and ordinary reads work", async () => {
+    const jwtSecret = readFileSync(join(server.dataDir, "jwt-secret"), "utf8").trim();
+    expect(jwtSecret.length).toBeGreaterThan(16);
+    const session = (
+      await gqlOk(
+        server,
+        token,
+        `mutation { createSession(input: { title: "race" }) { id mainBranch { id } } }`,
+      )
+    ).createSession;
+    const branchId: string = session.mainBranch.id;
+    // Directories made by the run itself (overlay workspaces refuse renaming lower directories).
+    const setup =
+      "mkdir x y z && echo sandbox-environ > x/environ && echo sandbox-secret > y/jwt-secret && echo m > z/marker";
+    const command = `${setup} && perl -e '${flipper(
+      [
+        ["x", "/proc/self"],
+        ["y", server.dataDir],
+        ["z", "/"],
+      ],
+      9,
+    )}'`;
+    const run = (
+      await gqlOk(
+        server,
+        token,
+        `mutation($b: ID!, $c: String!) { exec(branchId: $b, command: $c) { id } }`,
+        {
+          b: branchId,
+          c: command,
+        },
+      )
+    ).exec;
+    for (let i = 0; i < 500; i++) {
+      const status = (await gqlOk(server, token, "query($r: ID!) { run(id: $r) { status } }", { r: run.id }))
+        .run.status;
+      if (status !== "QUEUED") break;
+      await Bun.sleep(20);
+    }
+
+    const query = `query($b: ID!) { branch(id: $b) {
+      x: file(path: "x/environ") { content }
+      y: file(path: "y/jwt-secret") { content }
+      z: files(path: "z") { path }
+    } }`;
+    const seen = { x: 0, y: 0, z: 0 };
+    const codes = new Set<string>();
+    const deadline = Date.now() + 7500;
+    while (Date.now() < deadline) {
+      const replies = await Promise.all(
+        Array.from({ length: 6 }, () => server.gql(query, { b: branchId }, token)),
+      );
+      for (const reply of replies) {
+        // No host content, whatever the reply's shape.
+        expect(reply.text).not.toContain("PATH=");
+        expect(reply.text).not.toContain(jwtSecret);
+        for (const error of reply.errors ?? []) codes.add(String(error.extensions?.code));
+        const branch = reply.data?.branch as Record<string, any> | null | undefined;
+        if (!branch) continue;
+        if (branch.x) {
+          expect(branch.x.content).toBe("sandbox-environ\n");
+          seen.x++;
+        }
+        if (branch.y) {
+          expect(branch.y.content).toBe("sandbox-secret\n");
+          seen.y++;
+        }
+        if (branch.z) {
+          expect(branch.z.map((e: { path: string }) => e.path)).toEqual(["z/marker"]);
+          seen.z++;
+        }
+      }
+    }
+    // Refusals are typed input errors or absences, never INTERNAL.
+    for (const code of codes) expect(["BAD_USER_INPUT", "NOT_FOUND"]).toContain(code);
+    expect(seen.x + seen.y + seen.z).toBeGreaterThan(0);
+
+    await waitForRun(server, token, run.id);
+    // The flipper really flipped (overlay refuses renaming lower directories, for one).
+    const finished = await gqlOk(server, token, "query($r: ID!) { run(id: $r) { exitCode output } }", {
+      r: run.id,
+    });
+    expect(finished.run.exitCode).toBe(0);
+    expect(Number(/flips (\d+)/.exec(finished.run.output)?.[1])).toBeGreaterThan(1000);
+    const after = await gqlOk(server, token, query, { b: branchId });
+    expect(after.branch).toEqual({
+      x: { content: "sandbox-environ\n" },
+      y: { content: "sandbox-secret\n" },
+      z: [{ path: "z/marker" }],
+    });
+    expect(existsSync(join(server.dataDir, "jwt-secret"))).toBe(true);
+  }, 60_000);
+});
