@@ -117,6 +117,7 @@ function contreeConfig(env: Env): SandboxConfig["contree"] {
         ? `docker://docker.io/${image.includes("/") ? "" : "library/"}${image.slice(4)}`
         : null),
     network: bool(env, "CONTREE_NETWORK", true),
+    streamIdleMs: int(env, "CONTREE_STREAM_IDLE_MS", 30_000, 100, 3_600_000),
   };
 }
 

@@ -19,6 +19,8 @@ export interface ContreeConfig {
   imageSource: string | null;
   /** Outbound network for commands (the agent needs it to reach the model gateway). */
   network: boolean;
+  /** Longest silence of an archive or event stream being read before it fails (CONTREE_STREAM_IDLE_MS). */
+  streamIdleMs: number;
 }
 
 export interface SandboxConfig {
@@ -56,9 +58,9 @@ export async function createProviders(
   });
   providers.set("local", await local.init());
   if (config.contree) {
-    const { url, token, project, image, imageSource, network } = config.contree;
+    const { url, token, project, image, imageSource, network, streamIdleMs } = config.contree;
     const contree = new ContreeProvider({
-      client: new ContreeClient({ baseUrl: url, token, project }),
+      client: new ContreeClient({ baseUrl: url, token, project, streamIdleMs }),
       image,
       imageSource,
       network,

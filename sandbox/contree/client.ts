@@ -59,6 +59,12 @@ export interface ContreeClientOptions {
   poll?: { initialMs?: number; maxMs?: number };
   /** Told when an operation's event stream failed for good and waiting fell back to polling. */
   onStreamLost?: (operationId: string, error: unknown) => void;
+  /**
+   * Longest silence of a streamed body (archive, event stream) while it is being read; then it
+   * fails with ContreeStreamStalledError (an event stream reconnects). Default 30 s. The event
+   * stream's `: keepalive` comments count as traffic.
+   */
+  streamIdleMs?: number;
 }
 
 export interface CallOptions {
@@ -123,6 +129,7 @@ export class ContreeClient {
       userAgent: options.userAgent ?? `opencode-cloud-contree/0.1${runtime}`,
       fetch: options.fetch ?? globalThis.fetch,
       retry: resolveRetry(options.retry),
+      streamIdleMs: options.streamIdleMs,
     });
     this.onStreamLost = options.onStreamLost;
     this.pollInitialMs = options.poll?.initialMs ?? 500;
@@ -457,7 +464,9 @@ export class ContreeClient {
 
   /**
    * GET /inspect/{uuid}/archive?path= → the tar stream (already gzip-decoded). Connecting is
-   * retried; a stream that breaks off later is the caller's to re-request.
+   * retried; a stream that breaks off later is the caller's to re-request. Reading it fails with
+   * ContreeTruncatedError when the body ends early (no gzip trailer, connection closed mid-body),
+   * with ContreeStreamStalledError when it sends nothing for `streamIdleMs`.
    */
   archive(uuid: string, path: string, options: CallOptions = {}): Promise<ReadableStream<Uint8Array>> {
     return this.transport.send(

@@ -17,6 +17,8 @@ export type ContreeErrorKind =
   | "server"
   | "http"
   | "network"
+  | "truncated"
+  | "stream_stalled"
   | "aborted"
   | "protocol"
   | "events_unavailable"
@@ -92,6 +94,40 @@ export class ContreePermissionDeniedError extends ContreeError {
 export class ContreeNetworkError extends ContreeError {
   constructor(message: string, init: ContreeErrorInit = {}) {
     super("network", message, init);
+  }
+}
+
+/** Why a response body is known to be incomplete. */
+export type TruncationReason =
+  /** The gzip stream ended without its trailer, or is corrupt (the server sends every body gzipped). */
+  | "compression"
+  /** The connection closed (reset, premature close) before the body was complete. */
+  | "connection"
+  /** The tar archive stops inside an entry or before its end-of-archive blocks. */
+  | "archive";
+
+/**
+ * A response body (an archive, an event stream, any body being read) ended before it was complete.
+ * Nothing read from it can be trusted to be whole: re-request it. Idempotent requests whose body
+ * is read whole are retried by the transport; streams are the caller's to re-request.
+ */
+export class ContreeTruncatedError extends ContreeError {
+  readonly reason: TruncationReason;
+  constructor(reason: TruncationReason, message: string, init: ContreeErrorInit = {}) {
+    super("truncated", message, init);
+    this.reason = reason;
+  }
+}
+
+/**
+ * A streamed body sent nothing for `idleMs` (ContreeClientOptions.streamIdleMs): the peer stalled or
+ * the connection went half-open. The connection has been closed.
+ */
+export class ContreeStreamStalledError extends ContreeError {
+  readonly idleMs: number;
+  constructor(idleMs: number, message: string, init: ContreeErrorInit = {}) {
+    super("stream_stalled", message, init);
+    this.idleMs = idleMs;
   }
 }
 

@@ -33,6 +33,8 @@ import {
   ContreeError,
   ContreeNotFoundError,
   ContreeProtocolError,
+  ContreeStreamStalledError,
+  ContreeTruncatedError,
   ContreeUnprocessableError,
   isAbortError,
 } from "./errors.ts";
@@ -442,7 +444,11 @@ export class ContreeProvider implements SandboxProvider {
     };
   }
 
-  /** The image's workspace as a manifest, from one archive download (cached: images are immutable). */
+  /**
+   * The image's workspace as a manifest, from one archive download (cached: images are immutable).
+   * Only a complete archive is cached: a failed load (truncated, stalled, refused) is dropped, so
+   * the next caller downloads again.
+   */
   private filesOf(image: string): Promise<ImageFiles> {
     const cached = this.manifests.get(image);
     if (cached) {
@@ -453,7 +459,9 @@ export class ContreeProvider implements SandboxProvider {
     }
     const loading = this.loadFiles(image);
     this.manifests.set(image, loading);
-    loading.catch(() => this.manifests.delete(image));
+    loading.catch(() => {
+      if (this.manifests.get(image) === loading) this.manifests.delete(image);
+    });
     while (this.manifests.size > MANIFEST_CACHE) this.manifests.delete(this.manifests.keys().next().value!);
     return loading;
   }
@@ -615,6 +623,9 @@ function translate(error: unknown, what: string): unknown {
   if (error instanceof ContreeNotFoundError) return new SandboxError("NOT_FOUND", `ConTree has no ${what}`);
   if (error instanceof ContreeUnprocessableError)
     return new SandboxError("BAD_PATH", `Unusable path: ${what}`);
+  // A download that broke off or went silent: nothing partial is used; asking again may work.
+  if (error instanceof ContreeTruncatedError || error instanceof ContreeStreamStalledError)
+    return new SandboxError("UNAVAILABLE", `ConTree is unavailable (${what}): ${error.message}`);
   if (error instanceof ContreeError) {
     const status = (error as { status?: number }).status ?? 0;
     // Not there, overloaded or not ready yet, beyond what the retries covered: try again later.

@@ -62,7 +62,9 @@ export const REJECTED_BEFORE_PROCESSING: ReadonlySet<number> = new Set([425, 429
  */
 export function isRetryable(idempotent: boolean, failure: ContreeError): boolean {
   if (failure.kind === "aborted" || failure.kind === "protocol") return false;
-  if (failure.kind === "network") return idempotent;
+  // A body that broke off or went silent: the request may have had its effect, like a reset.
+  if (failure.kind === "network" || failure.kind === "truncated" || failure.kind === "stream_stalled")
+    return idempotent;
   const status = failure.status;
   if (status === null) return false;
   if (REJECTED_BEFORE_PROCESSING.has(status)) return true;

@@ -1,14 +1,17 @@
 // Server-Sent Events for the operation log (contree-api.md §2.5): an incremental frame parser and a
 // resuming event iterator. The iterator remembers the last delivered event id and reconnects with
 // `Last-Event-Id` (and `since`) after a dropped connection, a stream that ends early, or an
-// in-band `event: sse_error`, so each event is delivered exactly once and in order.
+// in-band `event: sse_error`, so each event is delivered exactly once and in order. A stream that
+// stalls (no bytes, not even `: keepalive`, for the client's streamIdleMs) is reconnected the same way.
 
+import { bodyReadError } from "./body.ts";
 import {
   ContreeAbortedError,
   ContreeError,
   ContreeEventsUnavailableError,
   ContreeNetworkError,
   ContreeProtocolError,
+  ContreeStreamStalledError,
   ContreeTooEarlyError,
 } from "./errors.ts";
 import { backoffDelayMs, type ResolvedRetry, sleep } from "./retry.ts";
@@ -120,7 +123,8 @@ export class SseParser {
 
 /**
  * Reads frames from a byte stream as they arrive (chunk by chunk, never buffering the whole body).
- * Throws ContreeAbortedError when the signal fires; other read failures propagate as they are.
+ * Throws ContreeAbortedError when the signal fires; other read failures as typed ContreeErrors
+ * (see body.ts: ContreeTruncatedError, ContreeStreamStalledError…).
  */
 export async function* readSseFrames(
   body: ReadableStream<Uint8Array>,
@@ -137,7 +141,7 @@ export async function* readSseFrames(
     for (;;) {
       if (signal?.aborted) throw new ContreeAbortedError(signal.reason);
       const chunk = await reader.read().catch((err: unknown) => {
-        throw signal?.aborted ? new ContreeAbortedError(signal.reason) : err;
+        throw bodyReadError(err, { signal });
       });
       if (signal?.aborted) throw new ContreeAbortedError(signal.reason);
       if (chunk.done) {
@@ -212,7 +216,7 @@ export interface ResumingEventsOptions {
   signal?: AbortSignal | undefined;
 }
 
-type StreamEnd = "eof" | "completion" | "sse_error" | "dropped";
+type StreamEnd = "eof" | "completion" | "sse_error" | "dropped" | "stalled";
 
 /**
  * Yields operation events exactly once and in order across reconnects. Throws
@@ -277,10 +281,16 @@ export async function* resumingEvents(options: ResumingEventsOptions): AsyncGene
     } catch (err) {
       if (err instanceof ContreeAbortedError || err instanceof ContreeProtocolError) throw err;
       if (signal?.aborted) throw new ContreeAbortedError(signal.reason);
-      end = "dropped";
+      end = err instanceof ContreeStreamStalledError ? "stalled" : "dropped";
       lastFailure = err;
     }
     if (end === "completion") return;
+    if (end === "stalled" && follow && options.isTerminal) {
+      // Silence is no failure of the operation: if it is over, drain the retained log once; if it
+      // still runs, the service just answered, so reconnecting is not a fruitless attempt.
+      if (await options.isTerminal()) follow = false;
+      continue;
+    }
     if (end === "eof") {
       if (!follow) return;
       // A follow stream closed before `completion`: either truncated, or the operation is over

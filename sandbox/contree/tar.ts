@@ -2,7 +2,10 @@
 // extended headers, GNU long names and hard links tolerated): enough to turn an image's subtree into
 // a manifest. Contents are hashed as they stream by and never held, so a large workspace costs its
 // download, not its size in memory. Hand-written: ~100 lines against Node-stream-based npm readers.
+// An archive that stops inside an entry or before its end-of-archive blocks is ContreeTruncatedError:
+// a manifest built from part of an image would pass for the whole one.
 import { createHash, type Hash } from "node:crypto";
+import { ContreeTruncatedError } from "./errors.ts";
 
 export interface TarEntry {
   /** As stored, "/"-separated, without a leading "./" or a trailing "/". */
@@ -58,10 +61,25 @@ const typeOf = (flag: string): TarEntry["type"] =>
         ? "symlink"
         : "other";
 
-/** The entries of a tar stream, in order. */
+const truncated = (detail: string) =>
+  new ContreeTruncatedError("archive", `tar archive is truncated: ${detail}`);
+
+/**
+ * The entries of a tar stream, in order. Read failures of the stream propagate as they are; the
+ * stream is released (its iterator returned, which cancels a response body) however the scan ends.
+ */
 export async function* scanTar(stream: AsyncIterable<Uint8Array>): AsyncGenerator<TarEntry> {
-  let buffered = new Uint8Array(0);
   const iterator = stream[Symbol.asyncIterator]();
+  try {
+    yield* scanEntries(iterator);
+  } finally {
+    // Not awaited: releasing the stream must never hold up, nor replace, the scan's own outcome.
+    iterator.return?.()?.catch(() => {});
+  }
+}
+
+async function* scanEntries(iterator: AsyncIterator<Uint8Array>): AsyncGenerator<TarEntry> {
+  let buffered = new Uint8Array(0);
   /** At least `n` bytes buffered; false at the end of the stream. */
   const fill = async (n: number): Promise<boolean> => {
     while (buffered.length < n) {
@@ -81,7 +99,7 @@ export async function* scanTar(stream: AsyncIterable<Uint8Array>): AsyncGenerato
     let left = padded;
     let data = size;
     while (left > 0) {
-      if (buffered.length === 0 && !(await fill(1))) throw new Error("tar stream ends inside an entry");
+      if (buffered.length === 0 && !(await fill(1))) throw truncated("it ends inside an entry");
       const piece = buffered.subarray(0, Math.min(left, buffered.length));
       const useful = piece.subarray(0, Math.min(data, piece.length));
       hash?.update(useful);
@@ -97,7 +115,10 @@ export async function* scanTar(stream: AsyncIterable<Uint8Array>): AsyncGenerato
   let longName: string | null = null;
   let longLink: string | null = null;
   const hashes = new Map<string, { sha256: string; size: number }>();
-  while (await fill(BLOCK)) {
+  for (;;) {
+    if (!(await fill(BLOCK))) {
+      throw truncated(buffered.length > 0 ? "it ends inside a header" : "it has no end-of-archive blocks");
+    }
     const header = buffered.slice(0, BLOCK);
     buffered = buffered.subarray(BLOCK);
     if (header.every((b) => b === 0)) return; // end of archive

@@ -1,7 +1,10 @@
 // The HTTP core of the ConTree client: builds /v1 URLs and headers, sends one request through
 // fetch with the retry policy, and turns every failure into a typed ContreeError. Responses are
 // read inside the retry loop, so a body that breaks off on an idempotent request is retried too.
+// Streamed bodies (events, archives) are handed out guarded (body.ts): their read failures are
+// typed and a silent stream ends after `streamIdleMs`.
 
+import { bodyReadError, guardBody } from "./body.ts";
 import {
   ContreeAbortedError,
   ContreeError,
@@ -37,7 +40,11 @@ export interface RequestSpec {
   /** Statuses that count as success besides 2xx (e.g. 302 for the tag lookup, 404 for HEAD probes). */
   accept3xx4xx?: readonly number[];
   signal?: AbortSignal | undefined;
-  /** The response body is handed out as a stream (events, archives): no per-attempt time limit. */
+  /**
+   * The response body is handed out as a stream (events, archives): instead of a per-attempt time
+   * limit, the response headers must come within `requestTimeoutMs` and then every chunk within
+   * `streamIdleMs` of the reader asking for it.
+   */
   stream?: boolean;
 }
 
@@ -50,7 +57,11 @@ export interface TransportOptions {
   retry: ResolvedRetry;
   /** Per attempt, for requests whose body is read whole: a half-open connection cannot hang a caller. */
   requestTimeoutMs?: number;
+  /** Longest silence of a streamed body while its reader waits (default 30 s). */
+  streamIdleMs?: number;
 }
+
+export const DEFAULT_STREAM_IDLE_MS = 30_000;
 
 /** The `/v1`-prefixed path plus the encoded query. Booleans become `1` (or are omitted when false). */
 export function buildPath(path: string, query?: Record<string, QueryValue>): string {
@@ -101,12 +112,21 @@ export class Transport {
     for (let attempt = 1; ; attempt++) {
       if (signal?.aborted) throw new ContreeAbortedError(signal.reason, { attempts: attempt - 1 });
       let failure: ContreeError;
+      const timeoutMs = this.options.requestTimeoutMs ?? 60_000;
+      // A stream's connection outlives this call: it is aborted by hand (headers too slow, or the
+      // body failed or stalled), never by a timer running over the whole body.
+      const streamAbort = spec.stream ? new AbortController() : null;
+      const headersTimer = streamAbort
+        ? setTimeout(
+            () => streamAbort.abort(new DOMException("response headers timed out", "TimeoutError")),
+            timeoutMs,
+          )
+        : undefined;
       try {
-        const timeoutMs = spec.stream ? undefined : (this.options.requestTimeoutMs ?? 60_000);
-        const attemptSignal =
-          timeoutMs === undefined
-            ? signal
-            : AbortSignal.any([AbortSignal.timeout(timeoutMs), ...(signal ? [signal] : [])]);
+        const attemptSignal = AbortSignal.any([
+          streamAbort ? streamAbort.signal : AbortSignal.timeout(timeoutMs),
+          ...(signal ? [signal] : []),
+        ]);
         const init: RequestInit & { duplex?: "half" } = {
           method: spec.method,
           headers,
@@ -117,9 +137,10 @@ export class Transport {
         if (spec.body instanceof ReadableStream) init.duplex = "half";
         const doFetch = this.options.fetch; // called unbound: some runtimes reject fetch with a foreign `this`
         const res = await doFetch(this.url(fullPath), init);
+        clearTimeout(headersTimer);
         if (res.ok || spec.accept3xx4xx?.includes(res.status)) {
           try {
-            return await read(res);
+            return await read(streamAbort ? this.guarded(res, spec, errorPath, streamAbort) : res);
           } catch (err) {
             throw this.wrapReadError(err, spec, errorPath);
           }
@@ -131,6 +152,7 @@ export class Transport {
           requestPath: errorPath,
         });
       } catch (err) {
+        clearTimeout(headersTimer);
         if (signal?.aborted) throw new ContreeAbortedError(signal.reason, { attempts: attempt });
         failure =
           err instanceof ContreeError
@@ -188,13 +210,25 @@ export class Transport {
   }
 
   private wrapReadError(err: unknown, spec: RequestSpec, errorPath: string): ContreeError {
-    if (err instanceof ContreeError) return err;
-    if (spec.signal?.aborted) return new ContreeAbortedError(spec.signal.reason);
-    return new ContreeNetworkError(`${spec.method} ${errorPath}: response body failed: ${describe(err)}`, {
+    return bodyReadError(err, { requestMethod: spec.method, requestPath: errorPath, signal: spec.signal });
+  }
+
+  /** The response with its body guarded: typed read failures, and an idle bound per chunk. */
+  private guarded(
+    res: Response,
+    spec: RequestSpec,
+    errorPath: string,
+    connection: AbortController,
+  ): Response {
+    if (!res.body) return res;
+    const body = guardBody(res.body, {
+      idleMs: this.options.streamIdleMs ?? DEFAULT_STREAM_IDLE_MS,
       requestMethod: spec.method,
       requestPath: errorPath,
-      cause: err,
+      signal: spec.signal,
+      onFail: (error) => connection.abort(error),
     });
+    return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
   }
 }
 

@@ -49,6 +49,8 @@ export interface FakeContreeOptions {
   dataDir?: string;
   /** Answer 410 + Retry-After for this long right after an operation completes (log "not yet durable"). */
   goneAfterCompletionMs?: number;
+  /** How often a quiet event stream sends `: keepalive`. Default 1000 ms. */
+  keepaliveMs?: number;
 }
 
 export interface FaultRule {
@@ -77,6 +79,25 @@ export interface StreamFault {
   times?: number;
 }
 
+export interface BodyFault {
+  /** Any when omitted. */
+  method?: string;
+  /** String = exact pathname (e.g. "/v1/inspect/<uuid>/archive"), RegExp tested against the pathname. */
+  path: RegExp | string;
+  /** Body bytes (before compression) sent before the fault; 0 = right after the headers. */
+  afterBytes: number;
+  /**
+   * truncate = end the response cleanly but early: with gzip the trailer never comes (the peer
+   *   "died" before finishing, as in the official client's stub server);
+   * stall = send nothing more (no keepalives either) and keep the connection open until the client
+   *   goes away;
+   * reset = destroy the connection mid-body.
+   */
+  mode: "truncate" | "stall" | "reset";
+  /** Default 1. */
+  times?: number;
+}
+
 export interface FakeContree {
   /** Base URL WITHOUT /v1, e.g. "http://127.0.0.1:41234". */
   url: string;
@@ -86,6 +107,8 @@ export interface FakeContree {
   requests: { method: string; path: string; headers: Record<string, string> }[];
   fail(rule: FaultRule): void;
   dropStream(fault: StreamFault): void;
+  /** Breaks the streamed body (archive, event stream) of the next matching request(s). */
+  breakBody(fault: BodyFault): void;
   clearFaults(): void;
   /** Seeds an image from a map of absolute path -> content (string or bytes), optionally tagged; returns its uuid. */
   seedImage(files: Record<string, string | Uint8Array>, tag?: string): Promise<string>;
@@ -162,7 +185,7 @@ export async function startFakeContree(options: FakeContreeOptions = {}): Promis
     limits,
     permissions,
     goneAfterCompletionMs: options.goneAfterCompletionMs ?? 0,
-    keepaliveMs: 1000,
+    keepaliveMs: options.keepaliveMs ?? 1000,
     isClosing: () => closing,
   });
   let server: Awaited<ReturnType<typeof startServer>>;
@@ -181,6 +204,7 @@ export async function startFakeContree(options: FakeContreeOptions = {}): Promis
     requests,
     fail: (rule) => faults.add(rule),
     dropStream: (fault) => faults.addStream(fault),
+    breakBody: (fault) => faults.addBody(fault),
     clearFaults: () => faults.clear(),
     advanceClock: (ms) => clock.advance(ms),
     async seedImage(content, tag) {

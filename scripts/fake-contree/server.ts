@@ -1,12 +1,14 @@
 // The HTTP side of the fake (node:http): records every request, applies injected faults, checks the
 // bearer token and the Project header, routes by the route table (404 unknown path, 405 wrong
 // method), and writes replies: `{error, status}` bodies for errors, gzip whenever the client accepts
-// it (errors and streams included), streams flushed per chunk with Z_SYNC_FLUSH.
+// it (errors and streams included), streams flushed per chunk with Z_SYNC_FLUSH. An armed body fault
+// breaks a streamed body after its byte count (see BodyFault).
 import http from "node:http";
 import type { Socket } from "node:net";
 import zlib from "node:zlib";
 import { ApiError } from "./errors.ts";
 import type { Faults } from "./faults.ts";
+import type { BodyFault } from "./index.ts";
 import { matchRoute, type RouteSpec } from "./routes.ts";
 
 export interface StreamWriter {
@@ -82,7 +84,12 @@ async function readJson(req: http.IncomingMessage): Promise<unknown> {
   }
 }
 
-async function send(req: http.IncomingMessage, res: http.ServerResponse, reply: Reply): Promise<void> {
+async function send(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  reply: Reply,
+  bodyFault: BodyFault | null = null,
+): Promise<void> {
   const headers: Record<string, string> = { ...reply.headers };
   const head = req.method === "HEAD";
   const gzip = acceptsGzip(req) && !head && reply.status !== 204 && reply.status !== 304;
@@ -105,7 +112,7 @@ async function send(req: http.IncomingMessage, res: http.ServerResponse, reply: 
     }
     res.writeHead(reply.status, headers);
     res.flushHeaders();
-    await writeStream(res, gzip, reply.stream);
+    await writeStream(res, gzip, bodyFault ? breakAfter(bodyFault, reply.stream) : reply.stream);
     return;
   }
   if (head || !body || body.byteLength === 0) {
@@ -121,6 +128,14 @@ async function send(req: http.IncomingMessage, res: http.ServerResponse, reply: 
   headers["Content-Length"] = String(body.byteLength);
   res.writeHead(reply.status, headers);
   res.end(body);
+}
+
+/** The stream writer plus what body faults need. */
+interface FaultableWriter extends StreamWriter {
+  /** Ends the response cleanly without finishing the gzip stream: the trailer never comes. */
+  endEarly(): Promise<void>;
+  /** Resolves when the connection is gone (the client hung up, or the fake closed it). */
+  whenGone(): Promise<void>;
 }
 
 async function writeStream(
@@ -155,9 +170,11 @@ async function writeStream(
     while (pending.length) if (!(await raw(pending.shift()!))) return false;
     return true;
   };
-  const writer: StreamWriter = {
+  let ended = false;
+  const gone = new Promise<void>((resolve) => res.once("close", () => resolve()));
+  const writer: FaultableWriter = {
     get closed() {
-      return closed || destroyed;
+      return closed || destroyed || ended;
     },
     async write(chunk) {
       if (closed || destroyed) return false;
@@ -173,6 +190,14 @@ async function writeStream(
       res.socket?.destroy();
       res.destroy();
     },
+    async endEarly() {
+      if (closed || destroyed || ended) return;
+      ended = true;
+      await flushCompressed();
+      compressor?.destroy();
+      if (!closed) res.end();
+    },
+    whenGone: () => gone,
   };
   try {
     await produce(writer);
@@ -182,7 +207,7 @@ async function writeStream(
     writer.destroy();
     return;
   }
-  if (destroyed) return;
+  if (destroyed || ended) return;
   if (compressor && !closed) {
     await new Promise<void>((resolve) => {
       compressor.once("end", () => resolve());
@@ -259,7 +284,48 @@ async function handleRequest(config: ServerConfig, req: http.IncomingMessage, re
     const traceback = error instanceof Error && error.stack ? error.stack.split("\n") : undefined;
     return { status: 500, json: { error: `internal error: ${message}`, status: 500, traceback } } as Reply;
   });
-  await send(req, res, reply);
+  await send(
+    req,
+    res,
+    reply,
+    reply.stream && method !== "HEAD" ? config.faults.takeBody(method, url.pathname) : null,
+  );
+}
+
+/** Wraps a stream producer so its body breaks as `fault` says once `afterBytes` have been written. */
+function breakAfter(fault: BodyFault, produce: NonNullable<Reply["stream"]>): NonNullable<Reply["stream"]> {
+  return async (out) => {
+    const early = out as FaultableWriter;
+    let left = fault.afterBytes;
+    let broken = false;
+    const trip = async (): Promise<false> => {
+      if (broken) return false;
+      broken = true;
+      if (fault.mode === "reset") out.destroy();
+      else if (fault.mode === "truncate") await early.endEarly();
+      else await early.whenGone();
+      return false;
+    };
+    const faulty: StreamWriter = {
+      get closed() {
+        return broken || out.closed;
+      },
+      async write(chunk) {
+        if (broken) return false;
+        const bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+        if (bytes.byteLength < left) {
+          left -= bytes.byteLength;
+          return out.write(bytes);
+        }
+        if (left > 0 && !(await out.write(bytes.subarray(0, left)))) return false;
+        left = 0;
+        return trip();
+      },
+      destroy: () => out.destroy(),
+    };
+    if (left === 0) await trip();
+    else await produce(faulty);
+  };
 }
 
 async function dispatch(

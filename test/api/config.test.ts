@@ -73,6 +73,7 @@ describe("loadConfig", () => {
       image: "tag:ubuntu:latest",
       imageSource: "docker://docker.io/library/ubuntu:latest",
       network: true,
+      streamIdleMs: 30_000,
     });
     const custom = loadConfig({
       CONTREE_TOKEN: "k",
