@@ -36,6 +36,14 @@ export interface Config {
   collabMaxFileBytes: number;
   /** Longest time a live edit waits before it is written to the branch's workspace. */
   collabFileFlushMs: number;
+  /** How large collaboration rooms may grow, and sockets per user (see collab/room-limits.ts). */
+  collabLimits: {
+    chatBytes: number;
+    chatMessages: number;
+    chatMessageBytes: number;
+    fileRoomBytes: number;
+    socketsPerUser: number;
+  };
   /** Runs executing at once on this instance (runs on one branch always queue). */
   maxParallelRuns: number;
   /** Worker threads computing diff patches off the event loop. */
@@ -245,6 +253,23 @@ export function loadConfig(env: Env = process.env): Config {
     collabUnloadGraceMs: int(env, "COLLAB_UNLOAD_GRACE_MS", 2000, 0, 3_600_000),
     collabMaxFileBytes: int(env, "COLLAB_MAX_FILE_BYTES", 1024 * 1024, 1, 64 * 1024 * 1024),
     collabFileFlushMs: int(env, "COLLAB_FILE_FLUSH_MS", 300, 0, 60_000),
+    collabLimits: (() => {
+      const maxFile = int(env, "COLLAB_MAX_FILE_BYTES", 1024 * 1024, 1, 64 * 1024 * 1024);
+      // A file room holds the file plus Yjs's record of its edits: room to spare over the file.
+      const fileRoomBytes = bytes(env, "COLLAB_MAX_FILE_ROOM_BYTES", 4 * maxFile + 64 * 1024);
+      if (fileRoomBytes < maxFile)
+        throw new ConfigError(
+          "COLLAB_MAX_FILE_ROOM_BYTES",
+          `must be at least COLLAB_MAX_FILE_BYTES (${maxFile})`,
+        );
+      return {
+        chatBytes: bytes(env, "COLLAB_MAX_CHAT_BYTES", 4 * 1024 * 1024),
+        chatMessages: int(env, "COLLAB_MAX_CHAT_MESSAGES", 5000, 1, 10_000_000),
+        chatMessageBytes: bytes(env, "COLLAB_MAX_CHAT_MESSAGE_BYTES", 64 * 1024),
+        fileRoomBytes,
+        socketsPerUser: int(env, "COLLAB_MAX_SOCKETS_PER_USER", 100, 1, 1_000_000),
+      };
+    })(),
     gateway: {
       host: str(env, "MODEL_GATEWAY_HOST", "127.0.0.1"),
       port: int(env, "MODEL_GATEWAY_PORT", 0, 0, 65535),

@@ -168,6 +168,7 @@ export async function startServer(
     graceMs: config.collabUnloadGraceMs,
     maxFileBytes: config.collabMaxFileBytes,
     fileFlushMs: config.collabFileFlushMs,
+    limits: config.collabLimits,
   });
   // Open file rooms are written to the workspace before a branch's queued work and read back after.
   branchRuntime.setHooks({
@@ -182,6 +183,11 @@ export async function startServer(
     // The transport cap sits far above the app's own limit so the app answers with a typed error;
     // the app rejects on Content-Length at once and stops reading a chunked body at its limit.
     maxRequestBodySize: Math.max(config.limits.maxBodyBytes * 4, 128 * 1024 * 1024),
+    // No WebSocket message may exceed what some socket can take: the largest collaboration room
+    // (whose own check answers 4413 with a reason) or a request body (graphql-ws), plus framing.
+    maxSocketMessageBytes:
+      Math.max(config.limits.maxBodyBytes, config.collabLimits.chatBytes, config.collabLimits.fileRoomBytes) +
+      64 * 1024,
   });
   const url = `http://${server.hostname.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
   log.info("listening", {

@@ -7,7 +7,7 @@
 //   varUint count, then per entry: varUint clientID, varUint clock, varString JSON state ("null" = gone)
 import * as decoding from "lib0/decoding";
 import * as encoding from "lib0/encoding";
-import { parseAwarenessState, PRESENCE_LIMITS } from "../resolvers/presence-input.ts";
+import { PRESENCE_LIMITS, parseAwarenessState } from "../resolvers/presence-input.ts";
 
 /** Client ids one socket may introduce (a tab has one; a few leaves room for reconnect races). */
 export const MAX_CLIENTS_PER_SOCKET = 4;

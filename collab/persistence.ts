@@ -64,7 +64,9 @@ export class UpdateLog {
         const merged = batch.map(([room, updates]) => [room, Y.mergeUpdates(updates)] as const);
         await this.db.transaction(async (tx) => {
           for (const [room, update] of merged)
-            await tx.insert(collabUpdates).values({ room, update: Buffer.from(update), createdAt: new Date() });
+            await tx
+              .insert(collabUpdates)
+              .values({ room, update: Buffer.from(update), createdAt: new Date() });
         });
         for (const [room, update] of merged)
           this.bytes.set(room, (this.bytes.get(room) ?? 0) + update.byteLength);

@@ -119,11 +119,13 @@ export class Room {
   receive(peer: Peer, data: Uint8Array): void {
     if (this.refused.has(peer)) return;
     const { maxDocBytes } = this.guard.limits;
-    if (data.byteLength > maxDocBytes + MESSAGE_SLACK_BYTES)
-      return this.refuse(peer, {
+    if (data.byteLength > maxDocBytes + MESSAGE_SLACK_BYTES) {
+      this.refuse(peer, {
         code: 4413,
         reason: `Message of ${data.byteLength} bytes; this room takes at most ${maxDocBytes}`,
       });
+      return;
+    }
     const decoder = decoding.createDecoder(data);
     while (decoding.hasContent(decoder)) {
       const type = decoding.readVarUint(decoder);
@@ -139,7 +141,10 @@ export class Room {
             // Step 2 and updates change the document: only writers may, within the room's limits.
             if (peer.canWrite) {
               const refusal = this.guard.check(update);
-              if (refusal) return this.refuse(peer, refusal);
+              if (refusal) {
+                this.refuse(peer, refusal);
+                return; // the rest of the message goes with the socket
+              }
               Y.applyUpdate(this.doc, update, peer);
               this.guard.fit();
             }
@@ -200,7 +205,8 @@ export class Room {
    */
   appendChat(message: { text: string }): void {
     const { maxValueBytes } = this.guard.limits;
-    const fitted = maxValueBytes === undefined ? message : { ...message, text: fitText(message, maxValueBytes) };
+    const fitted =
+      maxValueBytes === undefined ? message : { ...message, text: fitText(message, maxValueBytes) };
     this.doc.transact(() => {
       this.doc.getArray("messages").push([fitted]);
     }, "server");

@@ -14,6 +14,7 @@ import type { SessionEventPayload } from "../resolvers/events.ts";
 import { type BranchFiles, FileBuffer } from "./file-buffer.ts";
 import { UpdateLog } from "./persistence.ts";
 import { type Peer, permissionDenied, Room } from "./room.ts";
+import { type CollabLimits, DEFAULT_COLLAB_LIMITS, roomLimits } from "./room-limits.ts";
 import { parseRoomName, ROOM_FORMS, type RoomName } from "./room-names.ts";
 
 /** A socket as the runtime adapter hands it over (see api/runtime/types.ts). */
@@ -39,6 +40,8 @@ export interface CollabDeps {
   maxFileBytes?: number;
   /** Longest time an edit waits before it is written to the workspace. */
   fileFlushMs?: number;
+  /** Room sizes and sockets per user (collab/room-limits.ts; defaults there). */
+  limits?: Partial<CollabLimits>;
 }
 
 /** One message of a session's shared chat (the Y.Array "messages" of sessions/<id>/chat). */
@@ -143,6 +146,16 @@ export class CollabServer {
     );
   }
 
+  /** One signed-in user holds at most limits.socketsPerUser sockets (this one included). */
+  private checkSocketsPerUser(who: Who) {
+    const max = this.deps.limits?.socketsPerUser ?? DEFAULT_COLLAB_LIMITS.socketsPerUser;
+    if (who.userId === null) return;
+    let open = 0;
+    for (const other of this.sockets.values()) if (other.userId === who.userId) open++;
+    if (open > max)
+      throw new AppError("RATE_LIMITED", `Too many open collaboration sockets (at most ${max} per user)`);
+  }
+
   private closeWhere(match: (who: Who) => boolean, code: number, reason: string) {
     for (const [socket, who] of this.sockets) if (match(who)) socket.close(code, reason);
   }
@@ -215,7 +228,12 @@ export class CollabServer {
     }
     const entry: LoadedRoom = { room: Promise.resolve(null as unknown as Room), sessionId };
     entry.room = (async () => {
-      const created = new Room(name, (update) => this.log.append(name, update));
+      const created = new Room(
+        name,
+        (update) => this.log.append(name, update),
+        roomLimits(target.kind, this.deps.limits, this.deps.maxFileBytes),
+        (reason) => this.deps.log.warn("collab frame rejected", { room: name, reason }),
+      );
       let buffer: FileBuffer | undefined;
       try {
         const stored = await this.log.load(name);
@@ -371,11 +389,13 @@ export class CollabServer {
     const ready = (async () => {
       const { canWrite } = await this.roleFor(token, target, roomName, who);
       if (closed) return;
+      this.checkSocketsPerUser(who);
       const room = await this.roomFor(target!, who.sessionId!);
       if (closed) return this.scheduleUnload(roomName, room);
       peer = {
         room,
         canWrite,
+        userId: who.userId,
         send: (data) => socket.send(data),
         close: (code, reason) => socket.close(code, reason),
         topics: socket.topics,
@@ -421,9 +441,7 @@ export class CollabServer {
   async appendChat(sessionId: string, message: ChatMessage): Promise<void> {
     const name = `sessions/${sessionId}/chat`;
     const room = await this.roomFor({ kind: "chat", name, sessionId }, sessionId);
-    room.doc.transact(() => {
-      room.doc.getArray<ChatMessage>("messages").push([message]);
-    }, "server");
+    room.appendChat(message);
     this.scheduleUnload(name, room);
   }
 

@@ -94,13 +94,16 @@ const tooLarge = (reason: string): Refusal => ({ code: 4413, reason });
 function insertedTextBytes(decoded: Decoded): number {
   let bytes = 0;
   for (const s of decoded.structs)
-    if (s instanceof Y.Item && s.content instanceof Y.ContentString) bytes += Buffer.byteLength(s.content.str);
+    if (s instanceof Y.Item && s.content instanceof Y.ContentString)
+      bytes += Buffer.byteLength(s.content.str);
   return bytes;
 }
 
 /** UTF-8 size of the file's text, counting updates still waiting for a missing part as text. */
 function textBytes(doc: Y.Doc): number {
-  return Buffer.byteLength(doc.getText("content").toString()) + (doc.store.pendingStructs?.update.byteLength ?? 0);
+  return (
+    Buffer.byteLength(doc.getText("content").toString()) + (doc.store.pendingStructs?.update.byteLength ?? 0)
+  );
 }
 
 function textBytesAfter(doc: Y.Doc, update: Uint8Array): number {

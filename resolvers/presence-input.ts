@@ -30,11 +30,14 @@ export function jsonTextDepth(text: string, limit: number): number {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (inString) {
-      if (c === 0x5c) i++; // backslash: skip the escaped character
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped character
       else if (c === 0x22) inString = false;
     } else if (c === 0x22) inString = true;
     else if (c === 0x7b || c === 0x5b) {
-      if (++depth > max && (max = depth) > limit) return max;
+      depth++;
+      if (depth > max) max = depth;
+      if (max > limit) return max;
     } else if (c === 0x7d || c === 0x5d) depth--;
   }
   return max;
@@ -47,7 +50,8 @@ export function valueDepth(value: unknown, limit: number): number {
   while (stack.length > 0) {
     const [v, depth] = stack.pop()!;
     if (v === null || typeof v !== "object") continue;
-    if (depth + 1 > max && (max = depth + 1) > limit) return max;
+    if (depth + 1 > max) max = depth + 1;
+    if (max > limit) return max;
     for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
   }
   return max;

@@ -41,6 +41,8 @@ export interface ServeOptions {
   fetch: AppFetch;
   /** Transport-level cap on request bodies (the app checks its own, tighter limit too). */
   maxRequestBodySize: number;
+  /** Largest incoming WebSocket message; a larger one closes its socket (1009). Default 16 MiB. */
+  maxSocketMessageBytes?: number;
 }
 
 export interface RunningServer {

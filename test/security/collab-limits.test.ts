@@ -79,7 +79,10 @@ async function stored(room: string, marker?: string) {
 /** The database's size on disk (with its write-ahead log). */
 function dbBytes(): number {
   const base = join(server.dataDir, "opencode-cloud.db");
-  return [base, `${base}-wal`].reduce((sum, f) => sum + (statSync(f, { throwIfNoEntry: false })?.size ?? 0), 0);
+  return [base, `${base}-wal`].reduce(
+    (sum, f) => sum + (statSync(f, { throwIfNoEntry: false })?.size ?? 0),
+    0,
+  );
 }
 
 /** Closes the clients and waits until every room has unloaded (so the next open reads storage). */

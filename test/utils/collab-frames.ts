@@ -20,15 +20,19 @@ export interface RawCollab {
 }
 
 export function rawCollab(baseUrl: string, room: string, token: string): RawCollab {
-  const ws = new WebSocket(`${baseUrl.replace(/^http/, "ws")}/collab/${room}?token=${encodeURIComponent(token)}`);
+  const ws = new WebSocket(
+    `${baseUrl.replace(/^http/, "ws")}/collab/${room}?token=${encodeURIComponent(token)}`,
+  );
   ws.binaryType = "arraybuffer";
   const messages: Uint8Array[] = [];
   ws.addEventListener("message", (e) => messages.push(new Uint8Array(e.data as ArrayBuffer)));
-  const joined = new Promise<void>((resolve) => ws.addEventListener("message", () => resolve(), { once: true }));
+  const joined = new Promise<void>((resolve) =>
+    ws.addEventListener("message", () => resolve(), { once: true }),
+  );
   const closed = new Promise<{ code: number; reason: string }>((resolve) =>
     ws.addEventListener("close", (e) => resolve({ code: e.code, reason: e.reason })),
   );
-  return { ws, messages, joined, closed, send: (frame) => ws.send(frame) };
+  return { ws, messages, joined, closed, send: (frame) => ws.send(frame as Uint8Array<ArrayBuffer>) };
 }
 
 /** The reason of the y-protocols auth frame "permission denied" among `messages`, if one came. */
