@@ -51,8 +51,13 @@ export async function snapshotFile(
 export interface SnapshotDiff {
   from: SnapshotRow;
   to: SnapshotRow;
+  /** The first MAX_DIFF_FILES changes, by path. */
   files: DiffEntry[];
+  totalFiles: number;
 }
+
+/** Changes one diff lists: GraphQL builds and serialises every one of them on the event loop. */
+export const MAX_DIFF_FILES = 10_000;
 
 export async function diff(ctx: Context, fromId: string, toId: string): Promise<SnapshotDiff> {
   const [from, to] = await Promise.all([
@@ -61,5 +66,6 @@ export async function diff(ctx: Context, fromId: string, toId: string): Promise<
   ]);
   if (from.sessionId !== to.sessionId) throw badInput("Both snapshots must belong to the same session", "to");
   const provider = await providerOf(ctx, from.sessionId);
-  return { from, to, files: await provider.diff(from.providerRef, to.providerRef) };
+  const files = await provider.diff(from.providerRef, to.providerRef);
+  return { from, to, files: files.slice(0, MAX_DIFF_FILES), totalFiles: files.length };
 }

@@ -65,11 +65,11 @@ export async function diffManifests(
   const describe = (path: string, change: DiffEntry["change"], a?: ManifestEntry, b?: ManifestEntry) =>
     describeEntry({ path, change, a, b, read, patcher, limits, budget });
   const out: DiffEntry[] = [];
-  const paths = new Set([...from.keys(), ...to.keys()]);
-  for (const path of [...paths].sort()) {
+  let done = 0;
+  for (const path of await changedPaths(from, to)) {
+    if (++done % YIELD_EVERY === 0) await pause();
     const a = from.get(path);
     const b = to.get(path);
-    if (a && b && a.t === b.t && a.m === b.m && a.h === b.h && a.l === b.l) continue;
     if (a && b && a.t !== b.t) {
       // A file became a directory (or similar): report the old one gone and the new one added.
       out.push(await describe(path, "deleted", a, undefined));
@@ -78,6 +78,52 @@ export async function diffManifests(
     }
     out.push(await describe(path, a && b ? "modified" : a ? "deleted" : "added", a, b));
   }
+  return out;
+}
+
+// Trees can hold hundreds of thousands of entries (a build's output), and sorting that many paths at
+// once holds the event loop for a second: the listing yields every so often and sorts in pieces.
+const YIELD_EVERY = 5000;
+const pause = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
+
+/** Paths whose entry differs between the manifests, in path (UTF-16 code unit) order. */
+async function changedPaths(from: Manifest, to: Manifest): Promise<string[]> {
+  const changed: string[] = [];
+  let seen = 0;
+  for (const [path, b] of to) {
+    if (++seen % YIELD_EVERY === 0) await pause();
+    const a = from.get(path);
+    if (!a || a.t !== b.t || a.m !== b.m || a.h !== b.h || a.l !== b.l) changed.push(path);
+  }
+  for (const path of from.keys()) {
+    if (++seen % YIELD_EVERY === 0) await pause();
+    if (!to.has(path)) changed.push(path);
+  }
+  // Sorted runs of YIELD_EVERY paths, then merged pairwise, with a pause between steps.
+  let runs: string[][] = [];
+  for (let i = 0; i < changed.length; i += YIELD_EVERY) {
+    runs.push(changed.slice(i, i + YIELD_EVERY).sort());
+    if (changed.length > YIELD_EVERY) await pause();
+  }
+  while (runs.length > 1) {
+    const merged: string[][] = [];
+    for (let i = 0; i < runs.length; i += 2) {
+      merged.push(i + 1 < runs.length ? merge(runs[i]!, runs[i + 1]!) : runs[i]!);
+      await pause();
+    }
+    runs = merged;
+  }
+  return runs[0] ?? [];
+}
+
+function merge(left: string[], right: string[]): string[] {
+  const out = new Array<string>(left.length + right.length);
+  let i = 0;
+  let j = 0;
+  let k = 0;
+  while (i < left.length && j < right.length) out[k++] = left[i]! <= right[j]! ? left[i++]! : right[j++]!;
+  while (i < left.length) out[k++] = left[i++]!;
+  while (j < right.length) out[k++] = right[j++]!;
   return out;
 }
 

@@ -85,7 +85,14 @@ const SnapshotDiffRef = builder.objectRef<snapshots.SnapshotDiff>("SnapshotDiff"
   fields: (t) => ({
     from: t.field({ type: SnapshotRef, resolve: (d) => d.from }),
     to: t.field({ type: SnapshotRef, resolve: (d) => d.to }),
-    files: t.field({ type: [FileChangeRef], resolve: (d) => d.files }),
+    files: t.field({
+      type: [FileChangeRef],
+      description: `The changes, by path: the first ${snapshots.MAX_DIFF_FILES.toLocaleString("en")}.`,
+      resolve: (d) => d.files,
+    }),
+    totalFiles: t.exposeInt("totalFiles", {
+      description: "How many changes there are in all (more than `files` lists when it is cut short).",
+    }),
   }),
 });
 

@@ -131,3 +131,23 @@ test("a patch job that overruns its worker is TOO_COMPLEX; a full or closed pool
     expect(error.code).toBe("UNAVAILABLE");
   }
 });
+
+test("a diff of a huge tree lists changes in path order and lets other work run meanwhile", async () => {
+  // 60,000 directories in scrambled order, half of them new: no file is read, nothing is patched.
+  const dir: ManifestEntry = { t: "d", m: 0o755, s: 0 };
+  const names = Array.from({ length: 60_000 }, (_, i) => `d${(i * 7919) % 60_000}`);
+  const from: Manifest = new Map(names.filter((_, i) => i % 2).map((n) => [n, dir]));
+  const to: Manifest = new Map(names.map((n) => [n, dir]));
+  const events: string[] = [];
+  setTimeout(() => events.push("timer"), 0);
+  const entries = await diffManifests(from, to, async () => {
+    throw new Error("nothing is read");
+  });
+  events.push("diff");
+  expect(entries.length).toBe(30_000);
+  const paths = entries.map((e) => e.path);
+  expect(paths).toEqual(paths.slice().sort());
+  expect(new Set(paths).size).toBe(30_000);
+  // The timer fired while the diff ran: it yields to the event loop.
+  expect(events).toEqual(["timer", "diff"]);
+});

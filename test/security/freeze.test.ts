@@ -1,11 +1,12 @@
 // One costly request must not freeze the server: a diff of a 12,000-line file whose lines all changed
 // (once 32 s of Myers on the event loop, with /healthz waiting as long) is answered, typed, while
 // /healthz and a cheap GraphQL query polled every ~20 ms keep answering promptly. The same for a file
-// room receiving such a change from a run, and for the tree picture of a long history.
+// room receiving such a change from a run, and for a diff of a tree with more changes than one answer
+// lists.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { connectRoom, eventually, type RoomClient } from "../utils/collab.ts";
 import { startTestServer, type TestServer } from "../utils/server.ts";
-import { gqlOk } from "../utils/session-fixture.ts";
+import { gqlOk, waitForRun } from "../utils/session-fixture.ts";
 
 /** One generous bound for a noisy shared machine; a blocked event loop misses it by seconds. */
 const MAX_STALL_MS = 500;
@@ -129,5 +130,35 @@ test("a run rewriting every line of a file open in a room reaches the room witho
     await eventually(() => room.text.toString() === NEW, 20_000);
   })();
   const { worstMs } = await worstStallDuring(rewrite);
+  expect(worstMs).toBeLessThan(MAX_STALL_MS);
+});
+
+test("a diff with more changes than one answer lists is cut short, says how many there are, and does not stall", async () => {
+  const session = (
+    await gql(`mutation { createSession(input: { title: "wide" }) { id mainBranch { id head { id } } } }`)
+  ).createSession;
+  const run = (
+    await gql(
+      `mutation($b: ID!) { exec(branchId: $b, command: "mkdir d && cd d && seq 1 10500 | xargs touch") { id } }`,
+      {
+        b: session.mainBranch.id,
+      },
+    )
+  ).exec;
+  expect(await waitForRun(server, token, run.id)).toBe("SUCCEEDED");
+  const head = (await gql(`query($b: ID!) { branch(id: $b) { head { id } } }`, { b: session.mainBranch.id }))
+    .branch.head.id;
+  const { result: res, worstMs } = await worstStallDuring(
+    server.gql(
+      `query($a: ID!, $b: ID!) { diff(from: $a, to: $b) { totalFiles files { path patch patchOmitted } } }`,
+      { a: session.mainBranch.head.id, b: head },
+      token,
+    ),
+  );
+  expect(res.errors).toBeUndefined();
+  expect(res.data!.diff.totalFiles).toBe(10_501); // the directory and its files
+  expect(res.data!.diff.files.length).toBe(10_000);
+  // Patches stop at the per-diff budget; the rest say so.
+  expect(res.data!.diff.files.at(-1).patchOmitted).toBe("BUDGET_EXCEEDED");
   expect(worstMs).toBeLessThan(MAX_STALL_MS);
 });
