@@ -46,6 +46,15 @@ export interface Config {
   };
   /** Runs executing at once on this instance (runs on one branch always queue). */
   maxParallelRuns: number;
+  /** Storage quotas (bytes of snapshot content kept), creation caps and the host's free-disk floor. */
+  quota: {
+    sessionBytes: number;
+    userBytes: number;
+    userSessions: number;
+    branchesPerSession: number;
+    /** Below this much free space on DATA_DIR's or SANDBOX_DIR's disk, writes are refused. */
+    minFreeDiskBytes: number;
+  };
   /** Worker threads computing diff patches off the event loop. */
   diffWorkers: number;
   /** Key material for sealing per-user secrets (SECRETS_KEY); null: derived from the JWT secret. */
@@ -247,8 +256,18 @@ export function loadConfig(env: Env = process.env): Config {
       maxOutputBytes: bytes(env, "SANDBOX_MAX_OUTPUT_BYTES", 16 * 1024 * 1024),
       maxProcesses: int(env, "SANDBOX_MAX_PROCESSES", 512, 8, 1_000_000),
       maxMemoryBytes: bytes(env, "SANDBOX_MAX_MEMORY_BYTES", 4 * 1024 ** 3),
+      maxWriteBytes: bytes(env, "SANDBOX_MAX_WRITE_BYTES", 1024 ** 3),
     },
     maxParallelRuns: int(env, "RUNS_MAX_PARALLEL", 4, 1, 1000),
+    // Sized for a shared host with a 50 GB disk: a few active users fit, and the floor keeps the
+    // database and logs writable whatever they do.
+    quota: {
+      sessionBytes: bytes(env, "QUOTA_SESSION_BYTES", 5 * 1024 ** 3),
+      userBytes: bytes(env, "QUOTA_USER_BYTES", 10 * 1024 ** 3),
+      userSessions: int(env, "QUOTA_USER_SESSIONS", 100, 1, 1_000_000),
+      branchesPerSession: int(env, "QUOTA_SESSION_BRANCHES", 200, 1, 1_000_000),
+      minFreeDiskBytes: bytes(env, "DISK_MIN_FREE_BYTES", 2 * 1024 ** 3),
+    },
     diffWorkers: int(env, "DIFF_WORKERS", 2, 1, 64),
     collabUnloadGraceMs: int(env, "COLLAB_UNLOAD_GRACE_MS", 2000, 0, 3_600_000),
     collabMaxFileBytes: int(env, "COLLAB_MAX_FILE_BYTES", 1024 * 1024, 1, 64 * 1024 * 1024),

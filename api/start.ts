@@ -15,6 +15,7 @@ import { Runner } from "../resolvers/runner.ts";
 import { headRef } from "../resolvers/snapshot-records.ts";
 import { createProviders } from "../sandbox/create.ts";
 import { createDiffPool } from "../sandbox/diff-pool.ts";
+import { makePrivateDir } from "../sandbox/local/modes.ts";
 import { schema } from "../schema/index.ts";
 import { createAuthenticator } from "./auth/authenticate.ts";
 import { createSecretBox } from "./auth/secret-box.ts";
@@ -50,6 +51,8 @@ export async function startServer(
   options: StartOptions = {},
 ): Promise<StartedServer> {
   const log = createLogger(config.logLevel, options.logSink);
+  // Database, secrets and (by default) every sandbox's files: private to this user, old ones included.
+  await makePrivateDir(config.dataDir);
   const database = openDatabase({ ...config.database, onQuery: options.onQuery });
   await tuneEmbedded(database.client, config.database.url);
   await applyMigrations(database.db);

@@ -44,6 +44,7 @@ export async function fork(
   args: { snapshotId: string; name?: string | null },
 ): Promise<BranchRow> {
   const snapshot = await loadSnapshot(ctx, args.snapshotId, "EDITOR");
+  await ctx.quota.assertCanBranch(snapshot.sessionId);
   const existing = await ctx.loaders.branchesOfSession.load(snapshot.sessionId);
   let name = args.name?.trim();
   if (name !== undefined && !BRANCH_NAME.test(name)) {
@@ -164,6 +165,7 @@ export async function checkpoint(
   const branch = await loadBranch(ctx, args.branchId, "EDITOR");
   const label = args.label?.trim() || null;
   if (label && label.length > 200) throw badInput("label must be at most 200 characters", "label");
+  await ctx.quota.assertCanStore(branch.sessionId);
   return snapshotBranch(ctx, branch, "CHECKPOINT", label);
 }
 
@@ -176,6 +178,7 @@ export async function writeFile(
   const data = new TextEncoder().encode(args.content);
   if (data.byteLength > MAX_WRITE_BYTES)
     throw badInput(`content must be at most ${MAX_WRITE_BYTES} bytes`, "content");
+  await ctx.quota.assertCanStore(branch.sessionId, data.byteLength);
   return snapshotBranch(ctx, branch, "WRITE", `write ${args.path}`, (sandbox) =>
     sandbox.provider.writeFile(sandbox.id, args.path, data),
   );

@@ -7,6 +7,7 @@ import type { SandboxProviders } from "../sandbox/registry.ts";
 import type { BranchRuntime } from "./branch-runtime.ts";
 import { forbidden, unauthenticated } from "./errors.ts";
 import type { Loaders } from "./loaders.ts";
+import type { Quotas } from "./quota.ts";
 import type { Runner } from "./runner.ts";
 
 export type Scope = "read" | "write";
@@ -113,6 +114,8 @@ export interface Services {
   sandboxes: SandboxProviders;
   branchRuntime: BranchRuntime;
   runner: Runner;
+  /** Storage quotas, creation caps and the free-disk floor. */
+  quota: Quotas;
   shareLinks: AudienceTokens;
   publicUrl: string;
   /** Why agent runs cannot start here at all (null: they can, given a model). */

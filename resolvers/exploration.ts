@@ -81,6 +81,7 @@ export async function explore(ctx: Context, input: ExploreInput): Promise<Explor
     throw badInput(`prompts x samples x depth must be at most ${MAX_TURNS} agent turns`, "samples");
   }
   if (!input.scoreCommand.trim()) throw badInput("scoreCommand is empty", "scoreCommand");
+  await ctx.quota.assertCanBranch(from.sessionId, prompts.length * samples * depth);
   const upstream = await modelFor(ctx, ctx.viewer!.userId);
 
   const [row] = await ctx.db

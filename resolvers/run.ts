@@ -23,6 +23,7 @@ export async function exec(
   if (!args.command.trim()) throw badInput("command is empty", "command");
   if (args.command.length > MAX_COMMAND)
     throw badInput(`command must be at most ${MAX_COMMAND} characters`, "command");
+  await ctx.quota.assertCanStore(branch.sessionId);
   const max = ctx.limits.maxRunTimeoutMs;
   if (
     args.timeoutMs !== null &&
@@ -48,6 +49,7 @@ export async function prompt(ctx: Context, args: { branchId: string; text: strin
   const branch = await loadBranch(ctx, args.branchId, "EDITOR");
   if (!args.text.trim()) throw badInput("text is empty", "text");
   if (args.text.length > MAX_PROMPT) throw badInput(`text must be at most ${MAX_PROMPT} characters`, "text");
+  await ctx.quota.assertCanStore(branch.sessionId);
   // Both the server's set-up and the model may be missing: say everything that is, in one error.
   const unavailable = ctx.agentUnavailable((await ctx.loaders.session.load(branch.sessionId))!.provider);
   const model = await modelFor(ctx, ctx.viewer!.userId).catch((error: unknown) => {

@@ -1,7 +1,8 @@
 // Runs: one command (or, later, one agent turn) on a branch, from QUEUED to its end. Output streams
 // on the bus as numbered chunks and is kept in memory for late subscribers; it is flushed to the
 // database every second, so a crash loses at most a second of it. Every finished run records a
-// snapshot and moves the branch head: the audit trail.
+// snapshot and moves the branch head: the audit trail. The exception is a command that wrote more than
+// it may (its write cap, or what is left of a storage quota): its writes are discarded, never stored.
 import { eq, inArray } from "drizzle-orm";
 import { type AgentEvent, LineSplitter, parseAgentLine } from "../agent/events.ts";
 import type { ModelGateway, Upstream, Usage } from "../agent/gateway.ts";
@@ -16,11 +17,14 @@ import type { ExecOptions, SandboxProvider } from "../sandbox/provider.ts";
 import type { BranchRuntime, BranchSandbox } from "./branch-runtime.ts";
 import type { Logger } from "./context.ts";
 import { publishSessionEvent } from "./events.ts";
+import { type Quotas, runQuotaError } from "./quota.ts";
 import { headRef, recordSnapshot } from "./snapshot-records.ts";
 
 /** What the database keeps of a run's output (the live stream is not capped by this). */
 const MAX_STORED_OUTPUT = 1024 * 1024;
 const FLUSH_MS = 1000;
+/** A sandbox base no snapshot has: the branch runtime resets such a sandbox before its next work. */
+const DISCARDED = "(discarded)";
 
 export type RunStreamEvent =
   | { type: "chunk"; seq: number; stream: "stdout" | "stderr"; text: string }
@@ -46,6 +50,8 @@ export interface RunnerDeps {
   bus: Bus;
   runtime: BranchRuntime;
   log: Logger;
+  /** What a run may write (storage quotas, the command cap, the free-disk floor). */
+  quota: Quotas;
   /** Where agent answers are recorded for everyone in the session to see. */
   chat?: import("./context.ts").SessionChat;
   /** Agent runs: the gateway and the model behind it (null: no model configured). */
@@ -207,6 +213,20 @@ export class Runner {
       runId: row.id,
     });
 
+    // What this run may write: the least of the command cap and what is left of every quota.
+    const room = await this.deps.quota.writeRoom(row.sessionId);
+    if (room.bytes <= 0) {
+      await this.finish(live, {
+        status: "FAILED",
+        exitCode: null,
+        snapshotId: null,
+        killedBy: "quota",
+        startedAt,
+        error: runQuotaError("before", room),
+      });
+      return;
+    }
+
     const upstream = live.upstream ?? this.deps.model;
     if (row.kind === "PROMPT" && !upstream) throw new Error("agent run without a model");
     const flush = setInterval(() => {
@@ -226,12 +246,28 @@ export class Runner {
       result = await provider.exec(sandbox.id, {
         ...(agent ? this.agentOptions(live, agent, provider) : this.commandOptions(live)),
         ...(row.timeoutMs ? { timeoutMs: row.timeoutMs } : {}),
+        maxWriteBytes: room.bytes,
         signal: live.controller.signal,
       });
     } finally {
       clearInterval(flush);
       // The run's model token dies with the run, however it ended.
       if (agent) usage = this.deps.gateway!.revoke(agent.token);
+    }
+
+    if (result.killedBy === "disk") {
+      await this.discardWrites(live, sandbox);
+      await this.finish(live, {
+        status: "FAILED",
+        exitCode: null,
+        snapshotId: null,
+        killedBy: "disk",
+        durationMs: result.durationMs,
+        cpuMs: result.cpuMs,
+        startedAt,
+        error: runQuotaError("disk", room),
+      });
+      return;
     }
 
     // The audit trail: whatever the run left in the workspace becomes the branch's new head.
@@ -259,7 +295,12 @@ export class Runner {
 
     // An agent run succeeds only if the turn reached its end, whatever the process exit said.
     const succeeded = result.exitCode === 0 && !result.killedBy && (!agent || agent.done);
-    const status: RunStatus = result.killedBy === "abort" ? "ABORTED" : succeeded ? "SUCCEEDED" : "FAILED";
+    let status: RunStatus = result.killedBy === "abort" ? "ABORTED" : succeeded ? "SUCCEEDED" : "FAILED";
+    // Runs on other branches may have written at the same time: the one whose snapshot took the
+    // storage over a quota says so (and everything after is refused until space is freed).
+    const over =
+      snapshot.addedBytes > 0 ? await this.deps.quota.overage(row.sessionId).catch(() => null) : null;
+    if (over && status !== "ABORTED") status = "FAILED";
     if (usage) {
       await this.update(live, {
         modelRequests: usage.requests,
@@ -272,11 +313,26 @@ export class Runner {
       status,
       exitCode: result.exitCode,
       snapshotId: snapshot.id,
-      killedBy: result.killedBy,
+      killedBy: result.killedBy ?? (over ? "quota" : null),
       durationMs: result.durationMs,
       cpuMs: result.cpuMs,
       startedAt,
+      ...(over ? { error: runQuotaError("after", over) } : {}),
     });
+  }
+
+  /** The sandbox goes back to the head the run started from, so nothing the command wrote is kept. */
+  private async discardWrites(live: LiveRun, sandbox: BranchSandbox) {
+    try {
+      await sandbox.provider.reset(sandbox.id, sandbox.files.head);
+    } catch (error) {
+      // Still never stored: a base that matches no head makes the branch's next work reset first.
+      sandbox.setBase(DISCARDED);
+      this.deps.log.warn("could not discard a run's writes at once", {
+        runId: live.row.id,
+        error: String(error),
+      });
+    }
   }
 
   private store(live: LiveRun, text: string) {

@@ -18,6 +18,7 @@ import { type Context, requireScope } from "./context.ts";
 import { badInput, conflict, notFound } from "./errors.ts";
 import { publishSessionEvent, type SessionEventPayload } from "./events.ts";
 import { afterCursor, decodeCursor, orderBy, type Page, pageSize, toPage } from "./pagination.ts";
+import { addedBytesOf } from "./snapshot-records.ts";
 
 const SHARE_AUDIENCE = "opencode.cloud/share";
 const DEFAULT_LINK_SECONDS = 7 * 24 * 3600;
@@ -64,11 +65,13 @@ export async function createSession(ctx: Context, input: CreateSessionInput): Pr
     );
   }
   const base = baseOf(input);
+  await ctx.quota.assertCanCreateSession(viewer.userId);
   const sandboxes = ctx.sandboxes.get(provider);
   const sandboxId = await sandboxes.create(base);
   let info: SnapshotInfo;
   try {
     info = await sandboxes.snapshot(sandboxId);
+    await ctx.quota.assertImportFits(viewer.userId, addedBytesOf(info, 0));
   } catch (error) {
     await sandboxes.destroy(sandboxId);
     throw error;
@@ -92,6 +95,7 @@ export async function createSession(ctx: Context, input: CreateSessionInput): Pr
       createdById: viewer.userId,
       fileCount: info.fileCount,
       sizeBytes: info.sizeBytes,
+      addedBytes: addedBytesOf(info, 0),
       createdAt: now,
     });
     await tx

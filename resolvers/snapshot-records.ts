@@ -1,10 +1,11 @@
 // Recording snapshots: freeze a branch's live sandbox, add the snapshot to the session's tree with the
-// branch head as parent, and move the head. Used by runs, checkpoints and writes alike.
+// branch head as parent, and move the head. Used by runs, checkpoints and writes alike. Each records
+// the bytes it added over its parent, which storage quotas sum.
 import { eq } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
 import { newId } from "../db/ids.ts";
 import { branches, type SNAPSHOT_ORIGINS, type SnapshotRow, sessions, snapshots } from "../db/schema.ts";
-import type { SandboxProvider } from "../sandbox/provider.ts";
+import type { SandboxProvider, SnapshotInfo } from "../sandbox/provider.ts";
 import type { BranchHead } from "./branch-runtime.ts";
 import { notFound } from "./errors.ts";
 
@@ -36,6 +37,11 @@ export async function recordSnapshot(
   const info = await input.provider.snapshot(input.sandboxId);
   const [branch] = await db.select().from(branches).where(eq(branches.id, input.branchId)).limit(1);
   if (!branch) throw notFound("Branch");
+  const [parent] = await db
+    .select({ sizeBytes: snapshots.sizeBytes })
+    .from(snapshots)
+    .where(eq(snapshots.id, branch.headSnapshotId))
+    .limit(1);
   const row = await db.transaction(async (tx) => {
     const [snapshot] = await tx
       .insert(snapshots)
@@ -50,6 +56,7 @@ export async function recordSnapshot(
         createdById: input.userId ?? null,
         fileCount: info.fileCount,
         sizeBytes: info.sizeBytes,
+        addedBytes: addedBytesOf(info, parent?.sizeBytes ?? 0),
         createdAt: info.createdAt,
       })
       .returning();
@@ -57,4 +64,13 @@ export async function recordSnapshot(
     return snapshot!;
   });
   return row;
+}
+
+/**
+ * What a snapshot added over its parent, as its provider measured it. A provider that cannot tell
+ * (ConTree: images are opaque, and comparing two archives per run would double the downloads) is
+ * charged the growth of the workspace, which misses content replaced at the same size.
+ */
+export function addedBytesOf(info: SnapshotInfo, parentSizeBytes: number): number {
+  return info.addedBytes ?? Math.max(0, info.sizeBytes - parentSizeBytes);
 }

@@ -35,6 +35,8 @@ export interface SandboxConfig {
   maxOutputBytes: number;
   maxProcesses: number;
   maxMemoryBytes: number;
+  /** Bytes of files one command may write into its workspace (local; enforced while it runs). */
+  maxWriteBytes: number;
 }
 
 export type ProviderLog = (level: "info" | "warn", message: string, provider: string) => void;
@@ -45,14 +47,14 @@ export async function createProviders(
   log: ProviderLog,
   patcher?: Patcher,
 ): Promise<SandboxProviders> {
-  const { timeoutMs, maxOutputBytes, maxProcesses, maxMemoryBytes } = config;
+  const { timeoutMs, maxOutputBytes, maxProcesses, maxMemoryBytes, maxWriteBytes } = config;
   const providers = new Map<string, SandboxProvider>();
   const local = new LocalProvider({
     dir: config.dir,
     workspaces: config.workspaces,
     requireIsolation: config.requireIsolation,
     allowLocalRepos: config.allowLocalRepos,
-    limits: { timeoutMs, maxOutputBytes, maxProcesses, maxMemoryBytes },
+    limits: { timeoutMs, maxOutputBytes, maxProcesses, maxMemoryBytes, maxWriteBytes },
     log: (level, message) => log(level, message, "local"),
     patcher,
   });

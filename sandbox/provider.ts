@@ -29,6 +29,13 @@ export interface SnapshotInfo {
   createdAt: Date;
   fileCount: number;
   sizeBytes: number;
+  /**
+   * Bytes of file content this snapshot added over its parent: new and changed files whose content
+   * the parent did not hold, each distinct content once (a one-byte append to a big file adds the whole
+   * new file: the store keeps whole files). What storage quotas charge. Omitted when the provider
+   * cannot tell (the caller estimates it).
+   */
+  addedBytes?: number;
 }
 
 export interface OutputChunk {
@@ -43,6 +50,12 @@ export interface ExecOptions {
   timeoutMs?: number;
   /** Combined stdout+stderr cap; the run is killed when it passes. */
   maxOutputBytes?: number;
+  /**
+   * Bytes of new or changed files the command may leave in the sandbox (e.g. what is left of a storage
+   * quota), below the provider's own cap. Over it, the command is killed (`killedBy: "disk"`).
+   * Providers that cannot measure during a run ignore it; their snapshots are charged afterwards.
+   */
+  maxWriteBytes?: number;
   /** Outbound network (off by default). */
   network?: boolean;
   /**
@@ -55,7 +68,11 @@ export interface ExecOptions {
   onOutput?: (chunk: OutputChunk) => void;
 }
 
-export type KillReason = "timeout" | "output" | "memory" | "abort";
+/**
+ * "disk": the command wrote more than it may into the sandbox. Its writes must not be kept: the caller
+ * resets the sandbox to its last snapshot instead of snapshotting it.
+ */
+export type KillReason = "timeout" | "output" | "memory" | "abort" | "disk";
 
 export interface ExecResult {
   /** null when the process was killed by a signal. */
@@ -66,6 +83,8 @@ export interface ExecResult {
   /** CPU time of the whole process tree, where measurable. */
   cpuMs: number | null;
   outputBytes: number;
+  /** Bytes of files the command wrote into the sandbox, where measured (at least the cap when over). */
+  writtenBytes?: number;
 }
 
 export type DiffChange = "added" | "modified" | "deleted";

@@ -32,7 +32,8 @@ RunRef.implement({
     outputTruncated: t.exposeBoolean("outputTruncated"),
     killedBy: t.exposeString("killedBy", {
       nullable: true,
-      description: '"timeout", "output", "memory" or "abort"',
+      description:
+        '"timeout", "output", "memory", "abort", "disk" (wrote more than it may: its writes were discarded) or "quota" (a storage quota was used up; see errorCode and error)',
     }),
     error: t.exposeString("error", { nullable: true }),
     createdAt: t.expose("createdAt", { type: "DateTime" }),

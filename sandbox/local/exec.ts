@@ -1,16 +1,22 @@
-// Runs one command with streamed output and limits: wall time, output bytes, processes and memory.
-// Whatever the command leaves behind (background children, a fork bomb) is killed when it ends.
+// Runs one command with streamed output and limits: wall time, output bytes, processes, memory and
+// what it may write into its workspace. Whatever the command leaves behind (background children, a
+// fork bomb) is killed when it ends.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import type { ExecOptions, ExecResult, KillReason } from "../provider.ts";
 import type { Cgroups, RunGroup } from "./cgroups.ts";
 import { bwrapArgv, DEFAULT_PATH } from "./isolate.ts";
+import { measureWrites, type WriteCap, type WriteMeasure, watchWrites } from "./write-meter.ts";
 
 export interface Limits {
   timeoutMs: number;
   maxOutputBytes: number;
   maxProcesses: number;
   maxMemoryBytes: number;
+  /** Bytes of new or changed files a command may leave in its workspace (and the largest file). */
+  maxWriteBytes: number;
+  /** Files and directories a command may create or change in its workspace. */
+  maxWriteEntries: number;
 }
 
 export interface Runner {
@@ -19,14 +25,32 @@ export interface Runner {
   limits: Limits;
 }
 
-// Joins the run's cgroups (its own pid, inherited by every descendant), then becomes the command.
+// Sets RLIMIT_FSIZE (soft and hard: the command cannot raise it), joins the run's cgroups (its own
+// pid, inherited by every descendant), then becomes the command. `ulimit -f` counts 512-byte blocks
+// (POSIX); a failure means a lower hard limit is already in force, which is fine.
 const LAUNCHER =
-  'for f in $OCC_CGROUP_PROCS; do echo $$ > "$f" || exit 126; done; unset OCC_CGROUP_PROCS; exec "$@"';
+  'ulimit -f "$OCC_FSIZE_BLOCKS" 2>/dev/null; for f in $OCC_CGROUP_PROCS; do echo $$ > "$f" || exit 126; done; unset OCC_CGROUP_PROCS OCC_FSIZE_BLOCKS; exec "$@"';
 
-export async function execIn(runner: Runner, workspace: string, options: ExecOptions): Promise<ExecResult> {
+/** Where the command's writes land (an overlay's upper directory, or a copy workspace's root). */
+export interface WriteTarget {
+  dir: string;
+}
+
+export async function execIn(
+  runner: Runner,
+  workspace: string,
+  options: ExecOptions,
+  writes?: WriteTarget,
+): Promise<ExecResult> {
   const limits = runner.limits;
   const timeoutMs = Math.min(options.timeoutMs ?? limits.timeoutMs, limits.timeoutMs);
   const maxOutput = Math.min(options.maxOutputBytes ?? limits.maxOutputBytes, limits.maxOutputBytes);
+  const cap: WriteCap = {
+    maxBytes: Math.max(0, Math.min(options.maxWriteBytes ?? limits.maxWriteBytes, limits.maxWriteBytes)),
+    maxEntries: limits.maxWriteEntries,
+  };
+  // One byte over the cap, so a file cut short by the limit still measures as over it.
+  const fsizeBlocks = Math.ceil((cap.maxBytes + 1) / 512);
   const env = {
     PATH: DEFAULT_PATH,
     HOME: "/tmp",
@@ -56,18 +80,17 @@ export async function execIn(runner: Runner, workspace: string, options: ExecOpt
     argv = ["/bin/sh", "-c", options.command];
     cwd = workspace;
   }
-  if (group) argv = ["/bin/sh", "-c", LAUNCHER, "occ-launcher", ...argv];
+  argv = ["/bin/sh", "-c", LAUNCHER, "occ-launcher", ...argv];
+  const launcherEnv = {
+    OCC_CGROUP_PROCS: group?.procFiles.join(" ") ?? "",
+    OCC_FSIZE_BLOCKS: String(fsizeBlocks),
+  };
 
   const started = performance.now();
+  const writesSince = Date.now();
   const child = spawn(argv[0]!, argv.slice(1), {
     cwd,
-    env: runner.bwrap
-      ? { OCC_CGROUP_PROCS: group?.procFiles.join(" ") ?? "" }
-      : {
-          ...env,
-          PWD: workspace,
-          OCC_CGROUP_PROCS: group?.procFiles.join(" ") ?? "",
-        },
+    env: runner.bwrap ? launcherEnv : { ...env, PWD: workspace, ...launcherEnv },
     stdio: ["ignore", "pipe", "pipe"],
     // Its own process group, so the whole tree can be signalled at once.
     detached: true,
@@ -94,6 +117,8 @@ export async function execIn(runner: Runner, workspace: string, options: ExecOpt
   child.stderr!.on("data", onData("stderr"));
 
   const timer = setTimeout(() => kill("timeout"), timeoutMs);
+  // Many files, each under the file size limit, are caught by measuring the workspace as it runs.
+  const watcher = writes ? watchWrites(writes.dir, writesSince, cap, () => kill("disk")) : null;
   const onAbort = () => kill("abort");
   options.signal?.addEventListener("abort", onAbort, { once: true });
   if (options.signal?.aborted) kill("abort");
@@ -111,6 +136,7 @@ export async function execIn(runner: Runner, workspace: string, options: ExecOpt
   try {
     if (child.pid) process.kill(-child.pid, "SIGKILL");
   } catch {}
+  await watcher?.stop();
   let cpuMs: number | null = null;
   if (group) {
     cpuMs = await group.cpuMs();
@@ -123,6 +149,13 @@ export async function execIn(runner: Runner, workspace: string, options: ExecOpt
     }
     await group.dispose();
   }
+  // Measured once more with everything stopped: a command that wrote too much between two looks (or
+  // was stopped for it) ends as "disk", whatever else happened, and the caller discards its writes.
+  let written: WriteMeasure | null = null;
+  if (writes) {
+    written = await measureWrites(writes.dir, writesSince, cap);
+    if (written.over) killedBy = "disk";
+  }
   return {
     exitCode: killedBy ? null : code,
     signal: signal ?? (killedBy ? "SIGKILL" : null),
@@ -130,5 +163,6 @@ export async function execIn(runner: Runner, workspace: string, options: ExecOpt
     durationMs: Math.round(performance.now() - started),
     cpuMs,
     outputBytes,
+    ...(written ? { writtenBytes: written.bytes } : {}),
   };
 }

@@ -26,6 +26,7 @@ import { type Cgroups, detectCgroups } from "./cgroups.ts";
 import { execIn, type Limits } from "./exec.ts";
 import { listLive, readLive, writeLive } from "./files.ts";
 import { bubblewrapInstalled, DEFAULT_PATH, detectBubblewrap } from "./isolate.ts";
+import { makePrivateDir } from "./modes.ts";
 import { type SnapshotRecord, Store } from "./store.ts";
 import {
   canMountOverlay,
@@ -89,11 +90,13 @@ export class LocalProvider implements SandboxProvider {
   }
 
   async init(): Promise<this> {
+    await makePrivateDir(this.options.dir);
     await this.store.init();
     // Live workspaces do not survive a restart: branches re-create them from their heads.
     await unmountAllUnder(this.liveDir);
     await fs.rm(this.liveDir, { recursive: true, force: true });
     await fs.mkdir(this.liveDir, { recursive: true });
+    await this.store.clearLegacySetIdBits();
 
     const warnings: string[] = [];
     // The three probes are independent: run them together (start-up time).
@@ -221,9 +224,20 @@ export class LocalProvider implements SandboxProvider {
         "This command maps paths into the sandbox, which needs bubblewrap",
       );
     }
-    return this.serial(sandboxId, (ws) =>
-      execIn({ bwrap: this.bwrap, cgroups: this.cgroups, limits: this.limits }, ws.root, options),
-    );
+    return this.serial(sandboxId, async (ws) => {
+      try {
+        return await execIn(
+          { bwrap: this.bwrap, cgroups: this.cgroups, limits: this.limits },
+          ws.root,
+          options,
+        );
+      } finally {
+        // No set-id bit a command made outlives it on the host (a snapshot would strip it too).
+        await ws
+          .settle()
+          .catch((error) => this.options.log?.("warn", `clearing set-id bits failed: ${error}`));
+      }
+    });
   }
 
   async snapshot(sandboxId: string): Promise<SnapshotInfo> {

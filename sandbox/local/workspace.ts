@@ -23,6 +23,8 @@ export interface Frozen {
 export interface Workspace {
   /** The directory commands see as /workspace. */
   readonly root: string;
+  /** Where writes to the workspace land on the host (overlay: the upper directory; copy: the root). */
+  readonly writeDir: string;
   /** The snapshot this workspace started from or last froze (null before the first snapshot). */
   base: string | null;
   /** Captures the current files as snapshot `id` (the caller commits the record). */
@@ -85,6 +87,7 @@ async function unmount(merged: string): Promise<void> {
 
 class OverlayWorkspace implements Workspace {
   readonly root: string;
+  readonly writeDir: string;
   private readonly upper: string;
   private readonly work: string;
 
@@ -96,6 +99,7 @@ class OverlayWorkspace implements Workspace {
   ) {
     this.root = join(dir, "merged");
     this.upper = join(dir, "upper");
+    this.writeDir = this.upper;
     this.work = join(dir, "work");
   }
 
@@ -211,6 +215,7 @@ export async function unmountAllUnder(dir: string): Promise<void> {
 
 class CopyWorkspace implements Workspace {
   readonly root: string;
+  readonly writeDir: string;
 
   constructor(
     private readonly store: Store,
@@ -219,6 +224,7 @@ class CopyWorkspace implements Workspace {
     private index: FileIndex,
   ) {
     this.root = join(dir, "ws");
+    this.writeDir = this.root;
   }
 
   async freeze(_id: string): Promise<Frozen> {
