@@ -11,6 +11,8 @@ import { openDatabase, tuneEmbedded } from "../db/client.ts";
 import { applyMigrations } from "../db/migrate.ts";
 import { BranchRuntime } from "../resolvers/branch-runtime.ts";
 import type { Services } from "../resolvers/context.ts";
+import { diskSpace } from "../resolvers/disk-space.ts";
+import { Quotas } from "../resolvers/quota.ts";
 import { Runner } from "../resolvers/runner.ts";
 import { headRef } from "../resolvers/snapshot-records.ts";
 import { createProviders } from "../sandbox/create.ts";
@@ -107,7 +109,13 @@ export async function startServer(
   const presence = createPresenceRegistry(bus);
   // The chat sink calls the collaboration server, which is built below (it needs the services).
   const chat: Services["chat"] = { append: (sessionId, message) => collab.appendChat(sessionId, message) };
+  const quota = new Quotas(
+    { ...config.quota, commandWriteBytes: config.sandbox.maxWriteBytes },
+    database.db,
+    diskSpace([config.dataDir, config.sandbox.dir]),
+  );
   const runner = new Runner({
+    quota,
     db: database.db,
     bus,
     runtime: branchRuntime,
@@ -133,6 +141,7 @@ export async function startServer(
     sandboxes,
     branchRuntime,
     runner,
+    quota,
     shareLinks: { sign: tokens.signFor, verify: tokens.verifyFor },
     agentUnavailable,
     platformModel: model,

@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs/promises";
 import { isAbsolute, join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { addedBytes } from "../added-bytes.ts";
 import { decodeBaseFiles } from "../base-files.ts";
 import { diffManifests, type Patcher } from "../diff.ts";
 import { cleanPath, findSnapshotFile, listSnapshot } from "../manifest.ts";
@@ -59,6 +60,9 @@ export const DEFAULT_LIMITS: Limits = {
   maxOutputBytes: 16 * 1024 * 1024,
   maxProcesses: 512,
   maxMemoryBytes: 4 * 1024 * 1024 * 1024,
+  maxWriteBytes: 1024 * 1024 * 1024,
+  // An npm install of a dozen packages creates ~28,000 entries; this leaves room for big builds.
+  maxWriteEntries: 200_000,
 };
 
 interface Live {
@@ -230,6 +234,9 @@ export class LocalProvider implements SandboxProvider {
           { bwrap: this.bwrap, cgroups: this.cgroups, limits: this.limits },
           ws.root,
           options,
+          {
+            dir: ws.writeDir,
+          },
         );
       } finally {
         // No set-id bit a command made outlives it on the host (a snapshot would strip it too).
@@ -253,7 +260,8 @@ export class LocalProvider implements SandboxProvider {
         layers: frozen.layers,
       });
       ws.base = id;
-      return info(record);
+      const parentManifest = parent ? await this.store.manifest(parent) : null;
+      return { ...info(record), addedBytes: addedBytes(parentManifest, frozen.delta) };
     });
   }
 
