@@ -3,10 +3,16 @@
 // itself, and only a few of them; every state must pass the presence checks (size, depth, cursor
 // shape). Entries that break a rule are dropped, the rest apply; nothing dropped is relayed.
 //
+// Stock y-websocket clients echo every awareness change they receive back to the server (their
+// awareness "update" handler broadcasts all changed clients). Those echoes are never newer than what
+// the server holds, so y-protocols would ignore them: they are skipped first, quietly, and never
+// claim an id.
+//
 // The awareness update format (y-protocols/awareness encodeAwarenessUpdate):
 //   varUint count, then per entry: varUint clientID, varUint clock, varString JSON state ("null" = gone)
 import * as decoding from "lib0/decoding";
 import * as encoding from "lib0/encoding";
+import type { Awareness } from "y-protocols/awareness";
 import { PRESENCE_LIMITS, parseAwarenessState } from "../resolvers/presence-input.ts";
 
 /** Client ids one socket may introduce (a tab has one; a few leaves room for reconnect races). */
@@ -31,22 +37,25 @@ export class AwarenessOwners<Owner> {
     private readonly userOf: (owner: Owner) => string | null,
   ) {}
 
-  /** True when `owner` holds `clientId`, or may claim it now (which it then does). */
-  claim(owner: Owner, clientId: number): boolean {
+  /**
+   * Whether `owner` holds `clientId` or may claim it now (which it then does), and if not, why: the id
+   * is another socket's ("foreign"), or this socket holds as many as it may ("full").
+   */
+  claim(owner: Owner, clientId: number): "ok" | "foreign" | "full" {
     const holder = this.owners.get(clientId);
-    if (holder === owner) return true;
-    if (this.reserved.has(clientId)) return false;
-    const held = this.byOwner.get(owner) ?? new Set<number>();
-    if (held.size >= MAX_CLIENTS_PER_SOCKET) return false;
+    if (holder === owner) return "ok";
+    if (this.reserved.has(clientId)) return "foreign";
     if (holder !== undefined) {
       const user = this.userOf(owner);
-      if (user === null || user !== this.userOf(holder)) return false;
-      this.byOwner.get(holder)?.delete(clientId);
+      if (user === null || user !== this.userOf(holder)) return "foreign";
     }
+    const held = this.byOwner.get(owner) ?? new Set<number>();
+    if (held.size >= MAX_CLIENTS_PER_SOCKET) return "full";
+    if (holder !== undefined) this.byOwner.get(holder)?.delete(clientId);
     held.add(clientId);
     this.byOwner.set(owner, held);
     this.owners.set(clientId, owner);
-    return true;
+    return "ok";
   }
 
   /** Forgets an owner's ids (it left); returns them so their states can be removed. */
@@ -61,37 +70,31 @@ export class AwarenessOwners<Owner> {
 export interface FilteredAwareness {
   /** The entries that may apply, re-encoded in the same format (null when none may). */
   update: Uint8Array | null;
-  /** Why entries were dropped (for a log line), empty when none were. */
+  /** Why entries were refused (for a log line); empty when none were. Echoes are not listed: stock
+   * clients send those all the time. */
   dropped: string[];
 }
 
 /**
- * Keeps the entries of one awareness update that `owner` may set. Throws on a malformed frame (the
- * caller closes the socket as for any malformed message).
+ * Keeps the entries of one awareness update that `owner` may set in `awareness`. Throws on a
+ * malformed frame (the caller closes the socket as for any malformed message).
  */
 export function filterAwarenessUpdate<Owner>(
   update: Uint8Array,
   owner: Owner,
   owners: AwarenessOwners<Owner>,
+  awareness: Awareness,
 ): FilteredAwareness {
   const decoder = decoding.createDecoder(update);
   const count = decoding.readVarUint(decoder);
   const kept: { clientId: number; clock: number; json: string }[] = [];
   const dropped: string[] = [];
-  for (let i = 0; i < count; i++) {
-    if (i >= MAX_ENTRIES_PER_FRAME) {
-      dropped.push(`${count - i} entries past the first ${MAX_ENTRIES_PER_FRAME}`);
-      break;
-    }
+  for (let i = 0; i < Math.min(count, MAX_ENTRIES_PER_FRAME); i++) {
     const clientId = decoding.readVarUint(decoder);
     const clock = decoding.readVarUint(decoder);
     const raw = decoding.readVarUint8Array(decoder); // a varString is a length-prefixed UTF-8 array
     if (raw.byteLength > PRESENCE_LIMITS.stateBytes) {
       dropped.push(`client ${clientId}: state over ${PRESENCE_LIMITS.stateBytes} bytes`);
-      continue;
-    }
-    if (!owners.claim(owner, clientId)) {
-      dropped.push(`client ${clientId}: not this socket's (or over ${MAX_CLIENTS_PER_SOCKET} per socket)`);
       continue;
     }
     const json = new TextDecoder().decode(raw);
@@ -100,6 +103,17 @@ export function filterAwarenessUpdate<Owner>(
       dropped.push(`client ${clientId}: ${parsed.reason}`);
       continue;
     }
+    // y-protocols' own rule: a newer clock, or a removal at the same clock of a state still held.
+    const known = awareness.meta.get(clientId)?.clock;
+    const applies =
+      known === undefined ||
+      known < clock ||
+      (known === clock && parsed.state === null && awareness.states.has(clientId));
+    if (!applies) continue; // an echo, or stale
+    const claim = owners.claim(owner, clientId);
+    if (claim === "full") dropped.push(`client ${clientId}: over ${MAX_CLIENTS_PER_SOCKET} per socket`);
+    if (claim === "foreign") dropped.push(`client ${clientId}: another socket's awareness`);
+    if (claim !== "ok") continue;
     kept.push({ clientId, clock, json });
   }
   if (kept.length === 0) return { update: null, dropped };

@@ -157,6 +157,7 @@ export class Room {
             decoding.readVarUint8Array(decoder),
             peer,
             this.owners,
+            this.awareness,
           );
           if (dropped.length > 0) this.onReject(`awareness entries dropped: ${dropped.join("; ")}`);
           if (update) awarenessProtocol.applyAwarenessUpdate(this.awareness, update, peer);

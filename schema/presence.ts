@@ -1,6 +1,7 @@
 // Presence: who is in a session and where, live.
 import type { PresenceEntry, PresenceEvent } from "../resolvers/context.ts";
 import * as presence from "../resolvers/presence.ts";
+import { cursorProblem } from "../resolvers/presence-input.ts";
 import { builder } from "./builder.ts";
 import { SessionRef } from "./refs.ts";
 import { UserRef } from "./user.ts";
@@ -13,13 +14,22 @@ const PresenceEntryRef = builder.objectRef<PresenceEntry>("PresenceEntry").imple
     user: t.field({
       type: UserRef,
       nullable: true,
+      description:
+        "Who this is: the account the client signed in with (never taken from what it announces); null for a share-link guest.",
       resolve: (p, _a, ctx) => (p.userId ? ctx.loaders.user.load(p.userId) : null),
     }),
-    name: t.exposeString("name"),
+    name: t.exposeString("name", {
+      description: "The display name the client chose (a label; `user` says who it really is).",
+    }),
     color: t.exposeString("color", { nullable: true }),
     branchId: t.exposeID("branchId", { nullable: true }),
     file: t.exposeString("file", { nullable: true }),
-    cursor: t.field({ type: "JSON", nullable: true, resolve: (p) => p.cursor ?? null }),
+    // Checked when announced; checked again here so nothing stored can make this query fail.
+    cursor: t.field({
+      type: "JSON",
+      nullable: true,
+      resolve: (p) => (cursorProblem(p.cursor) ? null : (p.cursor ?? null)),
+    }),
     since: t.field({ type: "DateTime", resolve: (p) => new Date(p.since) }),
     updatedAt: t.field({ type: "DateTime", resolve: (p) => new Date(p.updatedAt) }),
   }),
@@ -45,7 +55,8 @@ builder.objectField(SessionRef, "presence", (t) =>
 builder.mutationFields((t) => ({
   announcePresence: t.field({
     type: PresenceEntryRef,
-    description: "For GraphQL-only clients: I am here (and where). Repeat within 30 s to stay present.",
+    description:
+      "For GraphQL-only clients: I am here (and where). Repeat within 30 s to stay present. Needs the write scope; the cursor is a JSON object or array of at most 2 kB, 6 levels deep.",
     args: {
       sessionId: t.arg.id({ required: true }),
       branchId: t.arg.id(),
