@@ -30,6 +30,19 @@ export function at(dir: FileHandle, name?: string): string {
   return name === undefined ? `/proc/self/fd/${dir.fd}` : `/proc/self/fd/${dir.fd}/${name}`;
 }
 
+/**
+ * Opens entry `name` of `dir` for reading (or fchmod) without following it; null when it is gone or
+ * is a symlink. Opening a directory this way works too. The caller checks what it got with fstat.
+ */
+export async function openEntry(dir: FileHandle, name: string): Promise<FileHandle | null> {
+  try {
+    return await fs.open(at(dir, name), FILE);
+  } catch (error) {
+    if (isGone(error)) return null;
+    throw error;
+  }
+}
+
 /** Opens a directory whose path the host controls (a workspace root); its last component is not followed. */
 export function openDir(path: string): Promise<FileHandle> {
   return fs.open(path, DIR);

@@ -18,13 +18,7 @@ import {
   openParentBeneath,
   withDir,
 } from "./beneath.ts";
-
-/** Permission bits a file made by a sandbox may keep on the host: never setuid or setgid. */
-export const SAFE_MODE = 0o1777;
-
-export function safeMode(mode: number): number {
-  return mode & SAFE_MODE;
-}
+import { safeMode } from "./modes.ts";
 
 /** The directory being written into was removed or replaced meanwhile (by a command still running). */
 function changedUnderfoot(path: string): SandboxError {

@@ -3,6 +3,7 @@
 // point: a process killed mid-snapshot leaves unreferenced objects at worst, never half a snapshot.
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
 import * as fs from "node:fs/promises";
 import { join } from "node:path";
 import {
@@ -13,6 +14,7 @@ import {
   manifestStats,
 } from "../manifest.ts";
 import { SandboxError } from "../provider.ts";
+import { clearSetIdBits } from "./tree.ts";
 
 /** A full manifest is stored every this many snapshots along a chain; the rest are deltas. */
 const FULL_EVERY = 16;
@@ -74,28 +76,42 @@ export class Store {
   }
 
   /**
-   * Stores a file's content; returns its hash and size. With `link`, a new object is a hard link to
-   * the file (only for files nobody writes again, such as a frozen overlay layer), else a copy.
+   * Stores the content of an open regular file; returns its hash and the bytes hashed. The file is
+   * read through its descriptor only (never re-opened by path: the caller opened it with O_NOFOLLOW
+   * beneath the workspace). With `link`, a new object is a hard link to the file at `link.path` (only
+   * for files nobody writes again, such as a frozen overlay layer), kept only when it is the very
+   * inode that was hashed; otherwise the object is a copy of what was read.
    */
-  async putFile(path: string, size: number, link: boolean): Promise<string> {
-    const hash = await hashFile(path, size);
-    const target = this.objectPath(hash);
+  async putFile(
+    file: FileHandle,
+    size: number,
+    link?: { path: string; ino: bigint },
+  ): Promise<{ hash: string; size: number }> {
+    const read = await readHashed(file, size);
+    const target = this.objectPath(read.hash);
+    let replace = false;
     if (link) {
       // A hard link appears whole and at once, so it needs no temp file; EEXIST means already stored.
       try {
-        await fs.link(path, target);
-        return hash;
+        await fs.link(link.path, target);
+        if ((await fs.stat(target, { bigint: true })).ino === link.ino) return read;
+        replace = true; // the name was swapped between hashing and linking: overwrite with a copy
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === "EEXIST") return hash;
+        if ((error as NodeJS.ErrnoException).code === "EEXIST") return read;
         // EXDEV and friends: fall through to a copy.
       }
     }
-    if (await this.hasObject(hash)) return hash;
-    // Copied through a temp file, so a reader never sees a partial object.
+    if (!replace && (await this.hasObject(read.hash))) return read;
+    // Written through a temp file, so a reader never sees a partial object; what lands is what was hashed.
     const tmp = this.tempPath();
-    await fs.copyFile(path, tmp);
-    await fs.rename(tmp, target);
-    return hash;
+    if (read.data) {
+      await fs.writeFile(tmp, read.data, { mode: 0o644 });
+      await fs.rename(tmp, target);
+      return read;
+    }
+    const copied = await copyHashed(file, tmp);
+    await fs.rename(tmp, this.objectPath(copied.hash));
+    return copied;
   }
 
   async readObject(hash: string): Promise<Uint8Array> {
@@ -254,6 +270,23 @@ export class Store {
     return { removedSnapshots: doomed.length, removedObjects, freedBytes };
   }
 
+  /**
+   * Stores written before set-id bits were stripped may hold setuid/setgid objects and layer files:
+   * they are cleared once, and a marker records that it was done.
+   */
+  async clearLegacySetIdBits(): Promise<void> {
+    const marker = join(this.root, "setid-cleared");
+    if (
+      await fs.access(marker).then(
+        () => true,
+        () => false,
+      )
+    )
+      return;
+    for (const dir of [this.objectsDir, this.layersDir]) await clearSetIdBits(dir);
+    await fs.writeFile(marker, "");
+  }
+
   /** Layers in use outside any snapshot record (e.g. being built); GC leaves them alone. */
   readonly pinnedLayers = new Set<string>();
 
@@ -286,6 +319,52 @@ export class Store {
   }
 }
 
+/** Files up to this size are read whole (hashed and, if new, written from memory); larger ones stream. */
+const WHOLE_FILE = 8 * 1024 * 1024;
+const CHUNK = 1024 * 1024;
+
+async function readHashed(
+  file: FileHandle,
+  size: number,
+): Promise<{ hash: string; size: number; data: Uint8Array | null }> {
+  const hash = createHash("sha256");
+  if (size <= WHOLE_FILE) {
+    const data = await file.readFile();
+    hash.update(data);
+    return { hash: hash.digest("hex"), size: data.byteLength, data };
+  }
+  const buffer = Buffer.allocUnsafe(CHUNK);
+  let position = 0;
+  for (;;) {
+    const { bytesRead } = await file.read(buffer, 0, CHUNK, position);
+    if (bytesRead === 0) break;
+    hash.update(buffer.subarray(0, bytesRead));
+    position += bytesRead;
+  }
+  return { hash: hash.digest("hex"), size: position, data: null };
+}
+
+/** Copies a file from its descriptor into `tmp`, hashing what is written (the source may be changing). */
+async function copyHashed(file: FileHandle, tmp: string): Promise<{ hash: string; size: number }> {
+  const hash = createHash("sha256");
+  const out = await fs.open(tmp, "wx", 0o644);
+  try {
+    const buffer = Buffer.allocUnsafe(CHUNK);
+    let position = 0;
+    for (;;) {
+      const { bytesRead } = await file.read(buffer, 0, CHUNK, position);
+      if (bytesRead === 0) break;
+      hash.update(buffer.subarray(0, bytesRead));
+      await out.write(buffer, 0, bytesRead);
+      position += bytesRead;
+    }
+    return { hash: hash.digest("hex"), size: position };
+  } finally {
+    await out.close();
+  }
+}
+
+/** Hashes a file the store owns (objects; never a path a sandbox controls). */
 export async function hashFile(path: string, size: number): Promise<string> {
   const hash = createHash("sha256");
   if (size <= 8 * 1024 * 1024) {

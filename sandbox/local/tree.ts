@@ -1,9 +1,23 @@
 // Reading and writing real directory trees against manifests: a full walk that re-hashes only files
 // whose size/mtime/inode changed (as git's index does), an overlay upper-dir scan that touches only
 // what changed, and materialisation of a manifest into a fresh directory.
+
+import type { FileHandle } from "node:fs/promises";
 import * as fs from "node:fs/promises";
 import { join } from "node:path";
 import { type Manifest, type ManifestDelta, type ManifestEntry, parentOf } from "../manifest.ts";
+import {
+  at,
+  type DirEntry,
+  isGone,
+  limiter,
+  openDirBeneath,
+  openEntry,
+  openParentBeneath,
+  walkDirs,
+  withDir,
+} from "./beneath.ts";
+import { dropSetId, SETID, safeMode } from "./modes.ts";
 import type { Store } from "./store.ts";
 
 /** What a file looked like when it was last hashed. */
@@ -16,41 +30,74 @@ export interface IndexEntry {
 export type FileIndex = Map<string, IndexEntry>;
 
 const PERM = 0o7777;
+/** Files hashed or stored at once, across all the directories of a walk. */
+const FILE_PARALLEL = 32;
 
-async function entryOf(
-  store: Store,
-  abs: string,
-  stat: import("node:fs").BigIntStats,
-  opts: { link: boolean; index?: FileIndex; path: string; newIndex?: FileIndex },
-): Promise<ManifestEntry | null> {
-  const mode = Number(stat.mode) & PERM;
-  if (stat.isDirectory()) return { t: "d", m: mode, s: 0 };
-  if (stat.isSymbolicLink()) return { t: "l", m: 0o777, s: 0, l: await fs.readlink(abs) };
-  if (!stat.isFile()) return null; // sockets, fifos, devices are not part of a snapshot
-  const size = Number(stat.size);
-  const known = opts.index?.get(opts.path);
-  let hash: string;
-  if (known && known.size === size && known.mtimeNs === stat.mtimeNs && known.ino === stat.ino) {
-    hash = known.hash;
-  } else {
-    hash = await store.putFile(abs, size, opts.link);
+/**
+ * Stores entry `name` of `dir` (a regular file) through a descriptor opened without following it;
+ * set-id bits are cleared on that descriptor first, before a layer file is linked into the store.
+ */
+async function storeFile(store: Store, dir: FileHandle, name: string, link: boolean) {
+  const file = await openEntry(dir, name);
+  if (!file) return null;
+  try {
+    const stat = await file.stat({ bigint: true });
+    if (!stat.isFile()) return null;
+    let mode = Number(stat.mode) & PERM;
+    if (mode & SETID) {
+      mode = safeMode(mode);
+      await file.chmod(mode);
+    }
+    const stored = await store.putFile(
+      file,
+      Number(stat.size),
+      link ? { path: at(dir, name), ino: stat.ino } : undefined,
+    );
+    return { ...stored, mode, mtimeNs: stat.mtimeNs, ino: stat.ino };
+  } finally {
+    await file.close();
   }
-  opts.newIndex?.set(opts.path, { size, mtimeNs: stat.mtimeNs, ino: stat.ino, hash });
-  return { t: "f", m: mode, s: size, h: hash };
 }
 
-/** Runs `fn` over items with at most `limit` in flight. */
-async function pool<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) await fn(items[next++]!);
+/** The manifest entry for one entry of a directory being walked (null: not part of a snapshot). */
+async function entryOf(
+  store: Store,
+  dir: FileHandle,
+  { name, path, stat }: DirEntry,
+  opts: { link: boolean; index?: FileIndex; newIndex?: FileIndex },
+): Promise<ManifestEntry | null> {
+  let mode = Number(stat.mode) & PERM;
+  if (mode & SETID && (stat.isFile() || stat.isDirectory())) {
+    await dropSetId(dir, name);
+    mode = safeMode(mode);
+  }
+  if (stat.isDirectory()) return { t: "d", m: mode, s: 0 };
+  if (stat.isSymbolicLink()) {
+    const target = await fs.readlink(at(dir, name)).catch(() => null);
+    return target === null ? null : { t: "l", m: 0o777, s: 0, l: target };
+  }
+  if (!stat.isFile()) return null; // sockets, fifos, devices are not part of a snapshot
+  const size = Number(stat.size);
+  const known = opts.index?.get(path);
+  if (known && known.size === size && known.mtimeNs === stat.mtimeNs && known.ino === stat.ino) {
+    opts.newIndex?.set(path, known);
+    return { t: "f", m: mode, s: size, h: known.hash };
+  }
+  const stored = await storeFile(store, dir, name, opts.link);
+  if (!stored) return null;
+  opts.newIndex?.set(path, {
+    size: stored.size,
+    mtimeNs: stored.mtimeNs,
+    ino: stored.ino,
+    hash: stored.hash,
   });
-  await Promise.all(workers);
+  return { t: "f", m: stored.mode, s: stored.size, h: stored.hash };
 }
 
 /**
  * Walks a whole tree into a manifest. Files whose size, mtime and inode match `index` keep their
- * hash without being read; the returned index describes the tree as walked.
+ * hash without being read; the returned index describes the tree as walked. The walk goes by
+ * descriptor (walkDirs): a command swapping directories for symlinks cannot pull host files in.
  */
 export async function walkTree(
   store: Store,
@@ -59,28 +106,67 @@ export async function walkTree(
 ): Promise<{ manifest: Manifest; index: FileIndex }> {
   const manifest: Manifest = new Map();
   const newIndex: FileIndex = new Map();
-  const dirents = await fs.readdir(root, { recursive: true, withFileTypes: true });
-  const paths = dirents.map((d) => {
-    const rel = join(d.parentPath, d.name).slice(root.length + 1);
-    return rel;
+  const limit = limiter(FILE_PARALLEL);
+  await walkDirs(root, async ({ dir, entries }) => {
+    await Promise.all(
+      entries.map((entry) =>
+        limit(async () => {
+          const result = await entryOf(store, dir, entry, { link: false, index, newIndex });
+          if (result) manifest.set(entry.path, result);
+        }),
+      ),
+    );
   });
-  const results = new Array<ManifestEntry | null>(paths.length);
-  await pool(
-    paths.map((_, i) => i),
-    64,
-    async (i) => {
-      const path = paths[i]!;
-      const abs = join(root, path);
-      const stat = await fs.lstat(abs, { bigint: true });
-      results[i] = await entryOf(store, abs, stat, { link: false, index, path, newIndex });
-    },
-  );
-  for (let i = 0; i < paths.length; i++) if (results[i]) manifest.set(paths[i]!, results[i]!);
   return { manifest, index: newIndex };
+}
+
+/**
+ * Clears setuid/setgid bits on every file and directory under `root`, by descriptor. With `via`
+ * (an overlay's merged view of the upper directory `root`), the changes are made through it, so
+ * the mounted overlay never sees its upper change underneath. Returns how many were cleared.
+ */
+export async function clearSetIdBits(root: string, via?: string): Promise<number> {
+  const found: string[] = [];
+  let cleared = 0;
+  await walkDirs(root, async ({ dir, entries }) => {
+    for (const { name, path, stat } of entries) {
+      if (!(Number(stat.mode) & SETID) || !(stat.isFile() || stat.isDirectory())) continue;
+      if (via) found.push(path);
+      else if (await dropSetId(dir, name)) cleared++;
+    }
+  });
+  if (via && found.length > 0) {
+    await withDir(via, async (top) => {
+      for (const path of found) {
+        const parent = await openParentBeneath(top, path, { follow: false }).catch(() => null);
+        if (!parent) continue;
+        try {
+          if (await dropSetId(parent.dir, parent.name)) cleared++;
+        } finally {
+          await parent.dir.close();
+        }
+      }
+    });
+  }
+  return cleared;
 }
 
 function isWhiteout(stat: import("node:fs").BigIntStats): boolean {
   return stat.isCharacterDevice() && stat.rdev === 0n;
+}
+
+/** The names in directory `path` of the merged view, or none when it is not a directory there. */
+async function mergedNames(merged: FileHandle, path: string): Promise<Set<string>> {
+  const dir = await openDirBeneath(merged, path, { follow: false }).catch((error) => {
+    if (isGone(error)) return null;
+    throw error;
+  });
+  if (!dir) return new Set();
+  try {
+    return new Set(await fs.readdir(at(dir)));
+  } finally {
+    await dir.close();
+  }
 }
 
 /**
@@ -108,68 +194,77 @@ export async function scanUpper(
     for (const child of lowerChildren.get(path) ?? []) deleteSubtree(child);
   };
 
-  const files: { path: string; abs: string; stat: import("node:fs").BigIntStats }[] = [];
-  const visit = async (dir: string): Promise<void> => {
-    const absUpper = dir ? join(upper, dir) : upper;
-    const lowerHere = lowerChildren.get(dir) ?? [];
-    // The merged view only matters where the lower has children that may have been hidden.
-    const [upperNames, mergedNames] = await Promise.all([
-      fs.readdir(absUpper),
-      lowerHere.length > 0 ? fs.readdir(dir ? join(merged, dir) : merged) : Promise.resolve(null),
-    ]);
-    const inMerged = mergedNames ? new Set(mergedNames) : null;
-    const stats = await Promise.all(
-      upperNames.map((name) => fs.lstat(join(absUpper, name), { bigint: true })),
-    );
-    const subdirs: string[] = [];
-    upperNames.forEach((name, i) => {
-      const path = dir ? `${dir}/${name}` : name;
-      const stat = stats[i]!;
-      if (isWhiteout(stat) || (inMerged && !inMerged.has(name))) {
-        if (lower.has(path)) deleteSubtree(path);
-        return;
-      }
-      if (stat.isDirectory()) {
-        const entry: ManifestEntry = { t: "d", m: Number(stat.mode) & PERM, s: 0 };
-        const old = lower.get(path);
-        if (old?.t !== "d" || old.m !== entry.m) {
-          // A directory replacing a file or symlink: the old entry goes, the directory arrives.
-          if (old && old.t !== "d") deleteSubtree(path);
-          delta[path] = entry;
+  // File entries are applied after the walk, over the deletions it found (as a whole-tree diff would).
+  const files: [string, ManifestEntry][] = [];
+  const limit = limiter(FILE_PARALLEL);
+  await withDir(merged, (mergedRoot) =>
+    walkDirs(upper, async ({ path: dir, dir: handle, entries }) => {
+      const lowerHere = lowerChildren.get(dir) ?? [];
+      // The merged view only matters where the lower has children that may have been hidden.
+      const inMerged = lowerHere.length > 0 ? await mergedNames(mergedRoot, dir) : null;
+      const upperFiles: DirEntry[] = [];
+      for (const item of entries) {
+        const { name, path, stat } = item;
+        if (isWhiteout(stat) || (inMerged && !inMerged.has(name))) {
+          if (lower.has(path)) deleteSubtree(path);
+          continue;
         }
-        subdirs.push(path);
-      } else {
-        const old = lower.get(path);
-        if (old?.t === "d") deleteSubtree(path);
-        files.push({ path, abs: join(absUpper, name), stat });
+        if (stat.isDirectory()) {
+          const entry = (await entryOf(store, handle, item, { link: true }))!;
+          const old = lower.get(path);
+          if (old?.t !== "d" || old.m !== entry.m) {
+            // A directory replacing a file or symlink: the old entry goes, the directory arrives.
+            if (old && old.t !== "d") deleteSubtree(path);
+            delta[path] = entry;
+          }
+        } else {
+          const old = lower.get(path);
+          if (old?.t === "d") deleteSubtree(path);
+          upperFiles.push(item);
+        }
       }
-    });
-    // Lower children hidden by the merged view were deleted (or their directory was made opaque).
-    if (inMerged) {
-      const upperSet = new Set(upperNames);
-      for (const child of lowerHere) {
-        const name = child.slice(dir ? dir.length + 1 : 0);
-        if (!inMerged.has(name) && !upperSet.has(name)) deleteSubtree(child);
+      // Lower children hidden by the merged view were deleted (or their directory was made opaque).
+      if (inMerged) {
+        const upperSet = new Set(entries.map((e) => e.name));
+        for (const child of lowerHere) {
+          const name = child.slice(dir ? dir.length + 1 : 0);
+          if (!inMerged.has(name) && !upperSet.has(name)) deleteSubtree(child);
+        }
       }
-    }
-    await Promise.all(subdirs.map(visit));
-  };
-  await visit("");
+      await Promise.all(
+        upperFiles.map((item) =>
+          limit(async () => {
+            const entry = await entryOf(store, handle, item, { link: true });
+            if (entry) files.push([item.path, entry]);
+          }),
+        ),
+      );
+    }),
+  );
 
-  await pool(files, 32, async ({ path, abs, stat }) => {
-    const entry = await entryOf(store, abs, stat, { link: true, path });
-    if (!entry) return;
+  for (const [path, entry] of files) {
     const old = lower.get(path);
     // A copy-up without a real change (touch, same bytes) is not a change.
-    if (old && old.t === entry.t && old.m === entry.m && old.h === entry.h && old.l === entry.l) return;
+    if (old && old.t === entry.t && old.m === entry.m && old.h === entry.h && old.l === entry.l) continue;
     delta[path] = entry;
-  });
+  }
   return delta;
+}
+
+/** Runs `fn` over items with at most `limit` in flight. */
+async function pool<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) await fn(items[next++]!);
+  });
+  await Promise.all(workers);
 }
 
 /**
  * Writes a manifest's tree into `dir` (which must not exist): every file a fresh copy of its object,
- * so nothing written later in `dir` can alter the store. Returns the index of what it wrote.
+ * so nothing written later in `dir` can alter the store. Returns the index of what it wrote. `dir`
+ * is new and no command runs in it yet, so plain paths are safe here; modes lose set-id bits (a
+ * manifest recorded before they were stripped may still carry them).
  */
 export async function materialise(store: Store, manifest: Manifest, dir: string): Promise<FileIndex> {
   await fs.mkdir(dir, { recursive: true });
@@ -190,12 +285,12 @@ export async function materialise(store: Store, manifest: Manifest, dir: string)
         return;
       }
       await fs.copyFile(store.objectPath(entry.h!), abs);
-      await fs.chmod(abs, entry.m);
+      await fs.chmod(abs, safeMode(entry.m));
       const stat = await fs.lstat(abs, { bigint: true });
       index.set(path, { size: entry.s, mtimeNs: stat.mtimeNs, ino: stat.ino, hash: entry.h! });
     },
   );
   // Directory modes last, deepest first, so a read-only directory does not block its own children.
-  for (const [path, entry] of dirs.reverse()) await fs.chmod(join(dir, path), entry.m);
+  for (const [path, entry] of dirs.reverse()) await fs.chmod(join(dir, path), safeMode(entry.m));
   return index;
 }

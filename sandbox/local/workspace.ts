@@ -10,7 +10,7 @@ import { promisify } from "node:util";
 import { applyDelta, deltaBetween, type Manifest, type ManifestDelta } from "../manifest.ts";
 import { SandboxError } from "../provider.ts";
 import type { Store } from "./store.ts";
-import { type FileIndex, materialise, scanUpper, walkTree } from "./tree.ts";
+import { clearSetIdBits, type FileIndex, materialise, scanUpper, walkTree } from "./tree.ts";
 
 const run = promisify(execFile);
 
@@ -27,6 +27,8 @@ export interface Workspace {
   readonly writeDir: string;
   /** The snapshot this workspace started from or last froze (null before the first snapshot). */
   base: string | null;
+  /** After a command: clears set-id bits it left, so none outlives the run on the host. */
+  settle(): Promise<void>;
   /** Captures the current files as snapshot `id` (the caller commits the record). */
   freeze(id: string): Promise<Frozen>;
   /** Throws the workspace's changes away and shows snapshot `id`. */
@@ -63,9 +65,10 @@ const EMPTY_LAYER = "_empty";
 async function mountOverlay(store: Store, layers: string[], upper: string, work: string, merged: string) {
   // Relative lowerdirs (resolved against cwd) keep the option string short enough for deep chains.
   // redirect_dir/metacopy off: renamed or chmod-ed lower directories are copied up whole, so an
-  // upper directory always holds complete entries (see scanUpper).
+  // upper directory always holds complete entries (see scanUpper). nosuid,nodev: nothing a sandbox
+  // leaves in the merged view acts as setuid or as a device on the host.
   const lower = (layers.length > 0 ? layers : [EMPTY_LAYER]).join(":");
-  const options = `lowerdir=${lower},upperdir=${upper},workdir=${work},redirect_dir=off,metacopy=off,index=off`;
+  const options = `nosuid,nodev,lowerdir=${lower},upperdir=${upper},workdir=${work},redirect_dir=off,metacopy=off,index=off`;
   try {
     await run("mount", ["-t", "overlay", "overlay", "-o", options, merged], { cwd: store.layersDir });
   } catch (error) {
@@ -106,6 +109,11 @@ class OverlayWorkspace implements Workspace {
   async mount(): Promise<void> {
     for (const d of [this.root, this.upper, this.work]) await fs.mkdir(d, { recursive: true });
     await mountOverlay(this.store, this.layers, this.upper, this.work, this.root);
+  }
+
+  async settle(): Promise<void> {
+    // Only the upper can hold what a command made; the change goes through the mount.
+    await clearSetIdBits(this.upper, this.root);
   }
 
   async freeze(id: string): Promise<Frozen> {
@@ -225,6 +233,10 @@ class CopyWorkspace implements Workspace {
   ) {
     this.root = join(dir, "ws");
     this.writeDir = this.root;
+  }
+
+  async settle(): Promise<void> {
+    await clearSetIdBits(this.root);
   }
 
   async freeze(_id: string): Promise<Frozen> {
