@@ -51,6 +51,9 @@ describe("host-side workspace helpers against a symlink-flipping process", () =>
       { cwd: ws, stdio: "ignore" },
     );
     const exited = new Promise((resolve) => child.on("exit", resolve));
+    // Warm up (the runtime opens what it needs once), then count descriptors: none may leak.
+    await readLive(ws, "x/data");
+    const fdsBefore = readdirSync("/proc/self/fd").length;
     let ordinary = 0;
     let listed = 0;
     const refusals = new Set<string>();
@@ -76,10 +79,13 @@ describe("host-side workspace helpers against a symlink-flipping process", () =>
         expect(readdirSync(drop)).toEqual([]);
       }
     } finally {
-      child.kill("SIGKILL");
+      // The flipper ends on its own, between flips (so "x" is a directory again); killed only if stuck.
+      const stuck = setTimeout(() => child.kill("SIGKILL"), 5000);
       await exited;
+      clearTimeout(stuck);
     }
     expect(readdirSync(drop)).toEqual([]);
+    expect(readdirSync("/proc/self/fd").length).toBeLessThanOrEqual(fdsBefore);
     // Refusals are the provider's typed errors (a raw errno would surface as INTERNAL).
     // BUSY: the directory written into was replaced mid-write.
     for (const code of refusals) expect(["BAD_PATH", "NOT_FOUND", "BUSY"]).toContain(code);
