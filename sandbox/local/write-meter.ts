@@ -12,8 +12,11 @@ import { join } from "node:path";
 
 /** Entries a single walk looks at before it gives up and reports "over" (a tree no cap should allow). */
 const MAX_WALKED = 1_000_000;
-/** Kernel file times come from a coarse clock that may lag the wall clock by a tick or two. */
-const CLOCK_SLACK_MS = 50;
+/**
+ * Kernel file times come from a coarse clock that lags the wall clock by up to one tick (4-10 ms).
+ * Kept small: files written just before the command (a fresh copy workspace) would count as its own.
+ */
+const CLOCK_SLACK_MS = 20;
 const BATCH = 64;
 
 export interface WriteCap {
