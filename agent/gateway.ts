@@ -5,9 +5,22 @@
 // configured OpenAI-compatible upstream, streams the answer back, and counts tokens from the
 // provider's own `usage` (the sandbox cannot fake its usage records). A run's token dies with the run.
 // node:http keeps it runtime-neutral (Bun and Deno both serve node:http on a unix socket).
+//
+// A user's own endpoint is user input: it is checked against the outbound policy on every request
+// (DNS may have changed since setModelKey) and the connection goes to the checked addresses only;
+// redirects are never followed, and an upstream's error body is logged, not passed back (it could
+// be an internal service's answer, secrets included).
 import { randomBytes } from "node:crypto";
 import { chmod, rm } from "node:fs/promises";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import {
+  createServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from "node:http";
+import { request as httpsRequest } from "node:https";
+import { OutboundPolicy, OutboundRefusedError, pinnedLookup } from "../sandbox/outbound-policy.ts";
 
 export interface Upstream {
   /** OpenAI-compatible base URL, e.g. https://api.openai.com/v1 or a fake model's /v1. */
@@ -15,6 +28,8 @@ export interface Upstream {
   apiKey?: string;
   /** The model name the upstream knows (the sandbox asks for any name; this one is used). */
   model: string;
+  /** Set by the operator (server config), not by a user: exempt from the outbound policy. */
+  trusted?: boolean;
 }
 
 export interface Usage {
@@ -32,25 +47,35 @@ interface Grant {
 }
 
 const MAX_BODY = 8 * 1024 * 1024;
+/** How much of an upstream's error body goes to the log. */
+const MAX_LOGGED_ERROR = 2000;
+const UNREACHABLE = "The model provider could not be reached";
 
 export class ModelGateway {
   private readonly grants = new Map<string, Grant>();
   private server: Server | undefined;
   private http: Server | undefined;
 
+  private readonly outbound: OutboundPolicy;
+
   constructor(
     readonly socketPath: string,
     private readonly log: (message: string, fields?: Record<string, unknown>) => void = () => {},
-  ) {}
+    /** Where users' own endpoints may lead (default: public addresses only). */
+    options: { outbound?: OutboundPolicy } = {},
+  ) {
+    this.outbound = options.outbound ?? new OutboundPolicy({ allowPrivate: false, allowHosts: [] });
+  }
 
   private createServer(): Server {
     return createServer((req, res) => {
       this.handle(req, res).catch((error) => {
-        this.log("gateway request failed", { error: String(error) });
-        if (!res.headersSent)
-          send(res, 502, {
-            error: { message: "The model provider could not be reached", type: "gateway_error" },
-          });
+        // Refused by policy, no such name, refused connection, timeout: one answer for all.
+        this.log("gateway request failed", {
+          error: String(error),
+          ...(error instanceof OutboundRefusedError ? { refused: error.reason } : {}),
+        });
+        if (!res.headersSent) send(res, 502, { error: { message: UNREACHABLE, type: "gateway_error" } });
         else res.destroy();
       });
     });
@@ -134,21 +159,12 @@ export class ModelGateway {
       ...(stream ? { stream_options: { include_usage: true } } : {}),
     };
 
-    const controller = new AbortController();
-    res.on("close", () => controller.abort()); // the sandbox went away (an aborted turn): stop paying
-    const upstream = await fetch(`${grant.upstream.baseURL.replace(/\/$/, "")}/chat/completions`, {
-      method: "POST",
-      headers: {
-        "content-type": "application/json",
-        ...(grant.upstream.apiKey ? { authorization: `Bearer ${grant.upstream.apiKey}` } : {}),
-      },
-      body: JSON.stringify(upstreamBody),
-      signal: controller.signal,
+    const upstream = await this.post(grant, JSON.stringify(upstreamBody), res);
+    const status = upstream.statusCode ?? 502;
+    if (status < 200 || status >= 300) return this.refuseUpstreamAnswer(grant, upstream, res);
+    res.writeHead(status, {
+      "content-type": String(upstream.headers["content-type"] ?? "application/json"),
     });
-    res.writeHead(upstream.status, {
-      "content-type": upstream.headers.get("content-type") ?? "application/json",
-    });
-    if (!upstream.body) return void res.end();
 
     const decoder = new TextDecoder();
     let pending = "";
@@ -164,7 +180,7 @@ export class ModelGateway {
       grant.usage.totalTokens +=
         usage.total_tokens ?? (usage.prompt_tokens ?? 0) + (usage.completion_tokens ?? 0);
     };
-    for await (const chunk of upstream.body) {
+    for await (const chunk of upstream as AsyncIterable<Buffer>) {
       res.write(chunk);
       pending += decoder.decode(chunk, { stream: true });
       if (!stream) continue;
@@ -184,6 +200,81 @@ export class ModelGateway {
       } catch {}
     }
     res.end();
+  }
+
+  /**
+   * POSTs to the grant's upstream. A user's endpoint is resolved and checked now, and the socket
+   * connects to exactly those addresses (Host and TLS name stay the URL's host).
+   */
+  private async post(grant: Grant, body: string, res: ServerResponse): Promise<IncomingMessage> {
+    const { upstream } = grant;
+    const target = upstream.trusted
+      ? { url: new URL(upstream.baseURL), lookup: undefined }
+      : await this.outbound.resolve(upstream.baseURL, ["http", "https"]).then((t) => ({
+          url: t.url,
+          lookup: t.literal ? undefined : pinnedLookup(t.addresses),
+        }));
+    const url = new URL(target.url.href);
+    url.pathname = `${url.pathname.replace(/\/+$/, "")}/chat/completions`;
+    const request = url.protocol === "https:" ? httpsRequest : httpRequest;
+    return new Promise((resolve, reject) => {
+      const req = request(
+        url,
+        {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            "content-length": Buffer.byteLength(body),
+            ...(upstream.apiKey ? { authorization: `Bearer ${upstream.apiKey}` } : {}),
+          },
+          ...(target.lookup ? { lookup: target.lookup } : {}),
+        },
+        resolve,
+      );
+      req.on("error", reject);
+      res.on("close", () => req.destroy()); // the sandbox went away (an aborted turn): stop paying
+      req.end(body);
+    });
+  }
+
+  /**
+   * A non-2xx answer (redirects included: they are not followed) becomes a generic error with the
+   * upstream's status; its body goes to the log, truncated, never to the sandbox or the user.
+   */
+  private async refuseUpstreamAnswer(
+    grant: Grant,
+    upstream: IncomingMessage,
+    res: ServerResponse,
+  ): Promise<void> {
+    const status = upstream.statusCode ?? 502;
+    let logged = "";
+    for await (const chunk of upstream as AsyncIterable<Buffer>) {
+      if (logged.length < MAX_LOGGED_ERROR) logged += chunk.toString("utf8");
+    }
+    this.log("model provider answered with an error", {
+      runId: grant.runId,
+      status,
+      body: logged.slice(0, MAX_LOGGED_ERROR),
+    });
+    const redirect = status >= 300 && status < 400;
+    const retryAfter = upstream.headers["retry-after"];
+    res.writeHead(redirect || status < 400 ? 502 : status, {
+      "content-type": "application/json",
+      ...(typeof retryAfter === "string" && /^\d{1,6}$/.test(retryAfter)
+        ? { "retry-after": retryAfter }
+        : {}),
+    });
+    res.end(
+      JSON.stringify({
+        error: {
+          message: redirect
+            ? `The model provider answered with a redirect (HTTP ${status}), which is not followed`
+            : `The model provider answered HTTP ${status}`,
+          type: "upstream_error",
+          status,
+        },
+      }),
+    );
   }
 
   async close(): Promise<void> {

@@ -2,6 +2,7 @@
 // A bad value stops start-up with one line naming the variable (ConfigError).
 import { resolve } from "node:path";
 import type { SandboxConfig } from "../sandbox/create.ts";
+import { type OutboundRules, parseAllowList } from "../sandbox/outbound-policy.ts";
 
 export type Environment = "development" | "production" | "test";
 
@@ -66,6 +67,11 @@ export interface Config {
   gateway: { host: string; port: number; url: string | null };
   /** The model agent runs use, reached through the gateway; null when none is configured. */
   model: { baseURL: string; apiKey: string | undefined; name: string } | null;
+  /**
+   * Where user-supplied URLs (model keys, repositories) may lead besides public addresses
+   * (ALLOW_PRIVATE_URLS, OUTBOUND_ALLOW_HOSTS). The operator's own AGENT_MODEL_BASE_URL is trusted.
+   */
+  outbound: OutboundRules;
   shutdownGraceMs: number;
   logLevel: "debug" | "info" | "warn" | "error";
 }
@@ -300,6 +306,18 @@ export function loadConfig(env: Env = process.env): Config {
       })(),
     },
     model: modelConfig(env),
+    // Refused by default everywhere, development too: a dev server's loopback holds databases and
+    // admin consoles as well, and anyone who reaches its GraphQL port could aim a clone at them.
+    outbound: {
+      allowPrivate: bool(env, "ALLOW_PRIVATE_URLS", false),
+      allowHosts: (() => {
+        try {
+          return parseAllowList(optional(env, "OUTBOUND_ALLOW_HOSTS") ?? "");
+        } catch (error) {
+          throw new ConfigError("OUTBOUND_ALLOW_HOSTS", (error as Error).message);
+        }
+      })(),
+    },
     secretsKey: (() => {
       const key = optional(env, "SECRETS_KEY");
       if (key !== undefined && key.length < 32)

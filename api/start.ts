@@ -18,6 +18,7 @@ import { headRef } from "../resolvers/snapshot-records.ts";
 import { createProviders } from "../sandbox/create.ts";
 import { createDiffPool } from "../sandbox/diff-pool.ts";
 import { makePrivateDir } from "../sandbox/local/modes.ts";
+import { OutboundPolicy } from "../sandbox/outbound-policy.ts";
 import { schema } from "../schema/index.ts";
 import { createAuthenticator } from "./auth/authenticate.ts";
 import { createSecretBox } from "./auth/secret-box.ts";
@@ -61,10 +62,13 @@ export async function startServer(
 
   // Diff patches are computed on worker threads, never on the event loop (workers start on demand).
   const diffPool = createDiffPool({ workers: config.diffWorkers });
+  // Where user-supplied URLs may lead: repository clones, users' model endpoints (setModelKey, gateway).
+  const outbound = new OutboundPolicy(config.outbound);
   const sandboxes = await createProviders(
     config.sandbox,
     (level, message, provider) => log[level](message, { provider }),
     (job) => diffPool.run(job),
+    outbound,
   );
   const local = sandboxes.get("local");
   const tokens = await createTokenService(config);
@@ -75,8 +79,10 @@ export async function startServer(
   let gateway: ModelGateway | null = null;
   let gatewayURL: string | null = null;
   if (opencodeBinary()) {
-    gateway = new ModelGateway(join(config.dataDir, "gateway.sock"), (message, fields) =>
-      log.warn(message, fields),
+    gateway = new ModelGateway(
+      join(config.dataDir, "gateway.sock"),
+      (message, fields) => log.warn(message, fields),
+      { outbound },
     );
     await gateway.start();
     if (sandboxes.all().some((p) => p.status.binds === "files")) {
@@ -104,7 +110,8 @@ export async function startServer(
         `contree: the model gateway is at ${gatewayURL}, which remote ConTree VMs cannot reach; set MODEL_GATEWAY_URL (and MODEL_GATEWAY_HOST/PORT)`,
       );
   const model = config.model
-    ? { baseURL: config.model.baseURL, apiKey: config.model.apiKey, model: config.model.name }
+    ? // The operator's own endpoint: exempt from the outbound policy (it is config, not user input).
+      { baseURL: config.model.baseURL, apiKey: config.model.apiKey, model: config.model.name, trusted: true }
     : null;
   const presence = createPresenceRegistry(bus);
   // The chat sink calls the collaboration server, which is built below (it needs the services).
@@ -145,6 +152,7 @@ export async function startServer(
     shareLinks: { sign: tokens.signFor, verify: tokens.verifyFor },
     agentUnavailable,
     platformModel: model,
+    outbound,
     chat,
     presence,
     secrets: createSecretBox(config.secretsKey ?? (await tokens.secretMaterial())),

@@ -125,6 +125,8 @@ export interface Services {
   platformModel: import("../agent/gateway.ts").Upstream | null;
   secrets: SecretBox;
   /** Who is in each session now (collaboration awareness and GraphQL announcements). */
+  /** Where user-supplied URLs (model endpoints, repositories) may lead. */
+  outbound: import("../sandbox/outbound-policy.ts").OutboundPolicy;
   presence: PresenceRegistry;
   /** The sessions' shared chat (collaboration), where prompts and the agent's answers are recorded. */
   chat: SessionChat;

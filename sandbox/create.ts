@@ -4,6 +4,7 @@ import { ContreeClient } from "./contree/client.ts";
 import { ContreeProvider } from "./contree/provider.ts";
 import type { Patcher } from "./diff.ts";
 import { LocalProvider } from "./local/provider.ts";
+import type { OutboundPolicy } from "./outbound-policy.ts";
 import type { SandboxProvider } from "./provider.ts";
 import { SandboxProviders } from "./registry.ts";
 
@@ -46,6 +47,8 @@ export async function createProviders(
   config: SandboxConfig,
   log: ProviderLog,
   patcher?: Patcher,
+  /** Where repository URLs may lead (public addresses only when absent). */
+  outbound?: OutboundPolicy,
 ): Promise<SandboxProviders> {
   const { timeoutMs, maxOutputBytes, maxProcesses, maxMemoryBytes, maxWriteBytes } = config;
   const providers = new Map<string, SandboxProvider>();
@@ -57,6 +60,7 @@ export async function createProviders(
     limits: { timeoutMs, maxOutputBytes, maxProcesses, maxMemoryBytes, maxWriteBytes },
     log: (level, message) => log(level, message, "local"),
     patcher,
+    outbound,
   });
   providers.set("local", await local.init());
   if (config.contree) {
@@ -69,6 +73,7 @@ export async function createProviders(
       limits: { timeoutMs, maxOutputBytes },
       log: (level, message) => log(level, message, "contree"),
       patcher,
+      outbound,
     });
     providers.set("contree", contree.init());
   }

@@ -12,6 +12,7 @@ import { constants } from "node:os";
 import { decodeBaseFiles } from "../base-files.ts";
 import { diffManifests, type Patcher } from "../diff.ts";
 import { cleanPath, findSnapshotFile, listSnapshot, type Manifest, parentOf } from "../manifest.ts";
+import type { OutboundPolicy } from "../outbound-policy.ts";
 import {
   type DiffEntry,
   type ExecOptions,
@@ -26,6 +27,7 @@ import {
   type SandboxProvider,
   type SnapshotInfo,
 } from "../provider.ts";
+import { checkRepoUrl, cloneFailure, gitNetworkConfig } from "../repo-url.ts";
 import type { ContreeClient } from "./client.ts";
 import { decodeStreamRepr } from "./encoding.ts";
 import {
@@ -56,6 +58,8 @@ export interface ContreeProviderOptions {
   imageSource: string | null;
   /** Whether commands that ask for network get it (the VM's outbound network). */
   network: boolean;
+  /** Where repository URLs may lead (default: public addresses only). */
+  outbound?: OutboundPolicy;
   limits: { timeoutMs: number; maxOutputBytes: number };
   log: (level: "info" | "warn", message: string) => void;
   /** Makes diff patches (the server's worker pool); on the calling thread when absent. */
@@ -146,16 +150,17 @@ export class ContreeProvider implements SandboxProvider {
     if (base.kind === "git") {
       if (!this.options.network)
         throw new SandboxError("BAD_BASE", "Cloning needs outbound network (CONTREE_NETWORK=true)");
-      if (!/^https?:\/\//.test(base.url))
-        throw new SandboxError("BAD_BASE", "ConTree sandboxes clone http(s) repositories only");
-      // Arguments, not shell text: the URL and ref are never parsed by a shell.
-      const script = `git clone --quiet -- "$1" ${WORKSPACE} && { [ -z "$2" ] || git -C ${WORKSPACE} checkout --quiet "$2"; }`;
+      // Checked here before the VM dials out (its network may see private and metadata addresses
+      // too); the VM's git then connects only to the checked addresses, follows no redirects.
+      const target = await checkRepoUrl(base.url, this.options.outbound);
+      // Arguments, not shell text: the URL, ref and git options are never parsed by a shell.
+      const script = `url=$1 ref=$2; shift 2; git "$@" clone --quiet -- "$url" ${WORKSPACE} && { [ -z "$ref" ] || git -C ${WORKSPACE} checkout --quiet "$ref"; }`;
       request = {
         image,
         command: "sh",
-        args: ["-c", script, "sh", base.url, base.ref ?? ""],
+        args: ["-c", script, "sh", target.url.href, base.ref ?? "", ...gitNetworkConfig(target)],
         // A private repository fails instead of waiting for a password nobody will type.
-        env: { GIT_TERMINAL_PROMPT: "0" },
+        env: { GIT_TERMINAL_PROMPT: "0", GIT_ALLOW_PROTOCOL: "http:https", GIT_CONFIG_NOSYSTEM: "1" },
         networking: { enabled: true },
       };
     } else {
@@ -165,6 +170,11 @@ export class ContreeProvider implements SandboxProvider {
     const result = await this.run({ ...request, cwd: "/", timeout: 600, stdin: { value: "", close: true } });
     if (result.exitCode !== 0 || !result.resultImage) {
       const detail = result.stderr.trim().split("\n").slice(-3).join(" ").slice(0, 400);
+      if (base.kind === "git") {
+        // What the clone printed stays in the log: it would tell refused from missing from timed out.
+        this.options.log("warn", `git clone failed (exit ${result.exitCode}): ${detail}`);
+        throw cloneFailure(result.stderr, base.ref);
+      }
       throw new SandboxError(
         "BAD_BASE",
         `Could not prepare the sandbox (exit ${result.exitCode}): ${detail}`,

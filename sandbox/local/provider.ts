@@ -9,6 +9,7 @@ import { addedBytes } from "../added-bytes.ts";
 import { decodeBaseFiles } from "../base-files.ts";
 import { diffManifests, type Patcher } from "../diff.ts";
 import { cleanPath, findSnapshotFile, listSnapshot } from "../manifest.ts";
+import type { OutboundPolicy } from "../outbound-policy.ts";
 import type {
   DiffEntry,
   ExecOptions,
@@ -23,6 +24,7 @@ import type {
   SnapshotInfo,
 } from "../provider.ts";
 import { SandboxError } from "../provider.ts";
+import { checkRepoUrl, cloneFailure, gitNetworkConfig } from "../repo-url.ts";
 import { type Cgroups, detectCgroups } from "./cgroups.ts";
 import { execIn, type Limits } from "./exec.ts";
 import { listLive, readLive, writeLive } from "./files.ts";
@@ -49,6 +51,8 @@ export interface LocalProviderOptions {
   requireIsolation?: boolean;
   /** Allow git bases from file:// URLs and local paths (off for multi-tenant hosting). */
   allowLocalRepos?: boolean;
+  /** Where http(s) repository URLs may lead (default: public addresses only). */
+  outbound?: OutboundPolicy;
   limits?: Partial<Limits>;
   log?: (level: "info" | "warn", message: string) => void;
   /** Makes diff patches (the server's worker pool); on the calling thread when absent. */
@@ -185,39 +189,50 @@ export class LocalProvider implements SandboxProvider {
     for (const [path, { data, mode }] of decodeBaseFiles(files)) await writeLive(root, path, data, mode);
   }
 
+  /**
+   * Clones on the host, so the URL is checked here (outbound policy) and git connects only to the
+   * checked addresses; a network failure says FETCH_FAILED whatever the cause (no port scanning).
+   */
   private async clone(root: string, url: string, ref?: string): Promise<void> {
     const local = url.startsWith("file://") || isAbsolute(url) || url.startsWith(".");
-    if (!local && !/^https?:\/\//.test(url)) {
-      throw new SandboxError("BAD_BASE", "Repository URLs must be http(s)://, file:// or a local path");
-    }
     if (local && !this.options.allowLocalRepos) {
       throw new SandboxError(
         "BAD_BASE",
         "Local repositories are disabled on this server (SANDBOX_ALLOW_LOCAL_REPOS)",
       );
     }
-    const source = url.startsWith("file://") || !local ? url : resolve(url);
+    const target = local ? null : await checkRepoUrl(url, this.options.outbound);
+    const source = target ? target.url.href : url.startsWith("file://") ? url : resolve(url);
     const args = ["clone", "--quiet", "--no-hardlinks", "--", source, root];
     if (ref) args.splice(2, 0, "--branch", ref);
     try {
-      await run("git", ["-c", "core.hooksPath=/dev/null", ...args], {
-        timeout: 5 * 60_000,
-        // No ext:: or other command-running transports; no prompts for credentials.
-        env: {
-          PATH: DEFAULT_PATH,
-          GIT_ALLOW_PROTOCOL: "file:http:https",
-          GIT_TERMINAL_PROMPT: "0",
-          HOME: "/nonexistent",
+      await run(
+        "git",
+        ["-c", "core.hooksPath=/dev/null", ...(target ? gitNetworkConfig(target) : []), ...args],
+        {
+          timeout: 5 * 60_000,
+          // No ext:: or other command-running transports; no prompts for credentials; no system or
+          // user git config (a proxy or url.insteadOf there would undo the checks).
+          env: {
+            PATH: DEFAULT_PATH,
+            GIT_ALLOW_PROTOCOL: target ? "http:https" : "file",
+            GIT_TERMINAL_PROMPT: "0",
+            GIT_CONFIG_NOSYSTEM: "1",
+            HOME: "/nonexistent",
+          },
+          maxBuffer: 1024 * 1024,
         },
-        maxBuffer: 1024 * 1024,
-      });
+      );
     } catch (error) {
-      const stderr = String((error as { stderr?: string }).stderr ?? "")
-        .trim()
-        .split("\n")
-        .slice(-2)
-        .join(" ");
-      throw new SandboxError("BAD_BASE", `git clone failed: ${stderr || (error as Error).message}`);
+      const stderr = String((error as { stderr?: string }).stderr ?? (error as Error).message);
+      this.options.log?.(
+        "warn",
+        `git clone failed: ${stderr.trim().split("\n").slice(-3).join(" ").slice(0, 500)}`,
+      );
+      // Local paths are the operator's own machine: their errors may stay specific.
+      if (!target)
+        throw new SandboxError("BAD_BASE", `git clone failed: ${stderr.trim().split("\n").at(-1)}`);
+      throw cloneFailure(stderr, ref);
     }
   }
 

@@ -1,15 +1,25 @@
 // The model gateway over its real unix socket, in front of the fake model: per-run tokens, real
 // credentials added here, streaming passed through, usage counted from the provider's stream.
+// Users' endpoints go through the outbound policy at every request (pinned to the checked address),
+// redirects are not followed and upstream error bodies never come back.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ModelGateway } from "../../agent/gateway.ts";
+import { OutboundPolicy } from "../../sandbox/outbound-policy.ts";
 import { type FakeModel, startFakeModel } from "../../scripts/fake-model.ts";
 
 let dir: string;
 let fake: FakeModel;
 let gateway: ModelGateway;
+const logged: { message: string; fields?: Record<string, unknown> }[] = [];
+/** An "internal" loopback service that the policy does not allow; it counts every hit. */
+let internal: ReturnType<typeof Bun.serve>;
+let internalHits = 0;
+/** An allowed upstream that answers errors carrying a secret, or redirects to the internal service. */
+let tricky: ReturnType<typeof Bun.serve>;
+const SECRET = "s3cr3t-admin-token-4242";
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "occ-gw-"));
@@ -17,12 +27,48 @@ beforeAll(async () => {
     apiKey: "sk-platform-secret",
     scenarios: [{ steps: [{ text: "hello from upstream" }] }],
   });
-  gateway = new ModelGateway(join(dir, "gateway.sock"));
+  internal = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch: () => {
+      internalHits++;
+      return Response.json({ admin: true, token: SECRET });
+    },
+  });
+  tricky = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch: (req) =>
+      new URL(req.url).pathname.startsWith("/redirect/")
+        ? Response.redirect(`http://127.0.0.1:${internal.port}/admin/chat/completions`, 307)
+        : new Response(`{"error":"internal failure, token=${SECRET}"}`, { status: 500 }),
+  });
+  // The fake model and the tricky upstream are allowed by port; the internal service is not.
+  const outbound = new OutboundPolicy(
+    {
+      allowPrivate: false,
+      allowHosts: [
+        new URL(fake.url).host,
+        `127.0.0.1:${tricky.port}`,
+        `model.example:${new URL(fake.url).port}`,
+      ],
+    },
+    async (name) => (name === "model.example" ? [{ address: "127.0.0.1", family: 4 }] : []),
+  );
+  gateway = new ModelGateway(
+    join(dir, "gateway.sock"),
+    (message, fields) => logged.push({ message, fields }),
+    {
+      outbound,
+    },
+  );
   await gateway.start();
 });
 afterAll(async () => {
   await gateway.close();
   await fake.close();
+  internal.stop(true);
+  tricky.stop(true);
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -95,8 +141,66 @@ test("unknown tokens, other routes and exhausted budgets are refused", async () 
 });
 
 test("an unreachable upstream is a 502 with a clear message, not a hang", async () => {
-  const token = gateway.grant("run_3", { baseURL: "http://127.0.0.1:9/v1", model: "m" });
+  const token = gateway.grant("run_3", { baseURL: "http://127.0.0.1:9/v1", model: "m", trusted: true });
   const res = await call(token, prompt);
   expect(res.status).toBe(502);
   expect((await res.json()).error.type).toBe("gateway_error");
+});
+
+test("a user's endpoint the policy refuses is never contacted, and looks like an unreachable one", async () => {
+  const answers: string[] = [];
+  for (const baseURL of [
+    `http://127.0.0.1:${internal.port}/admin`,
+    `http://[::ffff:127.0.0.1]:${internal.port}/admin`,
+    `http://2130706433:${internal.port}/admin`,
+    `http://localhost:${internal.port}/admin`,
+    "http://169.254.169.254/latest",
+    "http://no-such-name.invalid/v1",
+  ]) {
+    const res = await call(gateway.grant("run_4", { baseURL, model: "m" }), prompt);
+    expect(res.status).toBe(502);
+    answers.push(await res.text());
+  }
+  // The platform's own (trusted) endpoint that is down answers exactly the same.
+  const down = await call(
+    gateway.grant("run_4", { baseURL: "http://127.0.0.1:9/v1", model: "m", trusted: true }),
+    prompt,
+  );
+  answers.push(await down.text());
+  expect(new Set(answers).size).toBe(1);
+  expect(internalHits).toBe(0);
+});
+
+test("the connection goes to the address the policy checked (a pinned lookup, not a second DNS query)", async () => {
+  // model.example resolves only through the policy's resolver; the system's DNS has never heard of it.
+  const token = gateway.grant("run_5", {
+    baseURL: `http://model.example:${new URL(fake.url).port}/v1`,
+    apiKey: "sk-platform-secret",
+    model: "m",
+  });
+  const res = await call(token, { ...prompt, stream: false });
+  expect(res.status).toBe(200);
+  expect(fake.requests.at(-1)!.headers.host).toBe(`model.example:${new URL(fake.url).port}`);
+});
+
+test("upstream error bodies are logged, not returned; redirects are not followed", async () => {
+  const failing = await call(
+    gateway.grant("run_6", { baseURL: `http://127.0.0.1:${tricky.port}/v1`, model: "m" }),
+    prompt,
+  );
+  expect(failing.status).toBe(500);
+  const failingText = await failing.text();
+  expect(failingText).not.toContain(SECRET);
+  expect(JSON.parse(failingText).error).toMatchObject({ type: "upstream_error", status: 500 });
+  expect(JSON.stringify(logged)).toContain(SECRET); // the operator can still see what happened
+
+  const redirected = await call(
+    gateway.grant("run_7", { baseURL: `http://127.0.0.1:${tricky.port}/redirect/v1`, model: "m" }),
+    prompt,
+  );
+  expect(redirected.status).toBe(502);
+  const redirectedText = await redirected.text();
+  expect(JSON.parse(redirectedText).error).toMatchObject({ type: "upstream_error", status: 307 });
+  expect(redirectedText).not.toContain(String(internal.port));
+  expect(internalHits).toBe(0);
 });

@@ -26,6 +26,7 @@ beforeAll(async () => {
     CONTREE_URL: fake.url,
     CONTREE_API_KEY: fake.token,
     CONTREE_PROJECT: fake.project ?? "",
+    OUTBOUND_ALLOW_HOSTS: "127.0.0.1", // the repository is served on loopback (refused by default)
   });
   repo = mkdtempSync(join(tmpdir(), "occ-e2e-repo-"));
   mkdirSync(join(repo, "src"));

@@ -194,7 +194,7 @@ const STRING_BY_ARG: Record<string, (w: World, field: string) => string> = {
   text: () => "hello",
   path: () => "f.txt",
   content: () => "x",
-  baseURL: () => "http://127.0.0.1:9/v1",
+  baseURL: () => "https://93.184.215.14/v1", // a public address (loopback is refused: SSRF policy)
   apiKey: () => "sk-test",
   model: () => "m",
 };

@@ -24,6 +24,9 @@ export async function startAgentHarness(
     AGENT_MODEL_BASE_URL: fake.baseURL,
     AGENT_MODEL_API_KEY: "sk-platform",
     AGENT_MODEL: "fake-model",
+    // The platform's fake is trusted (operator config); users' own fake models (setModelKey) also
+    // run on loopback, which the outbound policy refuses unless the operator allows it.
+    OUTBOUND_ALLOW_HOSTS: "127.0.0.1",
     ...env,
   });
   const token = (await server.signUp()).token;
