@@ -46,7 +46,13 @@ afterAll(async () => {
 });
 
 async function turn(sandbox: string, prompt: string) {
-  const token = gateway.grant("run", { baseURL: fake.baseURL, apiKey: "sk-platform", model: "fake-model" });
+  // The platform's model (operator config): trusted, so its loopback address is not refused.
+  const token = gateway.grant("run", {
+    baseURL: fake.baseURL,
+    apiKey: "sk-platform",
+    model: "fake-model",
+    trusted: true,
+  });
   let out = "";
   const result = await provider.exec(sandbox, {
     ...opencodeTurn({ prompt, gatewaySocket: gateway.socketPath, token }),
