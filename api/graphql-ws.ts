@@ -1,12 +1,14 @@
 // graphql-ws on top of yoga's envelop, so subscriptions share the HTTP path's plugins (limits, error
-// masking) and context. Authentication comes from connectionParams; a socket closes when its
-// credential is revoked or expires, so a dead credential is refused here as everywhere else.
+// masking, the access watch of live-access.ts) and context. Authentication comes from
+// connectionParams; a socket closes (4401) when its credential is revoked, signed out everywhere or
+// expires, so a dead credential is refused here as everywhere else. A bad operation (syntax,
+// validation, depth/cost/alias limits) fails only itself; the socket and its other operations go on.
 import { type DocumentNode, type ExecutionArgs, GraphQLError } from "graphql";
 import { CloseCode, makeServer } from "graphql-ws";
 import type { YogaServerInstance } from "graphql-yoga";
 import type { Bus } from "../bus/bus.ts";
-import { topics } from "../bus/bus.ts";
 import type { Logger, Viewer } from "../resolvers/context.ts";
+import { CredentialWatch } from "../resolvers/credential-watch.ts";
 import { AppError } from "../resolvers/errors.ts";
 import type { Authenticator } from "./auth/authenticate.ts";
 import { normaliseGraphQLError } from "./errors.ts";
@@ -37,8 +39,9 @@ function credentialFrom(params: Readonly<Record<string, unknown>> | undefined): 
 
 export function createGraphQLWebSocket(deps: { yoga: AnyYoga; auth: Authenticator; bus: Bus; log: Logger }) {
   const { yoga, auth, bus, log } = deps;
-  const sockets = new Set<TrackedSocket>();
-  const byApiKey = new Map<string, Set<TrackedSocket>>();
+  /** Open sockets, and how to stop watching each one's credential. */
+  const sockets = new Map<TrackedSocket, () => void>();
+  const credentials = new CredentialWatch(bus, log);
 
   const server = makeServer<Record<string, unknown> | undefined, Extra>({
     async onConnect(ctx) {
@@ -47,7 +50,12 @@ export function createGraphQLWebSocket(deps: { yoga: AnyYoga; auth: Authenticato
       try {
         const viewer = await auth.fromCredential(credential);
         ctx.extra.viewer = viewer;
-        watchCredential(ctx.extra.socket, viewer);
+        const { socket } = ctx.extra;
+        if (socket.closed) return false;
+        sockets.set(
+          socket,
+          credentials.watch(viewer, (error) => socket.close(4401, error.message.slice(0, 120))),
+        );
         return true;
       } catch (error) {
         const message = error instanceof AppError ? error.message : "Authentication failed";
@@ -84,8 +92,16 @@ export function createGraphQLWebSocket(deps: { yoga: AnyYoga; auth: Authenticato
         contextValue: await enveloped.contextFactory(),
         rootValue: { execute: enveloped.execute, subscribe: enveloped.subscribe },
       };
-      const errors = enveloped.validate(args.schema, args.document);
-      if (errors.length > 0) return errors;
+      let errors: readonly GraphQLError[];
+      try {
+        errors = enveloped.validate(args.schema, args.document);
+      } catch (error) {
+        // graphql-armor's rules (depth, cost, aliases, directives) throw their rejection: like a
+        // syntax error it fails this operation only, instead of closing the socket with 4500.
+        if (error instanceof GraphQLError) return [normaliseGraphQLError(error)];
+        throw error;
+      }
+      if (errors.length > 0) return errors.map((e) => normaliseGraphQLError(e));
       return args;
     },
     execute: (args) => (args.rootValue as { execute: (a: ExecutionArgs) => unknown }).execute(args) as never,
@@ -93,41 +109,10 @@ export function createGraphQLWebSocket(deps: { yoga: AnyYoga; auth: Authenticato
       (args.rootValue as { subscribe: (a: ExecutionArgs) => unknown }).subscribe(args) as never,
   });
 
-  function watchCredential(socket: TrackedSocket, viewer: Viewer) {
-    if (viewer.credential.kind === "apiKey") {
-      const keyId = viewer.credential.keyId;
-      const set = byApiKey.get(keyId) ?? new Set<TrackedSocket>();
-      byApiKey.set(keyId, set);
-      set.add(socket);
-    } else {
-      const ms = viewer.credential.expiresAt - Date.now();
-      // setTimeout's range is 24.8 days; longer-lived tokens are checked again at each subscribe.
-      if (ms < 2 ** 31 - 1) {
-        const timer = setTimeout(() => socket.close(4401, "Token expired: sign in again"), Math.max(0, ms));
-        expiryTimers.set(socket, timer);
-      }
-    }
-  }
-
-  const expiryTimers = new Map<TrackedSocket, ReturnType<typeof setTimeout>>();
-
   function forget(socket: TrackedSocket) {
+    sockets.get(socket)?.();
     sockets.delete(socket);
-    const timer = expiryTimers.get(socket);
-    if (timer) clearTimeout(timer);
-    expiryTimers.delete(socket);
-    for (const [keyId, set] of byApiKey) {
-      if (set.delete(socket) && set.size === 0) byApiKey.delete(keyId);
-    }
   }
-
-  // Revocations from any instance close the sockets this instance holds for that key.
-  const revocations = bus.subscribe<{ keyId: string }>(topics.revokedCredentials);
-  (async () => {
-    for await (const event of revocations) {
-      for (const socket of byApiKey.get(event.payload.keyId) ?? []) socket.close(4401, "API key revoked");
-    }
-  })().catch((error) => log.error("revocation watcher stopped", { error: String(error) }));
 
   return {
     /** The socket handler for one upgrade request. */
@@ -155,7 +140,7 @@ export function createGraphQLWebSocket(deps: { yoga: AnyYoga; auth: Authenticato
               raw.close(code, reason);
             },
           };
-          sockets.add(tracked);
+          sockets.set(tracked, () => {});
           closed = server.opened(
             {
               protocol: raw.protocol,
@@ -188,8 +173,8 @@ export function createGraphQLWebSocket(deps: { yoga: AnyYoga; auth: Authenticato
 
     /** Closes every socket (server shutdown) and stops watching revocations. */
     async close(code = 1001, reason = "Server shutting down") {
-      for (const socket of [...sockets]) socket.close(code, reason);
-      await revocations.return?.();
+      for (const socket of [...sockets.keys()]) socket.close(code, reason);
+      await credentials.close();
     },
   };
 }

@@ -14,6 +14,7 @@ import { createContext } from "./context.ts";
 import { createErrorMasker, errorResponse, requestScope, useErrorCodes, withErrorBody } from "./errors.ts";
 import { createGraphQLWebSocket, GRAPHQL_WS_PROTOCOL } from "./graphql-ws.ts";
 import { limitBody } from "./limits.ts";
+import { useLiveAccess } from "./live-access.ts";
 import type { AppFetch, SocketLike } from "./runtime/types.ts";
 
 export interface AppDeps {
@@ -99,6 +100,8 @@ export function createApp(deps: AppDeps): App {
         // The schema is public (/schema.graphql), so suggestions reveal nothing and help GraphiQL users.
         blockFieldSuggestion: { enabled: false },
       }),
+      // Subscriptions (graphql-ws and SSE) end when the viewer loses the access they need.
+      useLiveAccess(services),
     ],
   });
 

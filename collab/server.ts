@@ -3,14 +3,19 @@
 // any document is loaded; refusals get the y-protocols auth frame and a 44xx close. Rooms load from
 // the update log on first join and unload after the last client leaves (after a short grace). Branch
 // file rooms are also bound to the file in the branch's workspace (file-buffer.ts).
+// A socket lives only as long as its access: it closes when its token expires or is signed out
+// everywhere, its API key or share link is revoked or expires (4401), its user is removed or its role
+// changes (4403), or its branch or session is deleted (4404).
 import { and, eq } from "drizzle-orm";
 import { type Bus, topics } from "../bus/bus.ts";
 import type { Db } from "../db/client.ts";
-import { branches, members, type Role, sessions } from "../db/schema.ts";
+import { branches, members, type Role } from "../db/schema.ts";
 import type { SandboxFiles } from "../resolvers/branch-runtime.ts";
 import type { AudienceTokens, Logger, PresenceRegistry, Viewer } from "../resolvers/context.ts";
+import { CredentialWatch } from "../resolvers/credential-watch.ts";
 import { AppError } from "../resolvers/errors.ts";
 import type { SessionEventPayload } from "../resolvers/events.ts";
+import { ShareLinkRefused, verifyShareLink } from "../resolvers/share-links.ts";
 import { type BranchFiles, FileBuffer } from "./file-buffer.ts";
 import { UpdateLog } from "./persistence.ts";
 import { type Peer, permissionDenied, Room } from "./room.ts";
@@ -61,6 +66,10 @@ interface Who {
   keyId: string | null;
   /** The member role the socket was opened with (null: a share link). */
   role: Role | null;
+  /** The share link the socket was opened with (null: a JWT or an API key). */
+  linkId: string | null;
+  /** Stops the socket's watches and timers (credential, link expiry). */
+  release: (() => void)[];
 }
 
 interface LoadedRoom {
@@ -72,7 +81,8 @@ interface LoadedRoom {
   refused?: AppError;
 }
 
-const SHARE_AUDIENCE = "opencode.cloud/share";
+/** setTimeout's longest delay (24.8 days); share links live up to 90 days, so timers re-arm. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class CollabServer {
   private readonly rooms = new Map<string, LoadedRoom>();
@@ -80,6 +90,7 @@ export class CollabServer {
   private readonly sockets = new Map<CollabSocket, Who>();
   private readonly log: UpdateLog;
   private readonly watchers: AsyncIterableIterator<unknown>[];
+  private readonly credentials: CredentialWatch;
   /** Session events of sessions with loaded rooms (deleted branches and sessions close their rooms). */
   private readonly sessionWatchers = new Map<
     string,
@@ -90,14 +101,12 @@ export class CollabServer {
     this.log = new UpdateLog(deps.db, (error) =>
       deps.log.error("collab persistence failed", { error: String(error) }),
     );
-    // Revoked keys and removed members lose their sockets at once, whichever instance made the change.
-    const keys = deps.bus.subscribe<{ keyId: string }>(topics.revokedCredentials);
+    // Dead credentials, revoked links and removed members lose their sockets at once, whichever
+    // instance made the change.
+    this.credentials = new CredentialWatch(deps.bus, deps.log);
     const access = deps.bus.subscribe<{ sessionId: string; userId: string }>(topics.accessRevoked);
-    this.watchers = [keys, access];
-    void (async () => {
-      for await (const { payload } of keys)
-        this.closeWhere((w) => w.keyId === payload.keyId, 4401, "API key revoked");
-    })();
+    const links = deps.bus.subscribe<{ sessionId: string; linkId: string }>(topics.shareLinkRevoked);
+    this.watchers = [access, links];
     void (async () => {
       for await (const { payload } of access) {
         this.closeWhere(
@@ -105,7 +114,18 @@ export class CollabServer {
           4403,
           "Access to this session was removed",
         );
+        // A share-link socket names no user, so the removed member may hold any of them: they all
+        // reconnect, and only a link that is still valid lets them back in.
+        this.closeWhere(
+          (w) => w.sessionId === payload.sessionId && w.linkId !== null,
+          4403,
+          "Access to this session changed; reconnect",
+        );
       }
+    })();
+    void (async () => {
+      for await (const { payload } of links)
+        this.closeWhere((w) => w.linkId === payload.linkId, 4401, "This share link was revoked");
     })();
   }
 
@@ -160,6 +180,22 @@ export class CollabServer {
     for (const [socket, who] of this.sockets) if (match(who)) socket.close(code, reason);
   }
 
+  private socketOf(who: Who): CollabSocket | undefined {
+    for (const [socket, each] of this.sockets) if (each === who) return socket;
+    return undefined;
+  }
+
+  /** Closes the socket of `who` (4401) at `at`, ms since epoch. */
+  private closeAt(who: Who, at: number, reason: () => string) {
+    const ms = at - Date.now();
+    const timer = setTimeout(
+      () =>
+        ms > MAX_TIMER_MS ? this.closeAt(who, at, reason) : this.closeWhere((w) => w === who, 4401, reason()),
+      Math.max(0, Math.min(ms, MAX_TIMER_MS)),
+    );
+    who.release.push(() => clearTimeout(timer));
+  }
+
   /** The session a room belongs to; NOT_FOUND for a name outside the forms or a missing branch. */
   private async sessionOfRoom(room: RoomName | null, raw: string): Promise<string> {
     if (!room) throw new AppError("NOT_FOUND", `Unknown room "${raw.slice(0, 200)}": use ${ROOM_FORMS}`);
@@ -188,23 +224,34 @@ export class CollabServer {
     try {
       viewer = await this.deps.authenticate(token);
     } catch (error) {
-      // Not an access credential: maybe a share link for this very session.
-      const claims = await this.deps.shareLinks.verify(SHARE_AUDIENCE, token).catch(() => null);
-      if (!claims) throw error instanceof AppError ? error : new AppError("UNAUTHENTICATED", "Invalid token");
+      // Not an access credential: maybe a share link for this very session, checked against its row.
+      const link = await verifyShareLink(this.deps, token).catch((refused: unknown) => {
+        if (!(refused instanceof ShareLinkRefused)) throw refused;
+        return refused;
+      });
+      if (link instanceof ShareLinkRefused && link.reason === "invalid")
+        throw error instanceof AppError ? error : new AppError("UNAUTHENTICATED", "Invalid token");
       who.sessionId = await this.sessionOfRoom(target, raw);
-      // A link outlives its session; a member row does not (it goes with the session).
-      const [session] = await this.deps.db
-        .select({ id: sessions.id })
-        .from(sessions)
-        .where(eq(sessions.id, who.sessionId));
-      if (session && claims.sid === who.sessionId && (claims.role === "EDITOR" || claims.role === "VIEWER"))
-        return { role: claims.role, canWrite: claims.role === "EDITOR" };
-      throw new AppError("NOT_FOUND", "No such room");
+      // A link's row goes with its session: a deleted session's link finds no room.
+      if (link instanceof ShareLinkRefused && link.reason === "unknown")
+        throw new AppError("NOT_FOUND", "No such room");
+      if (link instanceof ShareLinkRefused)
+        throw new AppError("UNAUTHENTICATED", link.message, { reason: link.reason });
+      if (link.sessionId !== who.sessionId) throw new AppError("NOT_FOUND", "No such room");
+      who.linkId = link.id;
+      this.closeAt(who, link.expiresAt.getTime(), () => "This share link has expired");
+      return { role: link.role, canWrite: link.role === "EDITOR" };
     }
     const sessionId = await this.sessionOfRoom(target, raw);
     who.sessionId = sessionId;
     who.userId = viewer.userId;
     who.keyId = viewer.credential.kind === "apiKey" ? viewer.credential.keyId : null;
+    const socket = this.socketOf(who);
+    if (socket) {
+      who.release.push(
+        this.credentials.watch(viewer, (error) => socket.close(4401, error.message.slice(0, 120))),
+      );
+    }
     const [member] = await this.deps.db
       .select({ role: members.role })
       .from(members)
@@ -380,6 +427,8 @@ export class CollabServer {
       userId: null,
       keyId: null,
       role: null,
+      linkId: null,
+      release: [],
     };
     this.sockets.set(socket, who);
     const queue: Uint8Array[] = [];
@@ -425,6 +474,7 @@ export class CollabServer {
       close: () => {
         closed = true;
         this.sockets.delete(socket);
+        for (const release of who.release.splice(0)) release();
         void ready.then(() => {
           if (!peer) return;
           peer.room.leave(peer);
@@ -452,6 +502,7 @@ export class CollabServer {
 
   async close(): Promise<void> {
     for (const watcher of this.watchers) await watcher.return?.();
+    await this.credentials.close();
     for (const { events } of this.sessionWatchers.values()) await events.return?.();
     this.sessionWatchers.clear();
     for (const socket of [...this.sockets.keys()]) socket.close(1001, "Server shutting down");

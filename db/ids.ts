@@ -20,7 +20,7 @@ function base32(bytes: Uint8Array): string {
   return out;
 }
 
-export type IdKind = "usr" | "key" | "ses" | "br" | "snp" | "run" | "exp";
+export type IdKind = "usr" | "key" | "ses" | "br" | "snp" | "run" | "exp" | "lnk";
 
 export function newId(kind: IdKind): string {
   // 48-bit millisecond time, big-endian, then 80 random bits: 26 base32 characters in all.

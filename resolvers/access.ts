@@ -1,6 +1,7 @@
 // Who may do what in a session. Viewers read and subscribe; editors also run, write, checkpoint and
 // fork; owners also delete, share and promote. A session the viewer is not a member of does not
 // exist for them: the same NOT_FOUND as a missing id, so no query reveals another tenant's objects.
+// A subscription keeps needing the role it checked: it ends when the viewer loses it (ctx.access).
 import type DataLoader from "dataloader";
 import type { Role } from "../db/schema.ts";
 import { type Context, requireScope, requireViewer } from "./context.ts";
@@ -23,6 +24,9 @@ export async function requireRole(
   if (need === "VIEWER") requireScope(ctx, "read");
   else requireScope(ctx, "write");
   requireViewer(ctx);
+  // In a live subscription the role stays required for its whole life: watched from before this
+  // check, so a change made while it runs is not missed.
+  ctx.access?.need(sessionId, need);
   const role = await ctx.loaders.role.load(sessionId);
   if (role === null) throw notFound(what);
   if (!atLeast(role, need)) {

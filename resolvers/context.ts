@@ -2,6 +2,7 @@
 // outside (password hashing, token signing, rate limits, logging). api/ builds and implements them.
 import type { Bus } from "../bus/bus.ts";
 import type { Db } from "../db/client.ts";
+import type { Role } from "../db/schema.ts";
 import type { ProviderStatus } from "../sandbox/provider.ts";
 import type { SandboxProviders } from "../sandbox/registry.ts";
 import type { BranchRuntime } from "./branch-runtime.ts";
@@ -14,7 +15,8 @@ export type Scope = "read" | "write";
 export const ALL_SCOPES: readonly Scope[] = ["read", "write"];
 
 export type Credential =
-  | { kind: "token"; expiresAt: number }
+  /** A JWT; `issuedAt` (ms) is checked against the user's "sign out everywhere" moment. */
+  | { kind: "token"; expiresAt: number; issuedAt: number }
   | { kind: "apiKey"; keyId: string; scopes: readonly Scope[] };
 
 export interface Viewer {
@@ -132,11 +134,21 @@ export interface Services {
   chat: SessionChat;
 }
 
+/**
+ * Set on the context of a live subscription (graphql-ws or SSE): every session role a resolver checks
+ * (requireRole) is also watched for the subscription's whole life, and the subscription ends when the
+ * viewer loses it (see resolvers/access-watch.ts).
+ */
+export interface LiveAccess {
+  need(sessionId: string, role: Role): void;
+}
+
 export interface Context extends Services {
   requestId: string;
   viewer: Viewer | null;
   clientAddress: string;
   loaders: Loaders;
+  access?: LiveAccess;
 }
 
 /** The signed-in viewer, or UNAUTHENTICATED. */

@@ -8,6 +8,7 @@ import {
   members,
   type Role,
   type SessionRow,
+  type ShareLinkRow,
   sessions,
   snapshots,
   users,
@@ -15,14 +16,11 @@ import {
 import type { FileMap, SandboxBase, SnapshotInfo } from "../sandbox/provider.ts";
 import { atLeast, requireRole } from "./access.ts";
 import { type Context, requireScope } from "./context.ts";
-import { badInput, conflict, notFound } from "./errors.ts";
+import { AppError, badInput, conflict, notFound } from "./errors.ts";
 import { publishSessionEvent, type SessionEventPayload } from "./events.ts";
 import { afterCursor, decodeCursor, orderBy, type Page, pageSize, toPage } from "./pagination.ts";
+import { ShareLinkRefused, verifyShareLink } from "./share-links.ts";
 import { addedBytesOf } from "./snapshot-records.ts";
-
-const SHARE_AUDIENCE = "opencode.cloud/share";
-const DEFAULT_LINK_SECONDS = 7 * 24 * 3600;
-const MAX_LINK_SECONDS = 90 * 24 * 3600;
 
 export interface CreateSessionInput {
   title: string;
@@ -224,53 +222,25 @@ export async function removeMember(
     .where(and(eq(members.sessionId, args.sessionId), eq(members.userId, args.userId)))
     .returning();
   if (removed.length === 0) throw notFound("Member");
-  // Open collaboration sockets of that user in this session close (on every instance).
+  // Their open collaboration sockets and subscriptions in this session end (on every instance).
   await ctx.bus.publish(topics.accessRevoked, { sessionId: args.sessionId, userId: args.userId });
   await publishSessionEvent(ctx, { kind: "MEMBER_CHANGED", sessionId: args.sessionId, userId: args.userId });
   return true;
 }
 
-export interface ShareLinkResult {
-  token: string;
-  url: string;
-  role: Role;
-  expiresAt: Date;
-}
-
-export async function createShareLink(
-  ctx: Context,
-  args: { sessionId: string; role: Role; expiresInSeconds?: number | null },
-): Promise<ShareLinkResult> {
-  await requireRole(ctx, args.sessionId, "OWNER");
-  if (args.role === "OWNER")
-    throw badInput("Links can grant EDITOR or VIEWER; share ownership by email", "role");
-  const seconds = args.expiresInSeconds ?? DEFAULT_LINK_SECONDS;
-  if (!Number.isInteger(seconds) || seconds < 60 || seconds > MAX_LINK_SECONDS) {
-    throw badInput(`expiresInSeconds must be 60 to ${MAX_LINK_SECONDS}`, "expiresInSeconds");
-  }
-  const expiresAt = new Date(Date.now() + seconds * 1000);
-  const token = await ctx.shareLinks.sign(
-    SHARE_AUDIENCE,
-    { sid: args.sessionId, role: args.role },
-    expiresAt.getTime(),
-  );
-  // The link opens GraphiQL with the join mutation ready to run.
-  const query = `mutation Join {\n  joinSession(token: "${token}") { id title viewerRole }\n}\n`;
-  const url = `${ctx.publicUrl}/graphql?query=${encodeURIComponent(query)}`;
-  return { token, url, role: args.role, expiresAt };
-}
-
+/** Redeems a share link: the viewer becomes a member with the link's role (never lowering theirs). */
 export async function joinSession(ctx: Context, token: string): Promise<SessionRow> {
   const viewer = requireScope(ctx, "write");
-  let claims: Record<string, unknown>;
+  let link: ShareLinkRow;
   try {
-    claims = await ctx.shareLinks.verify(SHARE_AUDIENCE, token);
+    link = await verifyShareLink(ctx, token);
   } catch (error) {
-    throw badInput(`This share link is not valid: ${(error as Error).message}`, "token");
+    if (!(error instanceof ShareLinkRefused)) throw error;
+    // A link whose row is gone went with its session.
+    if (error.reason === "unknown") throw notFound("Session");
+    throw new AppError("BAD_USER_INPUT", error.message, { field: "token", reason: error.reason });
   }
-  const sessionId = String(claims.sid);
-  const role = claims.role as Role;
-  if (role !== "EDITOR" && role !== "VIEWER") throw badInput("This share link is not valid", "token");
+  const { sessionId, role } = link;
   const row = await ctx.loaders.session.load(sessionId);
   if (!row) throw notFound("Session");
   await upsertMember(ctx, sessionId, viewer.userId, role, true);

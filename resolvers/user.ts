@@ -1,4 +1,4 @@
-// Accounts: register, login, the viewer, API keys and the viewer's account events.
+// Accounts: register, login, sign out everywhere, the viewer, API keys and the viewer's account events.
 import { and, desc, eq, isNull } from "drizzle-orm";
 import { topics } from "../bus/bus.ts";
 import { newId } from "../db/ids.ts";
@@ -193,6 +193,29 @@ export async function apiKeyById(ctx: Context, id: string): Promise<ApiKeyRow | 
     .where(and(eq(apiKeys.id, id), eq(apiKeys.userId, viewer.userId)))
     .limit(1);
   return key ?? null;
+}
+
+export interface SignOutResult {
+  signedOutAt: Date;
+  /** A fresh token for the caller, when it signed in with a token (so this client stays signed in). */
+  token: string | null;
+  expiresAt: Date | null;
+}
+
+/**
+ * "Sign out everywhere": every access token (JWT) of the viewer issued until now stops working, and
+ * sockets and subscriptions authenticated by one end on every instance. API keys are not touched
+ * (revoke them one by one). A caller that used a token gets a fresh one, issued after the cut.
+ */
+export async function signOutEverywhere(ctx: Context): Promise<SignOutResult> {
+  const viewer = requireScope(ctx, "write");
+  const signedOutAt = new Date();
+  await ctx.db.update(users).set({ tokensValidAfter: signedOutAt }).where(eq(users.id, viewer.userId));
+  await ctx.bus.publish(topics.tokensRevoked, { userId: viewer.userId, before: signedOutAt.getTime() });
+  if (viewer.credential.kind !== "token") return { signedOutAt, token: null, expiresAt: null };
+  // Issued at or after signedOutAt (tokens carry their issue time in ms), so it survives the cut.
+  const { token, expiresAt } = await ctx.tokens.issue(viewer.userId);
+  return { signedOutAt, token, expiresAt: new Date(expiresAt) };
 }
 
 /** The viewer's own account events, live. */

@@ -1,8 +1,11 @@
-// Sessions, members and sharing, with their root fields and the session event stream.
+// Sessions, members and sharing (by email, by revocable link), with their root fields and the
+// session event stream.
+import type { ShareLinkRow } from "../db/schema.ts";
 import * as branches from "../resolvers/branch.ts";
 import { SESSION_EVENT_KINDS, type SessionEventPayload } from "../resolvers/events.ts";
 import * as runs from "../resolvers/run.ts";
 import * as sessions from "../resolvers/session.ts";
+import * as links from "../resolvers/share-links.ts";
 import * as snapshots from "../resolvers/snapshot.ts";
 import { builder } from "./builder.ts";
 import { connection } from "./connection.ts";
@@ -50,6 +53,12 @@ SessionRef.implement({
       resolve: (s, args, ctx) => snapshots.sessionSnapshots(ctx, s.id, args),
     }),
     members: t.field({ type: [MemberRef], resolve: (s, _a, ctx) => sessions.listMembers(ctx, s.id) }),
+    shareLinks: t.field({
+      type: [SessionShareLinkRef],
+      description:
+        "Every share link made for this session, newest first, revoked and expired ones too (owners only).",
+      resolve: (s, _a, ctx) => links.listShareLinks(ctx, s.id),
+    }),
     runs: t.field({
       type: RunConnection,
       description: "Runs of every branch, newest first.",
@@ -71,12 +80,34 @@ MemberRef.implement({
   }),
 });
 
-const ShareLinkRef = builder.objectRef<sessions.ShareLinkResult>("ShareLink").implement({
+const ShareLinkRef = builder.objectRef<links.ShareLinkResult>("ShareLink").implement({
+  description: "A new share link. Its token is shown only here; Session.shareLinks lists the link by id.",
   fields: (t) => ({
+    id: t.exposeID("id", { description: "Revoke it with revokeShareLink(id)." }),
     token: t.exposeString("token", { description: "Give it to joinSession." }),
     url: t.exposeString("url", { description: "Opens GraphiQL with the join mutation ready to run." }),
     role: t.field({ type: RoleEnum, resolve: (l) => l.role }),
     expiresAt: t.expose("expiresAt", { type: "DateTime", nullable: true }),
+  }),
+});
+
+const SessionShareLinkRef = builder.objectRef<ShareLinkRow>("SessionShareLink").implement({
+  description: "A share link of a session, as its owners see it (the token itself is never shown again).",
+  fields: (t) => ({
+    id: t.exposeID("id"),
+    role: t.field({ type: RoleEnum, resolve: (l) => l.role }),
+    createdBy: t.field({
+      type: UserRef,
+      nullable: true,
+      resolve: (l, _a, ctx) => ctx.loaders.user.load(l.createdById),
+    }),
+    createdAt: t.expose("createdAt", { type: "DateTime" }),
+    expiresAt: t.expose("expiresAt", { type: "DateTime" }),
+    revokedAt: t.expose("revokedAt", { type: "DateTime", nullable: true }),
+    active: t.boolean({
+      description: "Not revoked and not expired: the link still lets people join and open rooms.",
+      resolve: (l) => l.revokedAt === null && l.expiresAt.getTime() > Date.now(),
+    }),
   }),
 });
 
@@ -165,7 +196,8 @@ builder.mutationFields((t) => ({
     resolve: (_r, args, ctx) => sessions.shareSession(ctx, { ...args, sessionId: String(args.sessionId) }),
   }),
   removeMember: t.boolean({
-    description: "Removes a member (owners only); their open collaboration sockets close at once.",
+    description:
+      "Removes a member (owners only): their subscriptions to the session end and their collaboration sockets close at once, as do sockets opened with share links of the session (those reconnect only with a link that is still valid; revoke the links the member knows).",
     args: { sessionId: t.arg.id({ required: true }), userId: t.arg.id({ required: true }) },
     resolve: (_r, args, ctx) =>
       sessions.removeMember(ctx, { sessionId: String(args.sessionId), userId: String(args.userId) }),
@@ -178,7 +210,14 @@ builder.mutationFields((t) => ({
       role: t.arg({ type: RoleEnum, required: true }),
       expiresInSeconds: t.arg.int(),
     },
-    resolve: (_r, args, ctx) => sessions.createShareLink(ctx, { ...args, sessionId: String(args.sessionId) }),
+    resolve: (_r, args, ctx) => links.createShareLink(ctx, { ...args, sessionId: String(args.sessionId) }),
+  }),
+  revokeShareLink: t.field({
+    type: SessionShareLinkRef,
+    description:
+      "Revokes a share link (owners only): it opens nothing any more, and collaboration sockets opened with it close at once. People who already joined with it stay members: removeMember them.",
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_r, args, ctx) => links.revokeShareLink(ctx, String(args.id)),
   }),
   joinSession: t.field({
     type: SessionRef,

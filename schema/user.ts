@@ -52,6 +52,20 @@ const ApiKeyPayload = builder.objectRef<{ apiKey: ApiKeyRow; secret: string }>("
   }),
 });
 
+const SignOutPayload = builder.objectRef<users.SignOutResult>("SignOutPayload").implement({
+  fields: (t) => ({
+    signedOutAt: t.expose("signedOutAt", {
+      type: "DateTime",
+      description: "Access tokens issued before this moment are refused from now on.",
+    }),
+    token: t.exposeString("token", {
+      nullable: true,
+      description: "A fresh token for this client (null when you called with an API key).",
+    }),
+    expiresAt: t.expose("expiresAt", { type: "DateTime", nullable: true }),
+  }),
+});
+
 const AccountEventKind = builder.enumType("AccountEventKind", {
   values: ["API_KEY_CREATED", "API_KEY_REVOKED"] as const,
 });
@@ -98,6 +112,12 @@ builder.mutationFields((t) => ({
       'Creates an API key. Scopes: "read" (queries, subscriptions), "write" (mutations); default both.',
     args: { name: t.arg.string({ required: true }), scopes: t.arg.stringList() },
     resolve: (_root, args, ctx) => users.createApiKey(ctx, args),
+  }),
+  signOutEverywhere: t.field({
+    type: SignOutPayload,
+    description:
+      "Ends every access token of your account issued until now: requests with them are refused, and sockets and subscriptions using them close (4401). API keys are not affected. Returns a fresh token for this client.",
+    resolve: (_root, _args, ctx) => users.signOutEverywhere(ctx),
   }),
   revokeApiKey: t.field({
     type: ApiKeyRef,

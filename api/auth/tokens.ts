@@ -12,7 +12,15 @@ const AUDIENCE = "opencode.cloud/api";
 export interface VerifiedToken {
   userId: string;
   expiresAt: number;
+  /** When the token was issued, in ms (see ISSUED_AT_MS). */
+  issuedAt: number;
 }
+
+/**
+ * The issue time in milliseconds, as a private claim: the standard `iat` has whole seconds, too coarse
+ * to tell a token issued just before "sign out everywhere" from the fresh one issued just after.
+ */
+const ISSUED_AT_MS = "iat_ms";
 
 export interface TokenService {
   issue(userId: string): Promise<{ token: string; expiresAt: number }>;
@@ -91,13 +99,18 @@ export async function createTokenService(config: Config): Promise<TokenService> 
 
   return {
     async issue(userId) {
-      const expiresAt = (Math.floor(Date.now() / 1000) + ttl) * 1000;
-      return { token: await sign(AUDIENCE, { sub: userId }, expiresAt), expiresAt };
+      const now = Date.now();
+      const expiresAt = (Math.floor(now / 1000) + ttl) * 1000;
+      return { token: await sign(AUDIENCE, { sub: userId, [ISSUED_AT_MS]: now }, expiresAt), expiresAt };
     },
     async verify(token) {
       const payload = await verifyFor(AUDIENCE, token);
       if (typeof payload.sub !== "string" || typeof payload.exp !== "number") throw new TokenError("invalid");
-      return { userId: payload.sub, expiresAt: payload.exp * 1000 };
+      const precise = payload[ISSUED_AT_MS];
+      // Tokens without the claim (issued before it existed) fall back to iat, rounded down: never later.
+      const issuedAt =
+        typeof precise === "number" ? precise : typeof payload.iat === "number" ? payload.iat * 1000 : 0;
+      return { userId: payload.sub, expiresAt: payload.exp * 1000, issuedAt };
     },
     signFor: sign,
     verifyFor,
