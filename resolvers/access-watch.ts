@@ -24,13 +24,12 @@ const DELETED_GRACE_MS = 1000;
 export class LiveSubscription implements LiveAccess {
   /** Aborted when the subscription ends, for any reason: its bus subscriptions end with it. */
   readonly signal: AbortSignal;
-  /** Resolves with the reason once access is lost. */
-  readonly lost: Promise<AppError>;
   lostError: AppError | null = null;
   /** The strongest role needed per session. */
   readonly needs = new Map<string, Role>();
   private readonly controller = new AbortController();
-  private resolveLost!: (error: AppError) => void;
+  /** The one pending whenLost() (a single slot, so a long stream does not pile up reactions). */
+  private waiter: ((error: AppError) => void) | undefined;
   private rechecks = 0;
   private idle: (() => void)[] = [];
   private deletedTimer: ReturnType<typeof setTimeout> | undefined;
@@ -43,8 +42,13 @@ export class LiveSubscription implements LiveAccess {
     readonly onRoleChanged: (sessionId: string) => void,
   ) {
     this.signal = this.controller.signal;
-    this.lost = new Promise((resolve) => {
-      this.resolveLost = resolve;
+  }
+
+  /** Resolves with the reason once access is lost; each call replaces the previous wait. */
+  whenLost(): Promise<AppError> {
+    if (this.lostError) return Promise.resolve(this.lostError);
+    return new Promise((resolve) => {
+      this.waiter = resolve;
     });
   }
 
@@ -65,7 +69,8 @@ export class LiveSubscription implements LiveAccess {
   lose(error: AppError): void {
     if (this.lostError || this.signal.aborted) return;
     this.lostError = error;
-    this.resolveLost(error);
+    this.waiter?.(error);
+    this.waiter = undefined;
   }
 
   loseSoon(error: AppError, ms: number): void {
@@ -105,6 +110,7 @@ export class LiveSubscription implements LiveAccess {
   end(): void {
     if (this.signal.aborted) return;
     this.controller.abort();
+    this.waiter = undefined;
     if (this.deletedTimer) clearTimeout(this.deletedTimer);
     this.stopCredentialWatch();
     for (const sessionId of this.needs.keys()) this.hub.unwatchSession(sessionId, this);
@@ -247,7 +253,7 @@ export function untilAccessLost<T>(
       try {
         outcome = await Promise.race([
           pending.then((result) => ({ result })),
-          live.lost.then((error) => ({ error })),
+          live.whenLost().then((error) => ({ error })),
         ]);
       } catch (error) {
         finish();
