@@ -64,6 +64,9 @@ const POLICY: Record<Root, Record<string, Need | Rule>> = {
     removeMember: "OWNER",
     createShareLink: "OWNER",
     "createShareLink(role: EDITOR)": { need: "OWNER", args: { role: "EDITOR" } },
+    revokeShareLink: "OWNER",
+    // Signs the actor's tokens out: CLEANUP signs everyone in again.
+    signOutEverywhere: "USER",
     promote: "OWNER",
     fork: "EDITOR",
     rollback: "EDITOR",
@@ -128,6 +131,7 @@ const credentials: Partial<Record<Actor, string>> = {};
 interface World {
   f: SessionFixture;
   shareToken: string;
+  shareLinkId: string;
   apiKeyId: string;
   explorationId: string;
 }
@@ -135,21 +139,21 @@ interface World {
 async function makeWorld(): Promise<World> {
   const f = await sessionFixture(server, people);
   const owner = people.owner.token;
-  const shareToken = (
+  const { token: shareToken, id: shareLinkId } = (
     await gqlOk(
       server,
       owner,
-      "mutation($s: ID!) { createShareLink(sessionId: $s, role: EDITOR) { token } }",
+      "mutation($s: ID!) { createShareLink(sessionId: $s, role: EDITOR) { id token } }",
       {
         s: f.sessionId,
       },
     )
-  ).createShareLink.token;
+  ).createShareLink;
   const apiKeyId = (
     await gqlOk(server, owner, `mutation { createApiKey(name: "to-revoke") { apiKey { id } } }`)
   ).createApiKey.apiKey.id;
   const explorationId = await explorationFixture(server, f, people.owner.userId);
-  return { f, shareToken, apiKeyId, explorationId };
+  return { f, shareToken, shareLinkId, apiKeyId, explorationId };
 }
 
 // ---- Arguments from the schema: ids by argument name (or the field's type), the rest by type. ----
@@ -162,6 +166,7 @@ const ID_BY_FIELD_ARG: Record<string, Pick_> = {
   "promote.branchId": (w) => w.f.otherBranchId,
   "exploration.id": (w) => w.explorationId,
   "revokeApiKey.id": (w) => w.apiKeyId,
+  "revokeShareLink.id": (w) => w.shareLinkId,
 };
 const ID_BY_ARG: Record<string, Pick_> = {
   sessionId: (w) => w.f.sessionId,
@@ -320,6 +325,22 @@ const TRIGGERS: Record<string, (w: World) => Promise<unknown>> = {
 
 /** After a row: undo what would change later rows (a model key would make prompt/explore really run). */
 const CLEANUP: Record<string, () => Promise<unknown>> = {
+  signOutEverywhere: async () => {
+    for (const person of Object.keys(people) as (keyof Accounts)[]) {
+      const { token } = (
+        await gqlOk(
+          server,
+          "",
+          `mutation($e: String!) { login(email: $e, password: "password123") { token } }`,
+          {
+            e: people[person].email,
+          },
+        )
+      ).login;
+      people[person].token = token;
+      credentials[person] = token;
+    }
+  },
   setModelKey: () =>
     Promise.all(Object.values(people).map((p) => gqlOk(server, p.token, "mutation { deleteModelKey }"))),
 };
