@@ -70,6 +70,7 @@ interface Who {
   linkId: string | null;
   /** Stops the socket's watches and timers (credential, link expiry). */
   release: (() => void)[];
+  socket: CollabSocket;
 }
 
 interface LoadedRoom {
@@ -180,13 +181,14 @@ export class CollabServer {
     for (const [socket, who] of this.sockets) if (match(who)) socket.close(code, reason);
   }
 
+  /** The socket of `who`, while it is open. */
   private socketOf(who: Who): CollabSocket | undefined {
-    for (const [socket, each] of this.sockets) if (each === who) return socket;
-    return undefined;
+    return this.sockets.has(who.socket) ? who.socket : undefined;
   }
 
   /** Closes the socket of `who` (4401) at `at`, ms since epoch. */
   private closeAt(who: Who, at: number, reason: () => string) {
+    if (!this.socketOf(who)) return; // closed while its token was being checked
     const ms = at - Date.now();
     const timer = setTimeout(
       () =>
@@ -429,6 +431,7 @@ export class CollabServer {
       role: null,
       linkId: null,
       release: [],
+      socket,
     };
     this.sockets.set(socket, who);
     const queue: Uint8Array[] = [];
