@@ -42,7 +42,8 @@ export async function limitBody(request: Request, limit: number): Promise<Reques
   // A declared length within the limit is a bound already: the HTTP server reads exactly that many
   // bytes, so the request passes through untouched (the hot path: no stream copy, no new Request).
   // Only chunked bodies, whose size nobody declared, are counted as they arrive.
-  if (Number.isInteger(declared) && declared >= 0 && !request.headers.has("transfer-encoding")) return request;
+  if (Number.isInteger(declared) && declared >= 0 && !request.headers.has("transfer-encoding"))
+    return request;
   const reader = request.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;

@@ -134,7 +134,14 @@ export async function startServer(
   });
   const interrupted = await runner.recoverInterrupted();
   if (interrupted > 0) log.warn("runs interrupted by the previous stop", { runs: interrupted });
+  const auth = createAuthenticator({
+    db: database.db,
+    tokens,
+    bus,
+    onError: (message, error) => log.warn(message, { error: String(error) }),
+  });
   const services: Services = {
+    apiKeyLastUsed: (keyId) => auth.lastUsedOf(keyId),
     db: database.db,
     bus,
     passwords: runtime.password,
@@ -168,7 +175,6 @@ export async function startServer(
       checkDatabase: async () => (await database.client.execute("select 1")).rows.length === 1,
     },
   };
-  const auth = createAuthenticator({ db: database.db, tokens });
   const collab = new CollabServer({
     db: database.db,
     bus,
@@ -237,6 +243,7 @@ export async function startServer(
         await gateway?.close();
         await sandboxes.close();
         await diffPool.close();
+        await auth.close();
         database.close();
         log.info("stopped");
       })();

@@ -6,7 +6,6 @@ import type { Db } from "../db/client.ts";
 import { apiKeys, users } from "../db/schema.ts";
 
 export const API_KEY_PREFIX = "occ_";
-const LAST_USED_RESOLUTION_MS = 60_000;
 
 export function isApiKeySecret(token: string): boolean {
   return token.startsWith(API_KEY_PREFIX);
@@ -21,23 +20,24 @@ export function hashSecret(secret: string): string {
   return createHash("sha256").update(secret).digest("hex");
 }
 
-/** The active (not revoked) key for a secret, with its owner; undefined when unknown or revoked. */
-export async function findActiveApiKey(db: Db, secret: string) {
+/** The active (not revoked) key for a secret's hash, with its owner; undefined when unknown or revoked. */
+export async function findActiveApiKey(db: Db, secretHash: string) {
   const [row] = await db
     .select({ key: apiKeys, user: users })
     .from(apiKeys)
     .innerJoin(users, eq(users.id, apiKeys.userId))
-    .where(and(eq(apiKeys.secretHash, hashSecret(secret)), isNull(apiKeys.revokedAt)))
+    .where(and(eq(apiKeys.secretHash, secretHash), isNull(apiKeys.revokedAt)))
     .limit(1);
   return row;
 }
 
-/** Records use, at most once a minute per key, so busy keys do not write on every request. */
-export async function touchApiKey(db: Db, key: { id: string; lastUsedAt: Date | null }): Promise<void> {
-  const now = Date.now();
-  if (key.lastUsedAt && now - key.lastUsedAt.getTime() < LAST_USED_RESOLUTION_MS) return;
+/**
+ * Records when a key was last used. Callers batch these (api/auth/authenticate.ts writes at most one
+ * per key every 30 s), so busy keys do not write on every request.
+ */
+export async function touchApiKey(db: Pick<Db, "update">, keyId: string, at: number): Promise<void> {
   await db
     .update(apiKeys)
-    .set({ lastUsedAt: new Date(now) })
-    .where(eq(apiKeys.id, key.id));
+    .set({ lastUsedAt: new Date(at) })
+    .where(eq(apiKeys.id, keyId));
 }

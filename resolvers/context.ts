@@ -2,7 +2,7 @@
 // outside (password hashing, token signing, rate limits, logging). api/ builds and implements them.
 import type { Bus } from "../bus/bus.ts";
 import type { Db } from "../db/client.ts";
-import type { Role } from "../db/schema.ts";
+import type { Role, UserRow } from "../db/schema.ts";
 import type { ProviderStatus } from "../sandbox/provider.ts";
 import type { SandboxProviders } from "../sandbox/registry.ts";
 import type { BranchRuntime } from "./branch-runtime.ts";
@@ -22,6 +22,8 @@ export type Credential =
 export interface Viewer {
   userId: string;
   credential: Credential;
+  /** The account row as authentication found it (possibly cached), so a request need not read it again. */
+  user?: UserRow;
 }
 
 export interface PasswordHasher {
@@ -125,10 +127,12 @@ export interface Services {
   agentUnavailable(provider: string): string | null;
   /** The platform's model for agent runs (null: users must bring their own). */
   platformModel: import("../agent/gateway.ts").Upstream | null;
-  secrets: SecretBox;
-  /** Who is in each session now (collaboration awareness and GraphQL announcements). */
   /** Where user-supplied URLs (model endpoints, repositories) may lead. */
   outbound: import("../sandbox/outbound-policy.ts").OutboundPolicy;
+  secrets: SecretBox;
+  /** An API key's use on this instance that is not written to the database yet (writes are batched). */
+  apiKeyLastUsed(keyId: string): Date | null;
+  /** Who is in each session now (collaboration awareness and GraphQL announcements). */
   presence: PresenceRegistry;
   /** The sessions' shared chat (collaboration), where prompts and the agent's answers are recorded. */
   chat: SessionChat;

@@ -28,10 +28,14 @@ ApiKeyRef.implement({
     prefix: t.exposeString("prefix", { description: "The first characters of the secret, to recognise it." }),
     scopes: t.exposeStringList("scopes"),
     createdAt: t.expose("createdAt", { type: "DateTime" }),
-    lastUsedAt: t.expose("lastUsedAt", {
+    lastUsedAt: t.field({
       type: "DateTime",
       nullable: true,
-      description: "Updated at most once a minute.",
+      description: "When the key last authenticated a request (to within a few seconds on this instance).",
+      resolve: (key, _args, ctx) => {
+        const pending = ctx.apiKeyLastUsed(key.id);
+        return pending && (!key.lastUsedAt || pending > key.lastUsedAt) ? pending : key.lastUsedAt;
+      },
     }),
     revokedAt: t.expose("revokedAt", { type: "DateTime", nullable: true }),
   }),

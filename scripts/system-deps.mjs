@@ -81,8 +81,14 @@ function main() {
       timeout: 10 * 60_000,
     });
     if (result.status !== 0) {
-      const detail = (result.stderr?.toString() ?? String(result.error ?? "")).trim().split("\n").slice(-3).join(" | ");
-      say(`${argv.join(" ")} failed (${detail || `exit ${result.status}`}); install ${names.join(" ")} by hand`);
+      const detail = (result.stderr?.toString() ?? String(result.error ?? ""))
+        .trim()
+        .split("\n")
+        .slice(-3)
+        .join(" | ");
+      say(
+        `${argv.join(" ")} failed (${detail || `exit ${result.status}`}); install ${names.join(" ")} by hand`,
+      );
       return;
     }
   }
