@@ -45,39 +45,57 @@ export async function fork(
 ): Promise<BranchRow> {
   const snapshot = await loadSnapshot(ctx, args.snapshotId, "EDITOR");
   await ctx.quota.assertCanBranch(snapshot.sessionId);
-  const existing = await ctx.loaders.branchesOfSession.load(snapshot.sessionId);
-  let name = args.name?.trim();
-  if (name !== undefined && !BRANCH_NAME.test(name)) {
+  const given = args.name?.trim();
+  if (given !== undefined && !BRANCH_NAME.test(given)) {
     throw badInput(
       "Branch names are 1-64 letters, digits, '.', '-', '_' or '/', starting with a letter or digit",
       "name",
     );
   }
-  if (!name) {
-    const taken = new Set(existing.map((b) => b.name));
-    let n = existing.length;
-    do name = `fork-${n++}`;
-    while (taken.has(name));
-  }
-  if (existing.some((b) => b.name === name)) throw conflict(`A branch named "${name}" already exists`);
-  const [branch] = await ctx.db
-    .insert(branches)
-    .values({
-      id: newId("br"),
+  // Two forks at once may pick the same free name: the unique index decides, and the loser of a race
+  // for an automatic name picks the next one.
+  for (let attempt = 0; ; attempt++) {
+    if (attempt > 0) ctx.loaders.branchesOfSession.clear(snapshot.sessionId);
+    const existing = await ctx.loaders.branchesOfSession.load(snapshot.sessionId);
+    const name = given || freeName(existing);
+    if (existing.some((b) => b.name === name)) throw conflict(`A branch named "${name}" already exists`);
+    let branch: BranchRow | undefined;
+    try {
+      [branch] = await ctx.db
+        .insert(branches)
+        .values({
+          id: newId("br"),
+          sessionId: snapshot.sessionId,
+          name,
+          headSnapshotId: snapshot.id,
+          createdAt: new Date(),
+        })
+        .returning();
+    } catch (error) {
+      if (!isUniqueViolation(error)) throw error;
+      if (given || attempt >= 5) throw conflict(`A branch named "${name}" already exists`);
+      continue;
+    }
+    await publishSessionEvent(ctx, {
+      kind: "BRANCH_CREATED",
       sessionId: snapshot.sessionId,
-      name,
-      headSnapshotId: snapshot.id,
-      createdAt: new Date(),
-    })
-    .returning();
-  await publishSessionEvent(ctx, {
-    kind: "BRANCH_CREATED",
-    sessionId: snapshot.sessionId,
-    branchId: branch!.id,
-    snapshotId: snapshot.id,
-  });
-  return branch!;
+      branchId: branch!.id,
+      snapshotId: snapshot.id,
+    });
+    return branch!;
+  }
 }
+
+/** "fork-N", the first N from the branch count up that no branch has. */
+function freeName(existing: readonly BranchRow[]): string {
+  const taken = new Set(existing.map((b) => b.name));
+  let n = existing.length;
+  while (taken.has(`fork-${n}`)) n++;
+  return `fork-${n}`;
+}
+
+const isUniqueViolation = (error: unknown) =>
+  String((error as { cause?: unknown })?.cause ?? error).includes("UNIQUE constraint failed");
 
 export async function rollback(
   ctx: Context,

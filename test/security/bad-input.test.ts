@@ -157,3 +157,40 @@ describe("routes", () => {
     expect(codeOf(await res.json())).toBe("NOT_FOUND");
   });
 });
+
+describe("forks the fuzzer found", () => {
+  test("two forks without a name in one request (or at once) each get a branch of their own", async () => {
+    // One request shares its loaders' cache: the second fork used to pick the first one's name and fail
+    // on the unique index with INTERNAL. Concurrent requests could race the same way.
+    const res = await server.gql(
+      "mutation($s: ID!) { a: fork(snapshotId: $s) { name } b: fork(snapshotId: $s) { name } }",
+      { s: snapshotId },
+      token,
+    );
+    expect(codeOf(res) ?? "ok").toBe("ok");
+    expect(res.data!.a.name).not.toBe(res.data!.b.name);
+    const forks = await Promise.all(
+      Array.from({ length: 6 }, () =>
+        server.gql("mutation($s: ID!) { fork(snapshotId: $s) { name } }", { s: snapshotId }, token),
+      ),
+    );
+    expect(forks.map((f) => codeOf(f) ?? "ok")).toEqual(Array(6).fill("ok"));
+    expect(new Set(forks.map((f) => f.data!.fork.name)).size).toBe(6);
+  });
+
+  test("two forks with the same name in one request: one branch, then CONFLICT", async () => {
+    const res = await server.gql(
+      `mutation($s: ID!) { a: fork(snapshotId: $s, name: "twin") { name } b: fork(snapshotId: $s, name: "twin") { name } }`,
+      { s: snapshotId },
+      token,
+    );
+    // (fork is non-null, so b's error nulls the whole reply; a's branch was made all the same.)
+    expect(res.errors?.map((e) => [e.path?.[0], e.extensions?.code])).toEqual([["b", "CONFLICT"]]);
+    const names = (
+      await gqlOk(server, token, "query($b: ID!) { branch(id: $b) { session { branches { name } } } }", {
+        b: branchId,
+      })
+    ).branch.session.branches.map((b: { name: string }) => b.name);
+    expect(names.filter((n: string) => n === "twin")).toEqual(["twin"]);
+  });
+});
