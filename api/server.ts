@@ -112,8 +112,12 @@ export function createApp(deps: AppDeps): App {
   let closing = false;
   let drained: (() => void) | undefined;
 
-  async function route(request: Request, clientAddress: string, requestId: string): Promise<Response> {
-    const url = new URL(request.url);
+  async function route(
+    request: Request,
+    url: URL,
+    clientAddress: string,
+    requestId: string,
+  ): Promise<Response> {
     if (url.pathname === "/healthz") {
       const report = await health(services);
       return Response.json(report, { status: report.ok ? 200 : 503 });
@@ -187,7 +191,7 @@ export function createApp(deps: AppDeps): App {
     inFlight++;
     try {
       const response = await withErrorBody(
-        await requestScope.run({ requestId }, () => route(request, connection.remoteAddress, requestId)),
+        await requestScope.run({ requestId }, () => route(request, url, connection.remoteAddress, requestId)),
       );
       response.headers.set("x-request-id", requestId);
       return response;
