@@ -101,9 +101,27 @@ export function normaliseGraphQLError(error: GraphQLError, at: GraphQLError = er
   });
 }
 
-/** Envelop plugin: validation errors (HTTP and graphql-ws alike) get codes like every other error. */
+/**
+ * Envelop plugin: validation errors (HTTP and graphql-ws alike) get codes like every other error, and
+ * so do request bodies and query strings yoga cannot parse.
+ */
 export function useErrorCodes(): Plugin {
   return {
+    // yoga JSON.parses `variables`/`extensions` of GET query strings and form bodies unguarded: a
+    // malformed one ("%E0%A4%A", "{") would surface as a SyntaxError, masked as INTERNAL.
+    onRequestParse({ requestParser, setRequestParser }) {
+      if (!requestParser) return;
+      setRequestParser(async (request) => {
+        try {
+          return await requestParser(request);
+        } catch (error) {
+          if (!(error instanceof SyntaxError)) throw error;
+          throw new GraphQLError("variables and extensions must be JSON", {
+            extensions: { code: "BAD_USER_INPUT", http: { status: 400 } },
+          });
+        }
+      });
+    },
     onValidate() {
       return ({ result, setResult }) => {
         if (result.length > 0) setResult(result.map((e) => normaliseGraphQLError(e)));

@@ -149,6 +149,34 @@ describe("routes", () => {
     }
   });
 
+  test("GET /graphql and form bodies with variables that are not JSON are a 400 BAD_USER_INPUT", async () => {
+    const query = encodeURIComponent("query($id: ID!) { session(id: $id) { id } }");
+    const auth = { authorization: `Bearer ${token}` };
+    const requests: [string, RequestInit][] = [
+      [`/graphql?query=${query}&variables=%E0%A4%A`, { headers: auth }],
+      [`/graphql?query=${query}&variables=%7B`, { headers: auth }],
+      [`/graphql?query=${query}&extensions=nope`, { headers: auth }],
+      [
+        "/graphql",
+        {
+          method: "POST",
+          headers: { ...auth, "content-type": "application/x-www-form-urlencoded" },
+          body: `query=${query}&variables=%7B%22id%22`,
+        },
+      ],
+    ];
+    for (const [path, init] of requests) {
+      const res = await fetch(`${server.url}${path}`, init);
+      const text = await res.text();
+      expect({ path, status: res.status, code: codeOf(JSON.parse(text)) }).toEqual({
+        path,
+        status: 400,
+        code: "BAD_USER_INPUT",
+      });
+      expect(text).not.toMatch(LEAKS);
+    }
+  });
+
   test("a well-formed but unknown session id in tree.svg is NOT_FOUND", async () => {
     const res = await fetch(`${server.url}/sessions/${encodeURIComponent("ses_ü")}/tree.svg`, {
       headers: { authorization: `Bearer ${token}` },

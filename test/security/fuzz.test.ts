@@ -376,10 +376,117 @@ function valueFor(
 interface Operation {
   index: number;
   actor: "owner" | "stranger";
-  transport: "http" | "ws";
+  transport: "http" | "ws" | "raw";
   root: "query" | "mutation" | "subscription";
   query: string;
   variables: Record<string, unknown>;
+  /** transport "raw": the request as sent, with its request-level oddity. */
+  raw?: RawRequest;
+}
+
+/**
+ * A request with an oddity at the HTTP level. In path, headers and body, $AUTH is the actor's
+ * credential, $SESSION the fixture session's id, $VARS (and $VARS_URI in the path) the variables.
+ */
+interface RawRequest {
+  method: string;
+  path: string;
+  headers: Record<string, string>;
+  body?: string;
+}
+
+/** The same operation, sent in an unusual way: other paths, methods, content types, credentials, bodies. */
+function rawRequest(r: Rand, query: string): RawRequest {
+  const json = { "content-type": "application/json", authorization: "Bearer $AUTH" };
+  const body = `{"query":${JSON.stringify(query)},"variables":$VARS}`;
+  switch (r.int(9)) {
+    case 0:
+      return {
+        method: "GET",
+        path: `/graphql?query=${encodeURIComponent(query)}&variables=${r.pick(["$VARS_URI", "%7B", "%E0%A4%A", "null", "[]"])}`,
+        headers: { authorization: "Bearer $AUTH" },
+      };
+    case 1:
+      return {
+        method: "POST",
+        path: "/graphql",
+        headers: {
+          ...json,
+          "content-type": r.pick([
+            "application/graphql",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/json; charset=latin1",
+            "",
+          ]),
+        },
+        body: r.chance(0.5) ? query : body,
+      };
+    case 2:
+      return {
+        method: "POST",
+        path: "/graphql",
+        headers: json,
+        body: r.pick([
+          body.slice(0, r.int(body.length)),
+          `[${body},${body}]`,
+          JSON.stringify({ query: 1 }),
+          JSON.stringify({ query, variables: "x" }),
+          JSON.stringify({ query, operationName: "Nope" }),
+          JSON.stringify({ query, extensions: { persistedQuery: { version: 1, sha256Hash: "x" } } }),
+          "",
+          "\u0000",
+        ]),
+      };
+    case 3:
+      return {
+        method: "POST",
+        path: "/graphql",
+        headers: {
+          ...json,
+          authorization: r.pick([
+            "Bearer",
+            "Bearer ",
+            "Basic dXNlcjpwYXNz",
+            "Bearer a b",
+            `Bearer ${"x".repeat(8000)}`,
+            "Bearer occ_notakey",
+            "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1c3JfeCJ9.",
+            "bearer $AUTH",
+          ]),
+        },
+        body,
+      };
+    case 4:
+      return {
+        method: "POST",
+        path: "/graphql",
+        headers: { ...json, "x-request-id": r.pick(["x".repeat(500), "a b", "../", "%00"]) },
+        body,
+      };
+    case 5:
+      return {
+        method: r.pick(["GET", "HEAD", "OPTIONS", "DELETE", "PATCH"]),
+        path: r.pick(["/graphql", "/healthz", "/schema.graphql", "/collab/x", "/"]),
+        headers: { authorization: "Bearer $AUTH" },
+      };
+    default:
+      return {
+        method: "GET",
+        path: `/sessions/${r.pick([
+          "%E0%A4%A",
+          "%",
+          "%00",
+          "..%2F..%2Fetc",
+          "x".repeat(3000),
+          // (through UTF-8 and back: a lone surrogate becomes U+FFFD, which a URL can carry)
+          encodeURIComponent(Buffer.from(r.pick(HOSTILE_STRINGS).slice(0, 300)).toString()),
+          "$SESSION",
+        ])}/tree.svg${r.pick(["", "?token=$AUTH", "?token=", "?token=%E0%A4%A", "?token=occ_x"])}`,
+        headers: r.chance(0.5) ? { authorization: "Bearer $AUTH" } : {},
+      };
+  }
 }
 
 class Vars {
@@ -452,18 +559,28 @@ function generate(seed: number, count: number): Operation[] {
     const roll = r.next();
     const root = roll < 0.1 ? "subscription" : roll < 0.55 ? "query" : "mutation";
     const transport = root === "subscription" || r.chance(0.05) ? "ws" : "http";
-    const field = pickField(r, Object.values(ROOT_TYPES[root].getFields()));
     const vars = new Vars();
-    const call = argsFor(r, field, vars);
-    const selection = selectionFor(r, field.type, 1, 1 + r.int(5), vars);
+    // Sometimes several root fields in one operation: mutations then run in order and share the
+    // request's loaders, which is how a stale cache shows (two forks picking one name, say).
+    const count = root !== "subscription" && r.chance(0.2) ? 2 + r.int(3) : 1;
+    const calls: string[] = [];
+    for (let i = 0; i < count; i++) {
+      const field = pickField(r, Object.values(ROOT_TYPES[root].getFields()));
+      const call = argsFor(r, field, vars);
+      const selection = selectionFor(r, field.type, 1, 1 + r.int(5), vars);
+      calls.push(`${count > 1 ? `r${i}: ` : ""}${field.name}${call} ${selection}`);
+    }
     const decl = vars.defs.length ? `(${vars.defs.join(", ")})` : "";
+    const query = `${root} Fuzz${decl} { ${calls.join(" ")} }`;
+    const raw = transport === "http" && r.chance(0.08) ? rawRequest(r, query) : undefined;
     ops.push({
       index,
       actor: r.chance(0.6) ? "owner" : "stranger",
-      transport,
+      transport: raw ? "raw" : transport,
       root,
-      query: `${root} Fuzz${decl} { ${field.name}${call} ${selection} }`,
+      query,
       variables: vars.values,
+      ...(raw ? { raw } : {}),
     });
   }
   return ops;
@@ -523,6 +640,43 @@ async function sendHttp(op: Operation): Promise<string[]> {
   return [...problems, ...judgeErrors(body.errors)];
 }
 
+/** Refused by the runtime's HTTP parser before the app sees the request (a URL of 70 kB): no body to type. */
+const TRANSPORT_REFUSALS = new Set([414, 431]);
+
+async function sendRaw(op: Operation): Promise<string[]> {
+  const raw = op.raw!;
+  const vars = serialize(resolveIds(op.variables));
+  const fill = (text: string) =>
+    text
+      .replaceAll("$AUTH", world.keys[op.actor])
+      .replaceAll("$SESSION", world.f.sessionId)
+      .replaceAll("$VARS_URI", encodeURIComponent(vars))
+      .replaceAll("$VARS", vars);
+  const res = await fetch(`${server.url}${fill(raw.path)}`, {
+    method: raw.method,
+    headers: Object.fromEntries(Object.entries(raw.headers).map(([k, v]) => [k, fill(v)])),
+    ...(raw.body !== undefined ? { body: fill(raw.body) } : {}),
+  });
+  const text = await res.text();
+  const problems: string[] = [];
+  if (res.status >= 500) problems.push(`HTTP ${res.status}`);
+  const type = res.headers.get("content-type") ?? "";
+  if (type.includes("json") && raw.method !== "HEAD") {
+    let parsed: { errors?: unknown };
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      return [...problems, `bad JSON (HTTP ${res.status}): ${text.slice(0, 200)}`];
+    }
+    tally(parsed.errors, op);
+    problems.push(...judgeErrors(parsed.errors));
+  } else if (res.status >= 400 && raw.method !== "HEAD" && !TRANSPORT_REFUSALS.has(res.status)) {
+    problems.push(`HTTP ${res.status} without a typed body: ${type} ${text.slice(0, 200)}`);
+  }
+  if (LEAK.test(text)) problems.push(`leaks internals: ${text.slice(0, 300)}`);
+  return problems;
+}
+
 /** How operations were answered (by first error code, or "ok"): printed, so a run that only ever
  * reaches validation errors is visible. */
 const outcomes: Record<string, number> = {};
@@ -535,7 +689,7 @@ function tally(errors: unknown, op: Operation) {
     ? `${first.extensions?.code}${first.extensions?.reason ? `/${first.extensions.reason}` : ""}`
     : "ok";
   outcomes[key] = (outcomes[key] ?? 0) + 1;
-  const f = `${op.root} ${/\{ (\w+)/.exec(op.query)?.[1]} ${op.actor}`;
+  const f = `${op.root} ${/\{ (?:r0: )?(\w+)/.exec(op.query)?.[1]} ${op.actor}`;
   byField[f] ??= {};
   byField[f][key] = (byField[f][key] ?? 0) + 1;
 }
@@ -569,8 +723,10 @@ async function sendWs(op: Operation): Promise<string[]> {
           finish();
         },
         error: (error) => {
-          if (Array.isArray(error)) problems.push(...judgeErrors(error));
-          else if (error && typeof error === "object" && "code" in error) {
+          if (Array.isArray(error)) {
+            tally(error, op);
+            problems.push(...judgeErrors(error));
+          } else if (error && typeof error === "object" && "code" in error) {
             const code = (error as CloseEvent).code;
             if (!FINE_CLOSE.has(code)) problems.push(`socket closed ${code} ${(error as CloseEvent).reason}`);
             clients[op.actor] = undefined; // a closed client does not reconnect (retryAttempts: 0)
@@ -623,9 +779,8 @@ test(`fuzz: ${OPS} schema-driven operations, seed ${SEED}, answer typed errors o
     const worker = async () => {
       while (next < batch.length) {
         const op = batch[next++]!;
-        const problems = await (op.transport === "ws" ? sendWs(op) : sendHttp(op)).catch((e) => [
-          `request failed: ${String(e)}`,
-        ]);
+        const send = op.transport === "ws" ? sendWs : op.transport === "raw" ? sendRaw : sendHttp;
+        const problems = await send(op).catch((e) => [`request failed: ${String(e)}`]);
         if (problems.length > 0) failures.push({ op, problems });
         sent++;
       }
@@ -638,6 +793,9 @@ test(`fuzz: ${OPS} schema-driven operations, seed ${SEED}, answer typed errors o
   if (process.env.FUZZ_VERBOSE) console.log(byField);
   const report = failures.slice(0, 15).map(({ op, problems }) => ({
     replay: `FUZZ_SEED=${SEED} op #${op.index} as ${op.actor} over ${op.transport}`,
+    raw: op.raw
+      ? `${op.raw.method} ${op.raw.path.slice(0, 200)} ${JSON.stringify(op.raw.headers).slice(0, 200)}`
+      : undefined,
     problems,
     query: op.query.slice(0, 600),
     variables: serialize(resolveIds(op.variables)).slice(0, 600),
