@@ -238,8 +238,12 @@ function randomId(r: Rand, name: string, field: GraphQLField<unknown, unknown>):
     IDS_BY_NAME[name] ?? (name === "id" ? IDS_BY_NAME[getNamedType(field.type).name] : undefined);
   if (roll < 0.45 && likely && !CONSUMING.has(field.name)) return r.pick(likely);
   if (roll < 0.5 && !CONSUMING.has(field.name)) return r.pick(FIXTURE_IDS);
-  if (roll < 0.7)
-    return `${r.pick(["ses", "br", "snp", "run", "exp", "usr", "key"])}_${"0123456789abcdefghjk".repeat(2).slice(r.int(10), r.int(10) + 26)}`;
+  if (roll < 0.7) {
+    // Well-formed but unknown: a kind prefix and 26 Crockford base32 characters, as db/ids.ts makes.
+    let tail = "";
+    for (let i = 0; i < 26; i++) tail += r.pick([..."0123456789abcdefghjkmnpqrstvwxyz"]);
+    return `${r.pick(["ses", "br", "snp", "run", "exp", "usr", "key"])}_${tail}`;
+  }
   if (roll < 0.9) return r.pick(HOSTILE_STRINGS);
   return randomString(r);
 }
