@@ -69,6 +69,8 @@ export const sessions = sqliteTable(
     provider: text("provider").notNull(),
     /** Set once the main branch exists (right after the session row). */
     mainBranchId: text("main_branch_id"),
+    /** How the agent's tool calls are approved: ALLOW (unattended) or ASK (answerPermission). */
+    agentPermissions: text("agent_permissions", { enum: ["ALLOW", "ASK"] }).notNull().default("ALLOW"),
     rootSnapshotId: text("root_snapshot_id"),
     createdAt: createdAt(),
   },
@@ -195,6 +197,29 @@ export const runs = sqliteTable(
     index("runs_status_idx").on(t.status),
   ],
 );
+
+/**
+ * Everything a run streamed, in order: output chunks and agent events (text, tool calls with input and
+ * output, step usage, permission asks and answers, errors). A finished run's runOutput replays these,
+ * so "what did the agent try, and why" outlives the run.
+ */
+export const runEvents = sqliteTable(
+  "run_events",
+  {
+    runId: text("run_id")
+      .notNull()
+      .references(() => runs.id, { onDelete: "cascade" }),
+    /** The event's sequence number within its run (what live subscribers saw as `seq`). */
+    seq: integer("seq").notNull(),
+    /** The stream event's kind, e.g. "output" or "agent". */
+    kind: text("kind").notNull(),
+    payload: text("payload", { mode: "json" }).notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [primaryKey({ columns: [t.runId, t.seq] })],
+);
+
+export type RunEventRow = typeof runEvents.$inferSelect;
 
 export type SessionRow = typeof sessions.$inferSelect;
 export type MemberRow = typeof members.$inferSelect;
