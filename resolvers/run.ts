@@ -1,6 +1,6 @@
 // Runs over GraphQL: exec (returns at once, output streams), abort, history, and the output stream.
 import { and, eq } from "drizzle-orm";
-import { payloadsOf, topics } from "../bus/bus.ts";
+import { type BusEvent, payloadsOf, topics } from "../bus/bus.ts";
 import { type RunRow, runs } from "../db/schema.ts";
 import { loadInSession } from "./access.ts";
 import { loadBranch } from "./branch.ts";
@@ -8,6 +8,7 @@ import type { Context } from "./context.ts";
 import { AppError, badInput, conflict } from "./errors.ts";
 import { modelFor } from "./model-keys.ts";
 import { afterCursor, decodeCursor, orderBy, type Page, pageSize, toPage } from "./pagination.ts";
+import { endFromRow, storedTrail } from "./run-trail.ts";
 import type { RunStreamEvent } from "./runner.ts";
 
 const MAX_COMMAND = 100_000;
@@ -123,31 +124,43 @@ export async function listRuns(
 }
 
 /**
- * A run's output: what was already printed first, then live chunks, then the end; each event once,
- * in order (chunks carry sequence numbers, so the replay and the live stream join without gaps).
+ * A run's output: the stored trail first (run-trail.ts), then what is streamed live, then the end;
+ * each event once, in seq order. A finished run replays exactly what its live subscribers saw; a
+ * running one joins the stored trail, the events this instance has not committed yet and the live
+ * stream without a gap (the subscription starts before anything is read; duplicates are dropped by seq).
  */
 export async function* runOutput(ctx: Context, runId: string): AsyncGenerator<RunStreamEvent> {
   await loadRun(ctx, runId, "VIEWER");
-  const live = ctx.bus.subscribe<RunStreamEvent>(topics.run(runId));
+  let memory = ctx.runner.replay(runId);
+  let live: AsyncIterableIterator<BusEvent<RunStreamEvent>> | null = null;
+  if (memory) {
+    live = ctx.bus.subscribe<RunStreamEvent>(topics.run(runId));
+    memory = ctx.runner.replay(runId)!; // again, now that nothing streamed can be missed
+  } else {
+    const [row] = await ctx.db.select().from(runs).where(eq(runs.id, runId));
+    // Running on another instance: the bus's retained history covers what it has streamed but not
+    // committed yet. A finished run's row is written after its whole trail: the database has it all.
+    if (row!.status === "QUEUED" || row!.status === "RUNNING")
+      live = ctx.bus.subscribe<RunStreamEvent>(topics.run(runId), { after: 0 });
+  }
   try {
-    const replay = ctx.runner.replay(runId);
-    if (!replay) {
-      // Finished before this subscription (or on another instance): the stored record tells it all.
-      const [row] = await ctx.db.select().from(runs).where(eq(runs.id, runId));
-      if (row!.output) yield { type: "chunk", seq: 1, stream: "stdout", text: row!.output };
-      if (row!.status !== "QUEUED" && row!.status !== "RUNNING") {
-        yield {
-          type: "end",
-          seq: 2,
-          status: row!.status,
-          exitCode: row!.exitCode,
-          snapshotId: row!.snapshotId,
-        };
-        return;
-      }
-    }
     let last = 0;
-    for (const event of replay?.events ?? []) {
+    for await (const event of storedTrail(ctx.db, runId, memory?.committedThrough)) {
+      last = event.seq;
+      yield event;
+      if (event.type === "end") return;
+    }
+    if (!live) {
+      // Ended without a stored end: a run from before trails were kept (its answer text is all
+      // there is), or one a stopped server left behind (INTERRUPTED at the next start).
+      const [row] = await ctx.db.select().from(runs).where(eq(runs.id, runId));
+      if (last === 0 && row!.output)
+        yield { type: "chunk", seq: ++last, stream: "stdout", text: row!.output };
+      yield endFromRow(row!, last + 1);
+      return;
+    }
+    for (const event of memory?.events ?? []) {
+      if (event.seq <= last) continue;
       last = event.seq;
       yield event;
       if (event.type === "end") return;
@@ -159,6 +172,6 @@ export async function* runOutput(ctx: Context, runId: string): AsyncGenerator<Ru
       if (payload.type === "end") return;
     }
   } finally {
-    await live.return?.();
+    await live?.return?.();
   }
 }

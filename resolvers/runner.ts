@@ -18,6 +18,7 @@ import type { BranchRuntime, BranchSandbox } from "./branch-runtime.ts";
 import type { Logger } from "./context.ts";
 import { publishSessionEvent } from "./events.ts";
 import { type Quotas, runQuotaError } from "./quota.ts";
+import { DEFAULT_TRAIL_LIMITS, RunTrail, type TrailLimits } from "./run-trail.ts";
 import { headRef, recordSnapshot } from "./snapshot-records.ts";
 
 /** What the database keeps of a run's output (the live stream is not capped by this). */
@@ -29,7 +30,16 @@ const DISCARDED = "(discarded)";
 export type RunStreamEvent =
   | { type: "chunk"; seq: number; stream: "stdout" | "stderr"; text: string }
   | { type: "agent"; seq: number; runId: string; event: AgentEvent }
-  | { type: "end"; seq: number; status: RunStatus; exitCode: number | null; snapshotId: string | null };
+  | { type: "end"; seq: number; status: RunStatus; exitCode: number | null; snapshotId: string | null }
+  /** The run's stored trail stops here (its cap was reached); later events were streamed, not stored. */
+  | {
+      type: "truncated";
+      seq: number;
+      storedEvents: number;
+      storedBytes: number;
+      maxEvents: number;
+      maxBytes: number;
+    };
 
 interface LiveRun {
   row: RunRow;
@@ -37,7 +47,8 @@ interface LiveRun {
   /** Resolves when the run has ended (its row is final). */
   finished: Promise<void>;
   markFinished: () => void;
-  events: RunStreamEvent[];
+  /** Every event streamed, stored in batches (run-trail.ts); holds those not yet committed. */
+  trail: RunTrail;
   seq: number;
   ended: boolean;
   controller: AbortController;
@@ -59,6 +70,8 @@ export interface RunnerDeps {
   /** The gateway's base URL as network-only sandboxes (contree) reach it; null when it has none. */
   gatewayURL: string | null;
   model: Upstream | null;
+  /** How much of each run's stream is stored for replay. */
+  trail?: TrailLimits;
 }
 
 export class Runner {
@@ -115,7 +128,12 @@ export class Runner {
       finished,
       markFinished,
       upstream: input.upstream ?? null,
-      events: [],
+      trail: new RunTrail(this.deps.db, row!.id, this.deps.trail ?? DEFAULT_TRAIL_LIMITS, (error) =>
+        this.deps.log.warn("could not store a run's events (retrying)", {
+          runId: row!.id,
+          error: String(error),
+        }),
+      ),
       seq: 0,
       ended: false,
       controller: new AbortController(),
@@ -176,10 +194,14 @@ export class Runner {
       if (live.row.branchId === branchId && !live.ended) live.controller.abort();
   }
 
-  /** What a late subscriber needs: everything emitted so far and whether the run ended. */
-  replay(runId: string): { events: RunStreamEvent[]; ended: boolean } | null {
+  /**
+   * What a late subscriber needs besides the stored trail (synchronous, so nothing falls between):
+   * the seq the database holds the trail up to, and the streamed events after it. Null when the run
+   * is not live here.
+   */
+  replay(runId: string): { committedThrough: number; events: RunStreamEvent[]; ended: boolean } | null {
     const live = this.live.get(runId);
-    return live ? { events: [...live.events], ended: live.ended } : null;
+    return live ? { ...live.trail.snapshot(), ended: live.ended } : null;
   }
 
   private emitAgent(live: LiveRun, event: AgentEvent) {
@@ -188,8 +210,17 @@ export class Runner {
     void this.deps.bus.publish(topics.agent(live.row.branchId), wrapped);
   }
 
+  /** Streams an event and keeps it for the trail (a cut trail streams its marker first). */
   private emit(live: LiveRun, event: RunStreamEvent) {
-    live.events.push(event);
+    const marker = live.trail.record(event);
+    if (marker) {
+      this.publish(live, marker);
+      event.seq = ++live.seq;
+    }
+    this.publish(live, event);
+  }
+
+  private publish(live: LiveRun, event: RunStreamEvent) {
     void this.deps.bus.publish(topics.run(live.row.id), event);
   }
 
@@ -414,6 +445,17 @@ export class Runner {
     const { row } = live;
     // Ended from this moment: a queued run that was aborted will not start.
     live.ended = true;
+    // The whole trail, the end included, is committed before the row says the run ended and before
+    // anyone sees the end: whoever reads either can replay it all from the database.
+    const last: RunStreamEvent = {
+      type: "end",
+      seq: ++live.seq,
+      status: end.status,
+      exitCode: end.exitCode,
+      snapshotId: end.snapshotId,
+    };
+    live.trail.record(last);
+    await live.trail.flush();
     await this.update(live, {
       status: end.status,
       exitCode: end.exitCode,
@@ -426,13 +468,7 @@ export class Runner {
       finishedAt: new Date(),
       ...(end.error ? { error: end.error } : {}),
     });
-    this.emit(live, {
-      type: "end",
-      seq: ++live.seq,
-      status: end.status,
-      exitCode: end.exitCode,
-      snapshotId: end.snapshotId,
-    });
+    this.publish(live, last);
     live.markFinished();
     if (row.kind === "PROMPT" && live.output && this.deps.chat) {
       await this.deps.chat

@@ -93,11 +93,32 @@ const RunFinished = builder.objectRef<Extract<RunStreamEvent, { type: "end" }>>(
   }),
 });
 
+const RunTrailTruncated = builder
+  .objectRef<Extract<RunStreamEvent, { type: "truncated" }>>("RunTrailTruncated")
+  .implement({
+    description:
+      "The run's stored record stops here: it reached its cap. What follows was streamed live but is not replayed (RunFinished always is).",
+    fields: (t) => ({
+      seq: t.exposeInt("seq"),
+      storedEvents: t.exposeInt("storedEvents", { description: "Events stored before this one." }),
+      storedBytes: t.exposeInt("storedBytes"),
+      maxEvents: t.exposeInt("maxEvents"),
+      maxBytes: t.exposeInt("maxBytes"),
+    }),
+  });
+
 const RunEvent = builder.unionType("RunEvent", {
-  description: "Output chunks (commands), agent events (prompts), then RunFinished.",
-  types: [RunOutputChunk, RunFinished, ...AGENT_EVENT_TYPES],
+  description:
+    "Output chunks (commands), agent events (prompts), then RunFinished. A finished run replays exactly what was streamed (up to RunTrailTruncated, if its record was cut).",
+  types: [RunOutputChunk, RunFinished, RunTrailTruncated, ...AGENT_EVENT_TYPES],
   resolveType: (event) =>
-    event.type === "chunk" ? RunOutputChunk : event.type === "end" ? RunFinished : agentEventType(event),
+    event.type === "chunk"
+      ? RunOutputChunk
+      : event.type === "end"
+        ? RunFinished
+        : event.type === "truncated"
+          ? RunTrailTruncated
+          : agentEventType(event),
 });
 
 builder.queryFields((t) => ({
@@ -130,7 +151,8 @@ builder.mutationFields((t) => ({
 builder.subscriptionFields((t) => ({
   runOutput: t.field({
     type: RunEvent,
-    description: "Everything the run printed so far, then live chunks, then RunFinished.",
+    description:
+      "Everything the run streamed so far (stored with the run), then live events, then RunFinished; each once, in seq order.",
     args: { runId: t.arg.id({ required: true }) },
     subscribe: (_r, args, ctx) => runs.runOutput(ctx, String(args.runId)),
     resolve: (event) => event as never,
