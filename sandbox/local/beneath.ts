@@ -9,7 +9,7 @@
 //
 // (No npm package does this: the openat2 bindings need a native addon, and path-based "safe join"
 // helpers such as realpath checks are exactly the race being avoided.)
-import { type BigIntStats, constants as C } from "node:fs";
+import { type BigIntStats, constants as C, closeSync, lstatSync, openSync, readdirSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import * as fs from "node:fs/promises";
 import { SandboxError } from "../provider.ts";
@@ -25,16 +25,20 @@ const MAX_HOPS = 40;
 /** Directories a tree walk descends into at most (each level holds one descriptor). */
 const MAX_DEPTH = 1024;
 
+/** An open directory: a handle, or a bare descriptor (tree walks scan directories synchronously). */
+export type Dir = FileHandle | number;
+
 /** The path that names `name` inside the directory `dir` holds open (or that directory itself). */
-export function at(dir: FileHandle, name?: string): string {
-  return name === undefined ? `/proc/self/fd/${dir.fd}` : `/proc/self/fd/${dir.fd}/${name}`;
+export function at(dir: Dir, name?: string): string {
+  const fd = typeof dir === "number" ? dir : dir.fd;
+  return name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`;
 }
 
 /**
  * Opens entry `name` of `dir` for reading (or fchmod) without following it; null when it is gone or
  * is a symlink. Opening a directory this way works too. The caller checks what it got with fstat.
  */
-export async function openEntry(dir: FileHandle, name: string): Promise<FileHandle | null> {
+export async function openEntry(dir: Dir, name: string): Promise<FileHandle | null> {
   try {
     return await fs.open(at(dir, name), FILE);
   } catch (error) {
@@ -280,16 +284,32 @@ export interface Listing {
   /** Relative to the walk's root; "" for the root. */
   path: string;
   /** The directory, held open while `visit` runs: reach entries as at(dir, name). */
-  dir: FileHandle;
+  dir: number;
   entries: DirEntry[];
+}
+
+/** Entries lstat-ed between two turns of the event loop. */
+const SCAN_SLICE = 512;
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+function lstatOrNull(path: string): BigIntStats | null {
+  try {
+    return lstatSync(path, { bigint: true });
+  } catch {
+    return null; // removed meanwhile
+  }
 }
 
 /**
  * Visits every directory beneath `root` (parents before their children), never following a symlink:
  * each directory is opened from its parent's descriptor with O_NOFOLLOW, so a swap mid-walk cannot
  * lead outside. `visit` gets a directory pinned with its entries lstat-ed; every entry that is a
- * directory is walked next. Up to `parallel` directories are visited at once; a parent's descriptor
- * stays open only until its subdirectories are opened (depth-first, so few are open at a time).
+ * directory is walked next. A parent's descriptor stays open only until its subdirectories are
+ * opened (depth-first, so few are open at a time).
+ *
+ * Directories are scanned with synchronous calls, a slice at a time between turns of the event loop:
+ * tens of thousands of lstats through the thread pool cost about twice as much, and the loop is never
+ * held for more than a slice. Up to `parallel` visits (which may hash files) run at once.
  */
 export async function walkDirs(
   root: string,
@@ -297,7 +317,7 @@ export async function walkDirs(
   { parallel = 8 }: { parallel?: number } = {},
 ): Promise<void> {
   interface Ref {
-    handle: FileHandle;
+    fd: number;
     users: number;
   }
   interface Task {
@@ -306,34 +326,34 @@ export async function walkDirs(
     path: string;
     depth: number;
   }
-  const release = async (ref: Ref | null) => {
-    if (ref && --ref.users === 0) await ref.handle.close();
+  const release = (ref: Ref | null) => {
+    if (ref && --ref.users === 0) closeSync(ref.fd);
   };
   const stack: Task[] = [{ parent: null, name: root, path: "", depth: 0 }];
   let failure: { error: unknown } | null = null;
 
   const runTask = async (task: Task) => {
-    let handle: FileHandle;
+    await nextTurn();
+    let fd: number;
     try {
-      handle = task.parent ? await fs.open(at(task.parent.handle, task.name), DIR) : await openDir(root);
+      fd = openSync(task.parent ? at(task.parent.fd, task.name) : root, DIR);
     } catch (error) {
       if (task.parent && isGone(error)) return; // removed or swapped for a symlink meanwhile: skipped
       throw error;
     } finally {
-      await release(task.parent);
+      release(task.parent);
     }
-    const ref: Ref = { handle, users: 1 };
+    const ref: Ref = { fd, users: 1 };
     try {
-      const names = await fs.readdir(at(handle));
-      const stats = await Promise.all(
-        names.map((name) => fs.lstat(at(handle, name), { bigint: true }).catch(() => null)),
-      );
+      const names = readdirSync(at(fd));
       const entries: DirEntry[] = [];
-      names.forEach((name, i) => {
-        const stat = stats[i];
+      for (let i = 0; i < names.length; i++) {
+        if (i > 0 && i % SCAN_SLICE === 0) await nextTurn();
+        const name = names[i]!;
+        const stat = lstatOrNull(at(fd, name));
         if (stat) entries.push({ name, path: task.path ? `${task.path}/${name}` : name, stat });
-      });
-      await visit({ path: task.path, dir: handle, entries });
+      }
+      await visit({ path: task.path, dir: fd, entries });
       for (const entry of entries) {
         if (!entry.stat.isDirectory()) continue;
         if (task.depth + 1 > MAX_DEPTH)
@@ -342,7 +362,7 @@ export async function walkDirs(
         stack.push({ parent: ref, name: entry.name, path: entry.path, depth: task.depth + 1 });
       }
     } finally {
-      await release(ref);
+      release(ref);
     }
   };
 
@@ -367,11 +387,8 @@ export async function walkDirs(
       if (active > 0) return;
       if (failure) {
         // Tasks never started still hold their parents open.
-        const left = stack.splice(0);
-        Promise.all(left.map((t) => release(t.parent))).then(
-          () => fail(failure!.error),
-          () => fail(failure!.error),
-        );
+        for (const task of stack.splice(0)) release(task.parent);
+        fail(failure.error);
       } else if (stack.length === 0) done();
     };
     pump();

@@ -1,10 +1,8 @@
 // Permission bits on the host. Files a sandbox makes land on the host's disk (workspaces, layers,
 // store objects) owned by the server's user, often root: a setuid or setgid bit there would hand
 // that user to anyone who can run the file. Such bits are stripped wherever a mode enters the host.
-
-import type { FileHandle } from "node:fs/promises";
 import * as fs from "node:fs/promises";
-import { openEntry } from "./beneath.ts";
+import { type Dir, openEntry } from "./beneath.ts";
 
 export const SETID = 0o6000;
 
@@ -17,7 +15,7 @@ export function safeMode(mode: number): number {
  * Clears set-id bits on entry `name` of `dir` through a descriptor opened without following it, so
  * a swap for a symlink cannot redirect the chmod. Returns whether a bit was cleared.
  */
-export async function dropSetId(dir: FileHandle, name: string): Promise<boolean> {
+export async function dropSetId(dir: Dir, name: string): Promise<boolean> {
   const handle = await openEntry(dir, name);
   if (!handle) return false;
   try {

@@ -1,13 +1,14 @@
 // Reading and writing real directory trees against manifests: a full walk that re-hashes only files
 // whose size/mtime/inode changed (as git's index does), an overlay upper-dir scan that touches only
 // what changed, and materialisation of a manifest into a fresh directory.
-
+import { readlinkSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import * as fs from "node:fs/promises";
 import { join } from "node:path";
 import { type Manifest, type ManifestDelta, type ManifestEntry, parentOf } from "../manifest.ts";
 import {
   at,
+  type Dir,
   type DirEntry,
   isGone,
   limiter,
@@ -37,7 +38,7 @@ const FILE_PARALLEL = 32;
  * Stores entry `name` of `dir` (a regular file) through a descriptor opened without following it;
  * set-id bits are cleared on that descriptor first, before a layer file is linked into the store.
  */
-async function storeFile(store: Store, dir: FileHandle, name: string, link: boolean) {
+async function storeFile(store: Store, dir: Dir, name: string, link: boolean) {
   const file = await openEntry(dir, name);
   if (!file) return null;
   try {
@@ -59,29 +60,53 @@ async function storeFile(store: Store, dir: FileHandle, name: string, link: bool
   }
 }
 
-/** The manifest entry for one entry of a directory being walked (null: not part of a snapshot). */
-async function entryOf(
-  store: Store,
-  dir: FileHandle,
+type EntryOptions = { link: boolean; index?: FileIndex; newIndex?: FileIndex };
+
+/**
+ * The manifest entry for one entry of a directory being walked, when it needs no I/O beyond a
+ * readlink: a directory, a symlink, a file the index already knows. undefined when it needs the
+ * slow path (hashing, or a set-id bit to clear); null when it is not part of a snapshot.
+ */
+function quickEntry(
+  dir: Dir,
   { name, path, stat }: DirEntry,
-  opts: { link: boolean; index?: FileIndex; newIndex?: FileIndex },
-): Promise<ManifestEntry | null> {
-  let mode = Number(stat.mode) & PERM;
-  if (mode & SETID && (stat.isFile() || stat.isDirectory())) {
-    await dropSetId(dir, name);
-    mode = safeMode(mode);
-  }
-  if (stat.isDirectory()) return { t: "d", m: mode, s: 0 };
+  opts: EntryOptions,
+): ManifestEntry | null | undefined {
+  const mode = Number(stat.mode) & PERM;
   if (stat.isSymbolicLink()) {
-    const target = await fs.readlink(at(dir, name)).catch(() => null);
-    return target === null ? null : { t: "l", m: 0o777, s: 0, l: target };
+    try {
+      return { t: "l", m: 0o777, s: 0, l: readlinkSync(at(dir, name)) };
+    } catch {
+      return null; // replaced meanwhile
+    }
   }
-  if (!stat.isFile()) return null; // sockets, fifos, devices are not part of a snapshot
+  if (!stat.isFile() && !stat.isDirectory()) return null; // sockets, fifos, devices
+  if (mode & SETID) return undefined;
+  if (stat.isDirectory()) return { t: "d", m: mode, s: 0 };
   const size = Number(stat.size);
   const known = opts.index?.get(path);
   if (known && known.size === size && known.mtimeNs === stat.mtimeNs && known.ino === stat.ino) {
     opts.newIndex?.set(path, known);
     return { t: "f", m: mode, s: size, h: known.hash };
+  }
+  return undefined;
+}
+
+/** The manifest entry for one entry of a directory being walked (null: not part of a snapshot). */
+async function entryOf(
+  store: Store,
+  dir: Dir,
+  entry: DirEntry,
+  opts: EntryOptions,
+): Promise<ManifestEntry | null> {
+  const { name, path, stat } = entry;
+  if (Number(stat.mode) & SETID && (stat.isFile() || stat.isDirectory())) {
+    await dropSetId(dir, name);
+    const mode = safeMode(Number(stat.mode));
+    if (stat.isDirectory()) return { t: "d", m: mode, s: 0 };
+  } else {
+    const quick = quickEntry(dir, entry, opts);
+    if (quick !== undefined) return quick;
   }
   const stored = await storeFile(store, dir, name, opts.link);
   if (!stored) return null;
@@ -106,12 +131,20 @@ export async function walkTree(
 ): Promise<{ manifest: Manifest; index: FileIndex }> {
   const manifest: Manifest = new Map();
   const newIndex: FileIndex = new Map();
+  const opts: EntryOptions = { link: false, index, newIndex };
   const limit = limiter(FILE_PARALLEL);
   await walkDirs(root, async ({ dir, entries }) => {
+    const slow: DirEntry[] = [];
+    for (const entry of entries) {
+      const quick = quickEntry(dir, entry, opts);
+      if (quick === undefined) slow.push(entry);
+      else if (quick) manifest.set(entry.path, quick);
+    }
+    if (slow.length === 0) return;
     await Promise.all(
-      entries.map((entry) =>
+      slow.map((entry) =>
         limit(async () => {
-          const result = await entryOf(store, dir, entry, { link: false, index, newIndex });
+          const result = await entryOf(store, dir, entry, opts);
           if (result) manifest.set(entry.path, result);
         }),
       ),
