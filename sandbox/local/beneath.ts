@@ -218,9 +218,13 @@ export function openFileBeneath(
       if (isGone(error)) return { value: null }; // swapped for a symlink or removed meanwhile
       throw error;
     }
-    if ((await file.stat()).isFile()) return { value: file };
-    await file.close();
-    return { value: null };
+    let regular = false;
+    try {
+      regular = (await file.stat()).isFile();
+    } finally {
+      if (!regular) await file.close();
+    }
+    return { value: regular ? file : null };
   });
 }
 

@@ -7,6 +7,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { openFileBeneath, walkDirs, withDir } from "../../sandbox/local/beneath.ts";
 import { listLive, readLive, writeLive } from "../../sandbox/local/files.ts";
 import { startTestServer, type TestServer } from "../utils/server.ts";
 import { gqlOk, waitForRun } from "../utils/session-fixture.ts";
@@ -94,6 +95,69 @@ describe("host-side workspace helpers against a symlink-flipping process", () =>
     expect(listed).toBeGreaterThan(0);
     expect(new TextDecoder().decode((await readLive(ws, "x/data"))!)).toBe("sandbox\n");
   }, 30_000);
+});
+
+test("symlinks are followed only while they stay inside; FIFOs, loops and escapes read as nothing or BAD_PATH", async () => {
+  const root = mkdtempSync(join(tmpdir(), "occ-beneath-"));
+  try {
+    execFileSync(
+      "sh",
+      [
+        "-c",
+        "mkdir -p d/e && echo in > d/e/f && ln -s d/e in-link && ln -s ../e/f d/e/up && ln -s /etc abs " +
+          "&& ln -s ../.. d/esc && ln -s loop loop && mkfifo fifo && ln -s fifo fifo-link",
+      ],
+      { cwd: root },
+    );
+    const read = (path: string) =>
+      readLive(root, path).then(
+        (data) => (data === null ? null : new TextDecoder().decode(data)),
+        (error) => (error as { code: string }).code,
+      );
+    expect(await read("in-link/f")).toBe("in\n");
+    expect(await read("d/e/up")).toBe("in\n");
+    expect(await read("abs/passwd")).toBe("BAD_PATH");
+    expect(await read("d/esc/etc/passwd")).toBe("BAD_PATH");
+    expect(await read("loop")).toBeNull();
+    expect(await read("loop/x")).toBeNull();
+    // A FIFO is never opened (that would hang the server until a writer came).
+    expect(await read("fifo")).toBeNull();
+    expect(await read("fifo-link")).toBeNull();
+    expect((await listLive(root, "in-link")).map((e) => e.path)).toEqual(["in-link/f", "in-link/up"]);
+    await expect(listLive(root, "abs")).rejects.toMatchObject({ code: "BAD_PATH" });
+    await expect(writeLive(root, "abs/x", new Uint8Array())).rejects.toMatchObject({ code: "BAD_PATH" });
+    // A write replaces a symlink at the last component, never writes through it.
+    await writeLive(root, "in-link", new TextEncoder().encode("now a file"));
+    expect(await read("in-link")).toBe("now a file");
+    expect(await read("d/e/f")).toBe("in\n");
+  } finally {
+    execFileSync("rm", ["-rf", root]);
+  }
+});
+
+test("descriptors held on sandbox paths are close-on-exec (a command never inherits one)", async () => {
+  const O_CLOEXEC = 0o2000000; // the generic Linux value (x86-64, arm64)
+  const flagsOf = (fd: number) =>
+    Number.parseInt(/flags:\s+(\d+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"))![1]!, 8);
+  const root = mkdtempSync(join(tmpdir(), "occ-cloexec-"));
+  try {
+    mkdirSync(join(root, "d"));
+    writeFileSync(join(root, "d", "f"), "x");
+    const seen: number[] = [];
+    await withDir(root, async (dir) => {
+      seen.push(flagsOf(dir.fd));
+      const file = (await openFileBeneath(dir, "d/f"))!;
+      seen.push(flagsOf(file.fd));
+      await file.close();
+    });
+    await walkDirs(root, async ({ dir }) => {
+      seen.push(flagsOf(dir));
+    });
+    expect(seen.length).toBe(4);
+    for (const flags of seen) expect(flags & O_CLOEXEC).toBe(O_CLOEXEC);
+  } finally {
+    execFileSync("rm", ["-rf", root]);
+  }
 });
 
 describe("GraphQL reads while a command flips workspace paths", () => {
