@@ -5,6 +5,7 @@ import "./user.ts";
 import "./session.ts";
 import "./branch.ts";
 import "./snapshot.ts";
+import "./conversation.ts";
 import "./run.ts";
 import "./agent.ts";
 import "./exploration.ts";
