@@ -6,16 +6,20 @@
 import { eq, inArray } from "drizzle-orm";
 import { type AgentEvent, LineSplitter, parseAgentLine } from "../agent/events.ts";
 import type { ModelGateway, Upstream, Usage } from "../agent/gateway.ts";
+import type { ForwardedAnswer, TurnRequest, TurnResult } from "../agent/live/branch-server.ts";
+import type { AgentPool } from "../agent/live/pool.ts";
 import { opencodeTurn } from "../agent/opencode-command.ts";
 import { opencodeRunTurn, runLineEvents } from "../agent/opencode-run.ts";
+import type { PermissionReplier, PermissionReply } from "../agent/permissions.ts";
 import type { Bus } from "../bus/bus.ts";
 import { topics } from "../bus/bus.ts";
 import type { Db } from "../db/client.ts";
 import { newId } from "../db/ids.ts";
 import { type RunRow, type RunStatus, runs } from "../db/schema.ts";
-import type { ExecOptions, SandboxProvider } from "../sandbox/provider.ts";
+import type { ExecOptions, ExecResult, KillReason, SandboxProvider } from "../sandbox/provider.ts";
 import type { BranchRuntime, BranchSandbox } from "./branch-runtime.ts";
 import type { Logger } from "./context.ts";
+import { AppError, conflict, notFound } from "./errors.ts";
 import { publishSessionEvent } from "./events.ts";
 import { type Quotas, runQuotaError } from "./quota.ts";
 import { DEFAULT_TRAIL_LIMITS, RunTrail, type TrailLimits } from "./run-trail.ts";
@@ -54,6 +58,26 @@ interface LiveRun {
   controller: AbortController;
   output: string;
   truncated: boolean;
+  /** Permission asks of the turn not answered yet; answers on their way through the platform; answered ones. */
+  asks: Set<string>;
+  answering: Map<string, { message: string | null; userId: string }>;
+  answered: Set<string>;
+  /** A turn an attached opencode client asked for (the attach proxy): its request, and who waits for the answer. */
+  forward: ForwardedTurn | null;
+}
+
+/** An opencode client's own request that starts a turn, run as a PROMPT run (agent/live). */
+export interface ForwardedTurn {
+  request: Extract<TurnRequest, { kind: "forward" }>;
+  /** Called once the turn is over with opencode's answer (null: the turn never reached the server). */
+  onAnswer(answer: ForwardedAnswer | null): void;
+}
+
+/** What a running agent turn has told so far: its gateway token (per-turn runs), cost, whether it ended. */
+interface AgentTurnState {
+  token: string | null;
+  cost: number;
+  done: boolean;
 }
 
 export interface RunnerDeps {
@@ -72,6 +96,12 @@ export interface RunnerDeps {
   model: Upstream | null;
   /** How much of each run's stream is stored for replay. */
   trail?: TrailLimits;
+  /** Live agents (a kept-alive opencode server per branch) for providers that can run services. */
+  agents?: AgentPool | null;
+  /** Longest agent turn on a live server when the run sets no limit (the command limit). */
+  turnTimeoutMs?: number;
+  /** Answers the agent's permission asks (the live agent pool); absent where agents cannot be asked. */
+  permissions?: PermissionReplier | null;
 }
 
 export class Runner {
@@ -104,6 +134,8 @@ export class Runner {
     timeoutMs: number | null;
     /** Agent runs: the model to use (the user's own, or the platform's). */
     upstream?: Upstream;
+    /** Agent runs started by an attached opencode client: its request, forwarded as the turn. */
+    forward?: ForwardedTurn;
   }): Promise<RunRow> {
     const [row] = await this.deps.db
       .insert(runs)
@@ -139,6 +171,10 @@ export class Runner {
       controller: new AbortController(),
       output: "",
       truncated: false,
+      asks: new Set(),
+      answering: new Map(),
+      answered: new Set(),
+      forward: input.forward ?? null,
     };
     this.live.set(row!.id, live);
     await publishSessionEvent(this.deps, {
@@ -204,7 +240,56 @@ export class Runner {
     return live ? { ...live.trail.snapshot(), ended: live.ended } : null;
   }
 
+  /**
+   * Answers a permission ask of a running turn (ONCE, ALWAYS or REJECT) through the branch's live
+   * agent; the answer becomes a `permission.replied` event of the run, with who gave it.
+   */
+  async answerPermission(
+    runId: string,
+    permissionId: string,
+    answer: { reply: PermissionReply; message: string | null; userId: string },
+  ): Promise<void> {
+    const live = this.live.get(runId);
+    if (!live || live.ended) throw conflict("This run is not running on this server instance");
+    if (live.answered.has(permissionId) || live.answering.has(permissionId))
+      throw conflict("This permission request was already answered");
+    if (!live.asks.has(permissionId)) throw notFound("Permission request");
+    const replier = this.deps.permissions;
+    if (!replier) throw new AppError("NOT_SUPPORTED", "This agent cannot be asked for approval");
+    live.answering.set(permissionId, { message: answer.message, userId: answer.userId });
+    try {
+      await replier.replyPermission(
+        live.row.branchId,
+        permissionId,
+        answer.reply,
+        answer.message ?? undefined,
+      );
+    } catch (error) {
+      live.answering.delete(permissionId);
+      if (error instanceof AppError) throw error;
+      this.deps.log.warn("could not answer a permission request", { runId, error: String(error) });
+      throw new AppError("UNAVAILABLE", "The agent could not be reached to answer; try again");
+    }
+    // opencode's own echo of the answer may have come first (and was told with who answered).
+    if (!live.answered.has(permissionId))
+      this.emitAgent(live, {
+        type: "permission.replied",
+        id: permissionId,
+        reply: answer.reply,
+        message: answer.message,
+        userId: answer.userId,
+      });
+  }
+
   private emitAgent(live: LiveRun, event: AgentEvent) {
+    if (event.type === "permission.asked") live.asks.add(event.id);
+    if (event.type === "permission.replied") {
+      if (live.answered.has(event.id)) return; // told once, whoever reported it first
+      const ours = live.answering.get(event.id);
+      if (ours) event = { ...event, message: ours.message, userId: ours.userId };
+      live.answered.add(event.id);
+      live.asks.delete(event.id);
+    }
     const wrapped: RunStreamEvent = { type: "agent", seq: ++live.seq, runId: live.row.id, event };
     this.emit(live, wrapped);
     void this.deps.bus.publish(topics.agent(live.row.branchId), wrapped);
@@ -267,23 +352,31 @@ export class Runner {
         .where(eq(runs.id, row.id))
         .catch(() => {});
     }, FLUSH_MS);
+    // Providers that run sandbox services keep a live agent per branch (agent/live); the others run
+    // one `opencode run` per turn as a command, with a token of the run's own.
+    const pool =
+      row.kind === "PROMPT" && upstream && this.deps.agents?.supports(provider) ? this.deps.agents : null;
     const agent =
       row.kind === "PROMPT" && upstream
-        ? { token: this.deps.gateway!.grant(row.id, upstream), cost: 0, done: false }
+        ? { token: pool ? null : this.deps.gateway!.grant(row.id, upstream), cost: 0, done: false }
         : null;
-    let result: Awaited<ReturnType<SandboxProvider["exec"]>>;
+    let result: ExecResult;
     let usage: Usage | null = null;
     try {
-      result = await provider.exec(sandbox.id, {
-        ...(agent ? this.agentOptions(live, agent, provider) : this.commandOptions(live)),
-        ...(row.timeoutMs ? { timeoutMs: row.timeoutMs } : {}),
-        maxWriteBytes: room.bytes,
-        signal: live.controller.signal,
-      });
+      if (pool) {
+        ({ result, usage } = await this.liveTurn(live, sandbox, pool, upstream!, agent!, room.bytes));
+      } else {
+        result = await provider.exec(sandbox.id, {
+          ...(agent ? this.agentOptions(live, agent, provider) : this.commandOptions(live)),
+          ...(row.timeoutMs ? { timeoutMs: row.timeoutMs } : {}),
+          maxWriteBytes: room.bytes,
+          signal: live.controller.signal,
+        });
+      }
     } finally {
       clearInterval(flush);
       // The run's model token dies with the run, however it ended.
-      if (agent) usage = this.deps.gateway!.revoke(agent.token);
+      if (agent?.token) usage = this.deps.gateway!.revoke(agent.token);
     }
 
     if (result.killedBy === "disk") {
@@ -385,12 +478,82 @@ export class Runner {
     };
   }
 
-  /** An agent turn: the driver's JSON lines become agent events; the answer's text is the output. */
-  private agentOptions(
+  /** One agent event of a turn: streamed, its text kept as the run's output, its cost counted. */
+  private agentEvent(live: LiveRun, agent: AgentTurnState, event: AgentEvent) {
+    if (event.type === "text.delta") this.store(live, event.delta);
+    if (event.type === "step.finished") agent.cost += event.cost ?? 0;
+    if (event.type === "done") agent.done = true;
+    this.emitAgent(live, event);
+  }
+
+  /**
+   * An agent turn on the branch's live opencode server (agent/live: started, or started again, when
+   * the branch has none), with a command's limits: the wall-clock limit and the write cap abort the
+   * turn (not the server), as does an abort of the run.
+   */
+  private async liveTurn(
     live: LiveRun,
-    agent: { token: string; cost: number; done: boolean },
-    provider: SandboxProvider,
-  ): ExecOptions {
+    sandbox: BranchSandbox,
+    pool: AgentPool,
+    upstream: Upstream,
+    agent: AgentTurnState,
+    maxWriteBytes: number,
+  ): Promise<{ result: ExecResult; usage: Usage | null }> {
+    const { row } = live;
+    const started = performance.now();
+    const stop = new AbortController();
+    let killedBy: KillReason | null = null;
+    const kill = (reason: KillReason) => {
+      killedBy ??= reason;
+      stop.abort();
+    };
+    const onAbort = () => kill("abort");
+    live.controller.signal.addEventListener("abort", onAbort, { once: true });
+    if (live.controller.signal.aborted) onAbort();
+    const timer = setTimeout(() => kill("timeout"), row.timeoutMs ?? this.deps.turnTimeoutMs ?? 600_000);
+    const writes = sandbox.provider.watchWrites?.(sandbox.id, maxWriteBytes, () => kill("disk"));
+    let turn: TurnResult | null = null;
+    try {
+      turn = await pool.turn(
+        row.branchId,
+        sandbox,
+        live.forward?.request ?? { kind: "prompt", text: row.input },
+        {
+          runId: row.id,
+          upstream,
+          signal: stop.signal,
+          onEvent: (event) => this.agentEvent(live, agent, event),
+        },
+      );
+    } catch (error) {
+      // The server could not be started or reached: the run fails with the reason, as a turn would.
+      this.deps.log.warn("live agent turn failed", { runId: row.id, error: String(error) });
+      this.agentEvent(live, agent, {
+        type: "error",
+        message: `The agent could not run this turn: ${(error as Error).message ?? error}`.slice(0, 2000),
+      });
+    } finally {
+      clearTimeout(timer);
+      live.controller.signal.removeEventListener("abort", onAbort);
+      if ((await writes?.stop())?.over) killedBy = "disk";
+      live.forward?.onAnswer(turn?.answer ?? null);
+    }
+    agent.done = turn?.done ?? false;
+    return {
+      result: {
+        exitCode: killedBy ? null : agent.done ? 0 : 1,
+        signal: null,
+        killedBy,
+        durationMs: Math.round(performance.now() - started),
+        cpuMs: null,
+        outputBytes: 0,
+      },
+      usage: turn?.usage ?? null,
+    };
+  }
+
+  /** An agent turn: the driver's JSON lines become agent events; the answer's text is the output. */
+  private agentOptions(live: LiveRun, agent: AgentTurnState, provider: SandboxProvider): ExecOptions {
     const lines = new LineSplitter();
     // Sandboxes that can bind the gateway's socket run our driver over `opencode serve`; those that
     // can only dial out (contree) run `opencode run --format json` against the gateway's URL.
@@ -400,12 +563,12 @@ export class Runner {
       ? opencodeTurn({
           prompt: live.row.input,
           gatewaySocket: this.deps.gateway!.socketPath,
-          token: agent.token,
+          token: agent.token!,
         })
       : opencodeRunTurn({
           prompt: live.row.input,
           gatewayURL: `${this.deps.gatewayURL}/v1`,
-          token: agent.token,
+          token: agent.token!,
         });
     const parse = socket
       ? (line: string) => {
@@ -418,12 +581,7 @@ export class Runner {
       onOutput: ({ stream, data }) => {
         if (stream === "stderr") return; // opencode's own logs are not part of the run's story
         for (const line of lines.push(data)) {
-          for (const event of parse(line)) {
-            if (event.type === "text.delta") this.store(live, event.delta);
-            if (event.type === "step.finished") agent.cost += event.cost ?? 0;
-            if (event.type === "done") agent.done = true;
-            this.emitAgent(live, event);
-          }
+          for (const event of parse(line)) this.agentEvent(live, agent, event);
         }
       },
     };

@@ -4,6 +4,7 @@ import type { UserModelKeyRow } from "../db/schema.ts";
 import * as modelKeys from "../resolvers/model-keys.ts";
 import * as runs from "../resolvers/run.ts";
 import type { RunStreamEvent } from "../resolvers/runner.ts";
+import { PermissionReplyEnum } from "./agent-permissions.ts";
 import { builder } from "./builder.ts";
 import { RunRef } from "./refs.ts";
 import { UserRef } from "./user.ts";
@@ -66,12 +67,58 @@ export const AgentStepFinished = builder.objectRef<Wrapped<"step.finished">>("Ag
 export const AgentPermissionAsked = builder
   .objectRef<Wrapped<"permission.asked">>("AgentPermissionAsked")
   .implement({
+    description:
+      "The agent waits for approval (sessions in ASK mode): answer with answerPermission(runId, permissionId: id).",
     fields: (t) => ({
       seq: t.exposeInt("seq"),
       runId: t.exposeID("runId"),
       id: t.string({ resolve: (e) => e.event.id }),
-      permission: t.string({ resolve: (e) => e.event.permission }),
-      patterns: t.stringList({ resolve: (e) => e.event.patterns }),
+      permission: t.string({
+        description: '"edit", "bash", "webfetch", "external_directory"…',
+        resolve: (e) => e.event.permission,
+      }),
+      patterns: t.stringList({
+        description: "What exactly: the command's parts, the file…",
+        resolve: (e) => e.event.patterns,
+      }),
+      always: t.stringList({
+        description: "What an ALWAYS reply allows from now on.",
+        resolve: (e) => e.event.always ?? [],
+      }),
+      callId: t.string({
+        nullable: true,
+        description: "The tool call waiting (AgentToolEvent.callId).",
+        resolve: (e) => e.event.callId ?? null,
+      }),
+      messageId: t.string({ nullable: true, resolve: (e) => e.event.messageId ?? null }),
+      metadata: t.field({
+        type: "JSON",
+        nullable: true,
+        description: "Details: the command, or the file and its diff (strings over 64 KB cut).",
+        resolve: (e) => e.event.metadata ?? null,
+      }),
+    }),
+  });
+
+export const AgentPermissionReplied = builder
+  .objectRef<Wrapped<"permission.replied">>("AgentPermissionReplied")
+  .implement({
+    description: "A permission request was answered (through answerPermission, or in opencode's own client).",
+    fields: (t) => ({
+      seq: t.exposeInt("seq"),
+      runId: t.exposeID("runId"),
+      id: t.string({ description: "The AgentPermissionAsked.id answered.", resolve: (e) => e.event.id }),
+      reply: t.field({
+        type: PermissionReplyEnum,
+        resolve: (e) => e.event.reply.toUpperCase() as "ONCE" | "ALWAYS" | "REJECT",
+      }),
+      message: t.string({ nullable: true, resolve: (e) => e.event.message ?? null }),
+      user: t.field({
+        type: UserRef,
+        nullable: true,
+        description: "Who answered (null when answered in opencode's own client).",
+        resolve: (e, _a, ctx) => (e.event.userId ? ctx.loaders.user.load(e.event.userId) : null),
+      }),
     }),
   });
 
@@ -93,6 +140,7 @@ export const AGENT_EVENT_TYPES = [
   AgentToolEvent,
   AgentStepFinished,
   AgentPermissionAsked,
+  AgentPermissionReplied,
   AgentError,
   AgentDone,
 ] as const;
@@ -105,6 +153,8 @@ export function agentEventType(e: RunStreamEvent & { type: "agent" }) {
       return AgentStepFinished;
     case "permission.asked":
       return AgentPermissionAsked;
+    case "permission.replied":
+      return AgentPermissionReplied;
     case "error":
       return AgentError;
     case "done":

@@ -8,6 +8,7 @@ import "./snapshot.ts";
 import "./conversation.ts";
 import "./run.ts";
 import "./agent.ts";
+import "./agent-permissions.ts";
 import "./exploration.ts";
 import "./usage.ts";
 import "./presence.ts";

@@ -76,6 +76,9 @@ const POLICY: Record<Root, Record<string, Need | Rule>> = {
     exec: "EDITOR",
     abortRun: "EDITOR",
     prompt: "EDITOR",
+    // Whether the session's agent asks before it acts: the owner's choice; answering an ask is editing.
+    setAgentPermissions: "OWNER",
+    answerPermission: "EDITOR",
     explore: "EDITOR",
     "explore(promote: false)": { need: "EDITOR", args: { input: { promote: false } } },
     // Exploring may move the main branch when asked to: that is promote's power, owners only.
