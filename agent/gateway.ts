@@ -40,11 +40,16 @@ export interface Usage {
 }
 
 interface Grant {
-  runId: string;
-  upstream: Upstream;
+  /** The run whose requests these are (null: a live agent's token between runs: refused). */
+  runId: string | null;
+  upstream: Upstream | null;
   usage: Usage;
   maxRequests: number;
+  /** Only accepted on the unix socket (which only sandboxes reach), never over TCP. */
+  socketOnly: boolean;
 }
+
+const noUsage = (): Usage => ({ requests: 0, promptTokens: 0, completionTokens: 0, totalTokens: 0 });
 
 const MAX_BODY = 8 * 1024 * 1024;
 /** How much of an upstream's error body goes to the log. */
@@ -67,9 +72,9 @@ export class ModelGateway {
     this.outbound = options.outbound ?? new OutboundPolicy({ allowPrivate: false, allowHosts: [] });
   }
 
-  private createServer(): Server {
+  private createServer(via: "socket" | "tcp"): Server {
     return createServer((req, res) => {
-      this.handle(req, res).catch((error) => {
+      this.handle(req, res, via).catch((error) => {
         // Refused by policy, no such name, refused connection, timeout: one answer for all.
         this.log("gateway request failed", {
           error: String(error),
@@ -83,7 +88,7 @@ export class ModelGateway {
 
   /** Also serves on a TCP address (for sandboxes that reach it over the network); returns the port. */
   async listenTcp(host: string, port: number): Promise<number> {
-    this.http = this.createServer();
+    this.http = this.createServer("tcp");
     await new Promise<void>((resolve, reject) => {
       this.http!.once("error", reject);
       this.http!.listen(port, host, resolve);
@@ -93,7 +98,7 @@ export class ModelGateway {
 
   async start(): Promise<void> {
     await rm(this.socketPath, { force: true });
-    this.server = this.createServer();
+    this.server = this.createServer("socket");
     await new Promise<void>((resolve, reject) => {
       this.server!.once("error", reject);
       this.server!.listen(this.socketPath, resolve);
@@ -109,9 +114,43 @@ export class ModelGateway {
       runId,
       upstream,
       maxRequests: options.maxRequests ?? 500,
-      usage: { requests: 0, promptTokens: 0, completionTokens: 0, totalTokens: 0 },
+      usage: noUsage(),
+      socketOnly: false,
     });
     return token;
+  }
+
+  /**
+   * A token for a live agent server, which outlives runs: it is refused except while a run is
+   * attached to it (`attach` … `detach`), whose model and usage it then carries. Socket only: a
+   * copy read off the server (e.g. through its config) is of no use from anywhere else.
+   */
+  grantServer(): string {
+    const token = `occs_${randomBytes(24).toString("base64url")}`;
+    this.grants.set(token, {
+      runId: null,
+      upstream: null,
+      maxRequests: 0,
+      usage: noUsage(),
+      socketOnly: true,
+    });
+    return token;
+  }
+
+  /** The server behind `token` works for `runId` now, on `upstream`, counting from zero. */
+  attach(token: string, runId: string, upstream: Upstream, options: { maxRequests?: number } = {}): void {
+    const grant = this.grants.get(token);
+    if (!grant) throw new Error("attach: unknown gateway token");
+    Object.assign(grant, { runId, upstream, maxRequests: options.maxRequests ?? 500, usage: noUsage() });
+  }
+
+  /** Ends the attached run's use of a server token (the token stays, refused); returns its usage. */
+  detach(token: string): Usage | null {
+    const grant = this.grants.get(token);
+    if (!grant?.runId) return null;
+    const usage = grant.usage;
+    Object.assign(grant, { runId: null, upstream: null, maxRequests: 0, usage: noUsage() });
+    return usage;
   }
 
   /** Ends a run's access and returns what it used. */
@@ -125,20 +164,26 @@ export class ModelGateway {
     return this.grants.get(token)?.usage ?? null;
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private async handle(req: IncomingMessage, res: ServerResponse, via: "socket" | "tcp"): Promise<void> {
     const path = (req.url ?? "/").split("?")[0]!;
     const token = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? "")?.[1];
-    const grant = token ? this.grants.get(token) : undefined;
-    if (!grant)
+    const found = token ? this.grants.get(token) : undefined;
+    const grant = found && !(found.socketOnly && via === "tcp") ? found : undefined;
+    if (!grant?.upstream)
       return send(res, 401, {
-        error: { message: "Unknown or expired run token", type: "invalid_request_error" },
+        error: {
+          message: grant ? "No run is in progress on this agent" : "Unknown or expired run token",
+          type: "invalid_request_error",
+        },
       });
+    // What this request is charged to, fixed now (a run may detach while it streams).
+    const { usage, upstream: model } = grant;
     if (req.method !== "POST" || !/\/chat\/completions$/.test(path)) {
       return send(res, 404, {
         error: { message: `Only POST /v1/chat/completions is served, not ${req.method} ${path}` },
       });
     }
-    if (grant.usage.requests >= grant.maxRequests) {
+    if (usage.requests >= grant.maxRequests) {
       return send(res, 429, {
         error: { message: `This run used its ${grant.maxRequests} model requests`, type: "quota_exceeded" },
       });
@@ -151,17 +196,17 @@ export class ModelGateway {
     } catch {
       return send(res, 400, { error: { message: "Invalid JSON" } });
     }
-    grant.usage.requests++;
+    usage.requests++;
     const stream = body.stream === true;
     const upstreamBody = {
       ...body,
-      model: grant.upstream.model,
+      model: model.model,
       ...(stream ? { stream_options: { include_usage: true } } : {}),
     };
 
-    const upstream = await this.post(grant, JSON.stringify(upstreamBody), res);
+    const upstream = await this.post(model, JSON.stringify(upstreamBody), res);
     const status = upstream.statusCode ?? 502;
-    if (status < 200 || status >= 300) return this.refuseUpstreamAnswer(grant, upstream, res);
+    if (status < 200 || status >= 300) return this.refuseUpstreamAnswer(grant.runId, upstream, res);
     res.writeHead(status, {
       "content-type": String(upstream.headers["content-type"] ?? "application/json"),
     });
@@ -169,16 +214,16 @@ export class ModelGateway {
     const decoder = new TextDecoder();
     let pending = "";
     const count = (text: string) => {
-      const usage = (
+      const reported = (
         JSON.parse(text) as {
           usage?: { prompt_tokens?: number; completion_tokens?: number; total_tokens?: number };
         }
       ).usage;
-      if (!usage) return;
-      grant.usage.promptTokens += usage.prompt_tokens ?? 0;
-      grant.usage.completionTokens += usage.completion_tokens ?? 0;
-      grant.usage.totalTokens +=
-        usage.total_tokens ?? (usage.prompt_tokens ?? 0) + (usage.completion_tokens ?? 0);
+      if (!reported) return;
+      usage.promptTokens += reported.prompt_tokens ?? 0;
+      usage.completionTokens += reported.completion_tokens ?? 0;
+      usage.totalTokens +=
+        reported.total_tokens ?? (reported.prompt_tokens ?? 0) + (reported.completion_tokens ?? 0);
     };
     for await (const chunk of upstream as AsyncIterable<Buffer>) {
       res.write(chunk);
@@ -206,8 +251,7 @@ export class ModelGateway {
    * POSTs to the grant's upstream. A user's endpoint is resolved and checked now, and the socket
    * connects to exactly those addresses (Host and TLS name stay the URL's host).
    */
-  private async post(grant: Grant, body: string, res: ServerResponse): Promise<IncomingMessage> {
-    const { upstream } = grant;
+  private async post(upstream: Upstream, body: string, res: ServerResponse): Promise<IncomingMessage> {
     const target = upstream.trusted
       ? { url: new URL(upstream.baseURL), lookup: undefined }
       : await this.outbound.resolve(upstream.baseURL, ["http", "https"]).then((t) => ({
@@ -242,7 +286,7 @@ export class ModelGateway {
    * upstream's status; its body goes to the log, truncated, never to the sandbox or the user.
    */
   private async refuseUpstreamAnswer(
-    grant: Grant,
+    runId: string | null,
     upstream: IncomingMessage,
     res: ServerResponse,
   ): Promise<void> {
@@ -252,7 +296,7 @@ export class ModelGateway {
       if (logged.length < MAX_LOGGED_ERROR) logged += chunk.toString("utf8");
     }
     this.log("model provider answered with an error", {
-      runId: grant.runId,
+      runId,
       status,
       body: logged.slice(0, MAX_LOGGED_ERROR),
     });

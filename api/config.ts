@@ -68,6 +68,11 @@ export interface Config {
   /** The model agent runs use, reached through the gateway; null when none is configured. */
   model: { baseURL: string; apiKey: string | undefined; name: string } | null;
   /**
+   * Live agents (a kept-alive `opencode serve` per branch in use, local provider): stopped after
+   * `idleMs` without a turn; at most `maxLive` per instance, least recently used evicted first.
+   */
+  agents: { idleMs: number; maxLive: number };
+  /**
    * Where user-supplied URLs (model keys, repositories) may lead besides public addresses
    * (ALLOW_PRIVATE_URLS, OUTBOUND_ALLOW_HOSTS). The operator's own AGENT_MODEL_BASE_URL is trusted.
    */
@@ -306,6 +311,12 @@ export function loadConfig(env: Env = process.env): Config {
       })(),
     },
     model: modelConfig(env),
+    // ~0.65 GB per idle opencode serve: 12 take ~8 GB, which on a 24 GB host leaves room for
+    // RUNS_MAX_PARALLEL commands at their memory cap.
+    agents: {
+      idleMs: int(env, "AGENT_IDLE_MS", 10 * 60_000, 1000, 7 * 24 * 3600_000),
+      maxLive: int(env, "AGENT_MAX_LIVE", 12, 1, 10_000),
+    },
     // Refused by default everywhere, development too: a dev server's loopback holds databases and
     // admin consoles as well, and anyone who reaches its GraphQL port could aim a clone at them.
     outbound: {

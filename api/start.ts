@@ -3,6 +3,7 @@
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { ModelGateway } from "../agent/gateway.ts";
+import { AgentPool } from "../agent/live/pool.ts";
 import { opencodeBinary } from "../agent/opencode-binary.ts";
 import { createMemoryBus } from "../bus/memory.ts";
 import { createPresenceRegistry } from "../collab/presence.ts";
@@ -37,6 +38,8 @@ export interface StartedServer {
   tokens: TokenService;
   /** Collaboration rooms loaded in memory (operators and leak tests). */
   collabRooms(): number;
+  /** This instance's live agents (tests and benchmarks look at their servers); null when none can run. */
+  agents: AgentPool | null;
   /** Graceful stop: refuse new work, finish or abandon in-flight work, close sockets and the database. */
   stop(): Promise<void>;
 }
@@ -90,6 +93,19 @@ export async function startServer(
       gatewayURL = config.gateway.url ?? `http://${config.gateway.host}:${port}`;
     }
   }
+  // Live agents: one kept-alive opencode server per branch in use, on providers that run services.
+  let agents: AgentPool | null = null;
+  if (gateway && sandboxes.all().some((p) => p.startService)) {
+    const socketRoot = join(config.dataDir, "agents");
+    await makePrivateDir(socketRoot);
+    agents = new AgentPool({
+      gateway,
+      socketRoot,
+      idleMs: config.agents.idleMs,
+      maxLive: config.agents.maxLive,
+      log,
+    });
+  }
   // Every missing piece is named at once, so one look tells an operator all there is to fix.
   const agentUnavailable = (provider: string): string | null => {
     if (!sandboxes.has(provider)) return `The sandbox provider "${provider}" is not configured here`;
@@ -131,6 +147,9 @@ export async function startServer(
     gatewayURL,
     model,
     chat,
+    agents,
+    permissions: agents,
+    turnTimeoutMs: config.sandbox.timeoutMs,
   });
   const interrupted = await runner.recoverInterrupted();
   if (interrupted > 0) log.warn("runs interrupted by the previous stop", { runs: interrupted });
@@ -155,6 +174,7 @@ export async function startServer(
     sandboxes,
     branchRuntime,
     runner,
+    agents,
     quota,
     shareLinks: { sign: tokens.signFor, verify: tokens.verifyFor },
     agentUnavailable,
@@ -229,6 +249,7 @@ export async function startServer(
     port: server.port,
     tokens,
     collabRooms: () => collab.loadedRooms,
+    agents,
     stop() {
       stopping ??= (async () => {
         const stopped = server.stop(false);
@@ -239,6 +260,7 @@ export async function startServer(
         await bus.close();
         await collab.close();
         presence.close();
+        await agents?.close();
         await branchRuntime.close();
         await gateway?.close();
         await sandboxes.close();

@@ -17,6 +17,7 @@ import type { BranchSandbox } from "./branch-runtime.ts";
 import type { Context } from "./context.ts";
 import { badInput, conflict, notFound } from "./errors.ts";
 import { publishSessionEvent } from "./events.ts";
+import { warmAgent } from "./live-agent.ts";
 import { headRef, recordSnapshot } from "./snapshot-records.ts";
 
 const BRANCH_NAME = /^[A-Za-z0-9][\w.\-/]{0,63}$/;
@@ -82,6 +83,11 @@ export async function fork(
       branchId: branch!.id,
       snapshotId: snapshot.id,
     });
+    // A fork of the agent's work continues its conversation in a server of its own: start it now.
+    await warmAgent(ctx, branch!.id, {
+      provider: await providerOf(ctx, snapshot.sessionId),
+      ref: snapshot.providerRef,
+    }).catch((error) => ctx.log.warn("agent warm-up failed", { error: String(error) }));
     return branch!;
   }
 }

@@ -118,6 +118,8 @@ export interface Services {
   sandboxes: SandboxProviders;
   branchRuntime: BranchRuntime;
   runner: Runner;
+  /** Live agents of this instance (null: no provider here can keep one). */
+  agents: import("../agent/live/pool.ts").AgentPool | null;
   /** Storage quotas, creation caps and the free-disk floor. */
   quota: Quotas;
   shareLinks: AudienceTokens;

@@ -128,11 +128,54 @@ export interface ProviderStatus {
    * read-only regular files, copied into the sandbox (they stay in its image, outside the workspace).
    */
   binds: "host" | "files";
+  /**
+   * How the agent runs on this provider's sandboxes: "live" (a kept-alive `opencode serve` per branch,
+   * reached from the host) or "per-turn" (`opencode run` per turn: a microVM cannot be reached from
+   * outside).
+   */
+  agentMode: "live" | "per-turn";
   warnings: string[];
+}
+
+/**
+ * A long-lived process in a sandbox (a branch's live agent server): the same isolation and limits as
+ * a command (no network unless asked, processes, memory), no wall-clock limit, and never outliving
+ * the sandbox: a reset or destroy stops it.
+ */
+export interface ServiceOptions {
+  command: string;
+  env?: Record<string, string>;
+  /** As for exec: host paths made visible inside (a socket directory must be writable). */
+  binds?: { host: string; sandbox: string; writable?: boolean }[];
+  onOutput?: (chunk: OutputChunk) => void;
+}
+
+export interface SandboxService {
+  /** The host pid of the service's outermost process. */
+  readonly pid: number;
+  /** Settles when the service has stopped, for whatever reason (stop, crash, reset, destroy). */
+  readonly exited: Promise<{ code: number | null; signal: string | null }>;
+  /** Stops every process of the service; resolves once they are gone. */
+  stop(): Promise<void>;
+  /** Memory charged to the service's processes now, in bytes (null where not measured). */
+  memoryBytes(): Promise<number | null>;
+}
+
+/** Counts what is written into a live sandbox from now on, for work that is not an exec (an agent turn). */
+export interface WriteWatch {
+  stop(): Promise<{ bytes: number; over: boolean }>;
 }
 
 export interface SandboxProvider {
   readonly status: ProviderStatus;
+  /**
+   * Starts a long-lived process in the sandbox (providers whose sandboxes can be reached from the host
+   * only). Snapshots taken while it runs hold a consistent view of its files: the provider pauses
+   * the service's processes while it captures them.
+   */
+  startService?(sandboxId: string, options: ServiceOptions): Promise<SandboxService>;
+  /** Meters writes into the sandbox from now on, calling `onOver` once past `maxBytes`. */
+  watchWrites?(sandboxId: string, maxBytes: number, onOver: () => void): WriteWatch;
   /** A new live sandbox holding the base's files. */
   create(base: SandboxBase): Promise<string>;
   exec(sandboxId: string, options: ExecOptions): Promise<ExecResult>;

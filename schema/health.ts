@@ -16,6 +16,10 @@ const ProviderHealthRef = builder
       workspaces: t.exposeString("workspaces", {
         description: '"overlay" or "copy" (local), "images" (contree: every snapshot is an image).',
       }),
+      agentMode: t.exposeString("agentMode", {
+        description:
+          '"live": a kept-alive `opencode serve` per branch in use, which `opencode attach` can reach through Branch.agentUrl (local); "per-turn": one `opencode run` per turn (contree: a microVM cannot be reached from outside).',
+      }),
       warnings: t.exposeStringList("warnings"),
     }),
   });

@@ -97,6 +97,8 @@ export class ContreeProvider implements SandboxProvider {
     isolation: "microvm",
     workspaces: "images",
     binds: "files",
+    // A microVM only dials out: the agent runs `opencode run` per turn, not a live server.
+    agentMode: "per-turn",
     warnings: [
       "contree: snapshots cannot be deleted (the service has no deletion; untagged images expire after 180 days)",
     ],

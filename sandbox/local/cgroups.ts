@@ -14,11 +14,26 @@ export interface RunGroup {
   memoryExceeded(): Promise<boolean>;
   /** Kills every process left in the group, then removes it. */
   dispose(): Promise<void>;
+  /**
+   * Pauses every process of the group (cgroup freezer) until `thaw`; false when this group cannot be
+   * frozen (created without `freezer`, or no freezer here).
+   */
+  freeze(): Promise<boolean>;
+  thaw(): Promise<void>;
+}
+
+export interface GroupOptions {
+  /** Also make the group freezable (long-lived services, paused while their files are captured). */
+  freezer?: boolean;
 }
 
 export interface Cgroups {
   version: 1 | 2;
-  create(name: string, limits: { maxProcesses: number; maxMemoryBytes: number }): Promise<RunGroup>;
+  create(
+    name: string,
+    limits: { maxProcesses: number; maxMemoryBytes: number },
+    options?: GroupOptions,
+  ): Promise<RunGroup>;
   /** Removes this process's parent group (runs must be over). */
   close(): Promise<void>;
 }
@@ -41,6 +56,20 @@ async function killAll(procsFile: string): Promise<void> {
   }
 }
 
+/** Writes `state` to a freezer file and waits (up to 2 s) until `done` says it took. */
+async function settleFreezer(file: string, value: string, done: () => Promise<boolean>): Promise<boolean> {
+  try {
+    await write(file, value);
+  } catch {
+    return false;
+  }
+  for (let attempt = 0; attempt < 400; attempt++) {
+    if (await done()) return true;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return false;
+}
+
 async function removeDir(dir: string): Promise<void> {
   for (let attempt = 0; attempt < 50; attempt++) {
     try {
@@ -58,10 +87,11 @@ function v1(parent: string): Cgroups {
     pids: join(ROOT, "pids", parent, name),
     memory: join(ROOT, "memory", parent, name),
     cpuacct: join(ROOT, "cpuacct", parent, name),
+    freezer: join(ROOT, "freezer", parent, name),
   });
   return {
     version: 1,
-    async create(name, limits) {
+    async create(name, limits, options = {}) {
       const d = dirs(name);
       await fs.mkdir(d.pids, { recursive: true });
       await write(join(d.pids, "pids.max"), String(limits.maxProcesses));
@@ -75,12 +105,36 @@ function v1(parent: string): Cgroups {
         () => true,
         () => false,
       );
+      const hasFreezer =
+        options.freezer === true &&
+        (await fs.mkdir(d.freezer, { recursive: true }).then(
+          () => true,
+          () => false,
+        ));
+      const freezerState = join(d.freezer, "freezer.state");
       return {
         procFiles: [
           join(d.pids, "cgroup.procs"),
           join(d.memory, "cgroup.procs"),
           ...(hasCpu ? [join(d.cpuacct, "cgroup.procs")] : []),
+          ...(hasFreezer ? [join(d.freezer, "cgroup.procs")] : []),
         ],
+        async freeze() {
+          if (!hasFreezer) return false;
+          return settleFreezer(
+            freezerState,
+            "FROZEN",
+            async () => (await read(freezerState)).trim() === "FROZEN",
+          );
+        },
+        async thaw() {
+          if (hasFreezer)
+            await settleFreezer(
+              freezerState,
+              "THAWED",
+              async () => (await read(freezerState)).trim() === "THAWED",
+            );
+        },
         async cpuMs() {
           const ns = Number((await read(join(d.cpuacct, "cpuacct.usage"))).trim());
           return Number.isFinite(ns) && hasCpu ? Math.round(ns / 1e6) : null;
@@ -95,13 +149,17 @@ function v1(parent: string): Cgroups {
           return (oom ? Number(oom[1]) > 0 : false) || counters.some((n) => n > 0);
         },
         async dispose() {
+          // Frozen processes cannot die: thaw first.
+          if (hasFreezer) await write(freezerState, "THAWED").catch(() => {});
           await killAll(join(d.pids, "cgroup.procs"));
-          for (const dir of [d.pids, d.memory, d.cpuacct]) await removeDir(dir);
+          for (const dir of [d.pids, d.memory, d.cpuacct, ...(hasFreezer ? [d.freezer] : [])])
+            await removeDir(dir);
         },
       };
     },
     async close() {
-      for (const controller of V1_CONTROLLERS) await removeDir(join(ROOT, controller, parent));
+      for (const controller of [...V1_CONTROLLERS, "freezer"])
+        await removeDir(join(ROOT, controller, parent));
     },
   };
 }
@@ -110,6 +168,7 @@ function v2(parent: string): Cgroups {
   return {
     version: 2,
     async create(name, limits) {
+      // Every v2 group can be frozen (cgroup.freeze), so the option needs nothing here.
       const dir = join(ROOT, parent, name);
       await fs.mkdir(dir, { recursive: true });
       await write(join(dir, "pids.max"), String(limits.maxProcesses));
@@ -124,6 +183,15 @@ function v2(parent: string): Cgroups {
         async memoryExceeded() {
           const m = /oom_kill (\d+)/.exec(await read(join(dir, "memory.events")));
           return m ? Number(m[1]) > 0 : false;
+        },
+        freeze: () =>
+          settleFreezer(join(dir, "cgroup.freeze"), "1", async () =>
+            /^frozen 1$/m.test(await read(join(dir, "cgroup.events"))),
+          ),
+        async thaw() {
+          await settleFreezer(join(dir, "cgroup.freeze"), "0", async () =>
+            /^frozen 0$/m.test(await read(join(dir, "cgroup.events"))),
+          );
         },
         async dispose() {
           await write(join(dir, "cgroup.kill"), "1").catch(() => killAll(join(dir, "cgroup.procs")));
@@ -153,7 +221,7 @@ async function sweepStale(prefix: string): Promise<void> {
     () => false,
   ))
     ? [ROOT]
-    : V1_CONTROLLERS.map((c) => join(ROOT, c));
+    : [...V1_CONTROLLERS, "freezer"].map((c) => join(ROOT, c));
   for (const base of bases) {
     for (const name of await fs.readdir(base).catch(() => [] as string[])) {
       const m = new RegExp(`^${prefix}-(\\d+)$`).exec(name);

@@ -28,7 +28,7 @@ export interface Runner {
 // Sets RLIMIT_FSIZE (soft and hard: the command cannot raise it), joins the run's cgroups (its own
 // pid, inherited by every descendant), then becomes the command. `ulimit -f` counts 512-byte blocks
 // (POSIX); a failure means a lower hard limit is already in force, which is fine.
-const LAUNCHER =
+export const LAUNCHER =
   'ulimit -f "$OCC_FSIZE_BLOCKS" 2>/dev/null; for f in $OCC_CGROUP_PROCS; do echo $$ > "$f" || exit 126; done; unset OCC_CGROUP_PROCS OCC_FSIZE_BLOCKS; exec "$@"';
 
 /** Where the command's writes land (an overlay's upper directory, or a copy workspace's root). */

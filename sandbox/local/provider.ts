@@ -21,7 +21,10 @@ import type {
   ProviderStatus,
   SandboxBase,
   SandboxProvider,
+  SandboxService,
+  ServiceOptions,
   SnapshotInfo,
+  WriteWatch,
 } from "../provider.ts";
 import { SandboxError } from "../provider.ts";
 import { checkRepoUrl, cloneFailure, gitNetworkConfig } from "../repo-url.ts";
@@ -30,6 +33,7 @@ import { execIn, type Limits } from "./exec.ts";
 import { listLive, readLive, writeLive } from "./files.ts";
 import { bubblewrapInstalled, DEFAULT_PATH, detectBubblewrap } from "./isolate.ts";
 import { makePrivateDir } from "./modes.ts";
+import { type LocalService, startServiceIn } from "./service.ts";
 import { type SnapshotRecord, Store } from "./store.ts";
 import {
   canMountOverlay,
@@ -39,6 +43,7 @@ import {
   type Workspace,
   type WorkspaceFactory,
 } from "./workspace.ts";
+import { measureWrites, watchWrites } from "./write-meter.ts";
 
 const run = promisify(execFile);
 
@@ -73,6 +78,8 @@ interface Live {
   workspace: Workspace;
   /** Operations on one sandbox run one at a time. */
   queue: Promise<unknown>;
+  /** Long-lived processes running in it (a live agent server). */
+  services: Set<LocalService>;
 }
 
 export class LocalProvider implements SandboxProvider {
@@ -81,6 +88,7 @@ export class LocalProvider implements SandboxProvider {
     isolation: "none",
     workspaces: "copy",
     binds: "host",
+    agentMode: "live",
     warnings: [],
   };
   private readonly store: Store;
@@ -143,6 +151,7 @@ export class LocalProvider implements SandboxProvider {
       isolation: this.bwrap ? "bubblewrap" : "none",
       workspaces: this.factory.kind,
       binds: "host",
+      agentMode: "live",
       warnings,
     };
     for (const warning of warnings) this.options.log?.("warn", warning);
@@ -168,7 +177,7 @@ export class LocalProvider implements SandboxProvider {
   private async adopt(make: (dir: string) => Promise<Workspace>): Promise<string> {
     const id = `sbx-${Date.now().toString(36)}-${randomBytes(6).toString("hex")}`;
     const workspace = await make(join(this.liveDir, id));
-    this.sandboxes.set(id, { workspace, queue: Promise.resolve() });
+    this.sandboxes.set(id, { workspace, queue: Promise.resolve(), services: new Set() });
     return id;
   }
 
@@ -262,11 +271,65 @@ export class LocalProvider implements SandboxProvider {
     });
   }
 
+  async startService(sandboxId: string, options: ServiceOptions): Promise<SandboxService> {
+    // In the sandbox's queue, so it never starts in the middle of a snapshot or a reset.
+    return this.serial(sandboxId, async (ws) => {
+      const services = this.live(sandboxId).services;
+      const service = await startServiceIn(
+        { bwrap: this.bwrap, cgroups: this.cgroups, limits: this.limits },
+        ws.root,
+        options,
+      );
+      services.add(service);
+      void service.exited.then(() => services.delete(service));
+      return service;
+    });
+  }
+
+  watchWrites(sandboxId: string, maxBytes: number, onOver: () => void): WriteWatch {
+    const { workspace } = this.live(sandboxId);
+    const since = Date.now();
+    const cap = {
+      maxBytes: Math.min(maxBytes, this.limits.maxWriteBytes),
+      maxEntries: this.limits.maxWriteEntries,
+    };
+    let over = false;
+    const watch = watchWrites(workspace.writeDir, since, cap, () => {
+      over = true;
+      onOver();
+    });
+    return {
+      async stop() {
+        await watch.stop();
+        const measured = await measureWrites(workspace.writeDir, since, cap);
+        return { bytes: measured.bytes, over: over || measured.over };
+      },
+    };
+  }
+
+  /** Stops a sandbox's services (before its files are replaced: a reset, a destroy). */
+  private async stopServices(live: Live): Promise<void> {
+    await Promise.all([...live.services].map((service) => service.stop()));
+  }
+
   async snapshot(sandboxId: string): Promise<SnapshotInfo> {
     return this.serial(sandboxId, async (ws) => {
       const id = this.store.newSnapshotId();
       const parent = ws.base;
-      const frozen = await ws.freeze(id);
+      // Processes that keep the workspace open are paused while it is captured, so what they write
+      // (a conversation database and its journal) is taken at one instant: crash-consistent.
+      const services = [...this.live(sandboxId).services];
+      let frozen: Awaited<ReturnType<Workspace["freeze"]>>;
+      if (services.length === 0) frozen = await ws.freeze(id);
+      else {
+        try {
+          await Promise.all(services.map((service) => service.freeze()));
+          await ws.settle();
+          frozen = await ws.freezeInPlace(id);
+        } finally {
+          await Promise.all(services.map((service) => service.thaw()));
+        }
+      }
       const record = await this.store.commit({
         id,
         parent,
@@ -287,7 +350,12 @@ export class LocalProvider implements SandboxProvider {
 
   async reset(sandboxId: string, snapshotId: string): Promise<void> {
     await this.store.record(snapshotId);
-    await this.serial(sandboxId, (ws) => ws.reset(snapshotId));
+    const live = this.live(sandboxId);
+    // A service holds the files a reset throws away: it stops (its owner starts it again on them).
+    await this.serial(sandboxId, async (ws) => {
+      await this.stopServices(live);
+      await ws.reset(snapshotId);
+    });
   }
 
   async destroy(sandboxId: string): Promise<void> {
@@ -295,6 +363,7 @@ export class LocalProvider implements SandboxProvider {
     if (!live) return;
     this.sandboxes.delete(sandboxId);
     await live.queue;
+    await this.stopServices(live);
     await live.workspace.destroy();
   }
 

@@ -31,6 +31,12 @@ export interface Workspace {
   settle(): Promise<void>;
   /** Captures the current files as snapshot `id` (the caller commits the record). */
   freeze(id: string): Promise<Frozen>;
+  /**
+   * Like `freeze`, for a workspace that long-lived processes hold open (a live agent server, paused
+   * by the caller meanwhile): nothing they use is unmounted, moved or linked into the store, so they
+   * carry on in the same files afterwards.
+   */
+  freezeInPlace(id: string): Promise<Frozen>;
   /** Throws the workspace's changes away and shows snapshot `id`. */
   reset(id: string): Promise<void>;
   destroy(): Promise<void>;
@@ -93,6 +99,8 @@ class OverlayWorkspace implements Workspace {
   readonly writeDir: string;
   private readonly upper: string;
   private readonly work: string;
+  /** The snapshot the mounted layers show: what the upper's changes are relative to. */
+  private mountedBase: string | null = null;
 
   constructor(
     private readonly store: Store,
@@ -109,6 +117,7 @@ class OverlayWorkspace implements Workspace {
   async mount(): Promise<void> {
     for (const d of [this.root, this.upper, this.work]) await fs.mkdir(d, { recursive: true });
     await mountOverlay(this.store, this.layers, this.upper, this.work, this.root);
+    this.mountedBase = this.base;
   }
 
   async settle(): Promise<void> {
@@ -130,6 +139,23 @@ class OverlayWorkspace implements Workspace {
     this.base = id;
     await this.mount();
     return { manifest, delta, layers };
+  }
+
+  async freezeInPlace(id: string): Promise<Frozen> {
+    // The upper keeps serving the mount: a copy of it (whiteouts and opaque-dir xattrs included)
+    // becomes the snapshot's layer, and store objects are linked from that copy only. The mount is
+    // unchanged, so the upper stays relative to the mounted layers, which the new layer sits on.
+    const copy = this.store.tempPath();
+    await run("cp", ["-a", "--reflink=auto", this.upper, copy]);
+    const mounted = this.mountedBase ? await this.store.manifest(this.mountedBase) : new Map();
+    const delta = await scanUpper(this.store, copy, this.root, mounted);
+    const manifest = applyDelta(mounted, delta);
+    await fs.rename(copy, join(this.store.layersDir, id));
+    let layers = [id, ...this.layers];
+    if (layers.length > MAX_LAYERS) layers = [await flatten(this.store, manifest, `${id}.flat`)];
+    const parent = this.base ? await this.store.manifest(this.base) : new Map();
+    this.base = id;
+    return { manifest, delta: deltaBetween(parent, manifest), layers };
   }
 
   async reset(id: string): Promise<void> {
@@ -244,6 +270,11 @@ class CopyWorkspace implements Workspace {
     const { manifest, index } = await walkTree(this.store, this.root, this.index);
     this.index = index;
     return { manifest, delta: deltaBetween(lower, manifest), layers: [] };
+  }
+
+  /** A walk moves and links nothing: the same as `freeze`. */
+  freezeInPlace(id: string): Promise<Frozen> {
+    return this.freeze(id);
   }
 
   async reset(id: string): Promise<void> {

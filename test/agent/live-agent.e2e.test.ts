@@ -1,0 +1,201 @@
+// The agent as a live service (agent/live): one kept-alive `opencode serve` per branch in use, with
+// the real binary in the branch's sandbox and the scripted fake model. A warm turn reuses the
+// server; an idle server stops and the least recently used is evicted at the cap, and the next turn
+// starts it again on the same conversation; a fork continues in a server of its own; a rollback
+// restarts on the rolled-back state; an abort ends the turn, not the server; and snapshots taken
+// while the server runs hold a consistent conversation, fork after fork.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import type { FakeModel } from "../../scripts/fake-model.ts";
+import { type AgentHarness, startAgentHarness } from "../utils/agent.ts";
+import type { TestServer } from "../utils/server.ts";
+
+let h: AgentHarness;
+let fake: FakeModel;
+let server: TestServer;
+let available = false;
+let gql: AgentHarness["gql"];
+
+const IDLE_MS = 6000;
+
+beforeAll(async () => {
+  h = await startAgentHarness(
+    [
+      {
+        match: "write",
+        steps: [
+          { tool: "write", args: { filePath: "/workspace/hello.txt", content: "hello\n" } },
+          { text: "Wrote it." },
+        ],
+      },
+      {
+        match: "slow",
+        chunkDelayMs: 300,
+        steps: [{ text: "one two three four five six seven eight nine ten" }],
+      },
+      { steps: [{ text: "ok" }] },
+    ],
+    { AGENT_IDLE_MS: String(IDLE_MS), AGENT_MAX_LIVE: "2" },
+  );
+  ({ fake, server, available, gql } = h);
+});
+afterAll(() => h?.close());
+
+const pool = () => server.agents!;
+const pidOf = (branchId: string) => pool().running(branchId)?.pid ?? null;
+
+/** The user messages the model saw in its latest request (the conversation it was given). */
+const lastUserMessages = () =>
+  fake.requests
+    .filter((r) => (r.body.tools?.length ?? 0) > 0)
+    .at(-1)!
+    .body.messages!.filter((m) => m.role === "user")
+    .map((m) => (typeof m.content === "string" ? m.content : JSON.stringify(m.content)));
+
+async function waitRun(runId: string): Promise<{ status: string; snapshot: { id: string } | null }> {
+  for (;;) {
+    const run = (await gql(`query($r: ID!) { run(id: $r) { status snapshot { id } } }`, { r: runId })).run;
+    if (run.status !== "QUEUED" && run.status !== "RUNNING") return run;
+    await Bun.sleep(50);
+  }
+}
+
+async function prompt(branchId: string, text: string) {
+  const run = (
+    await gql(`mutation($b: ID!, $t: String!) { prompt(branchId: $b, text: $t) { id } }`, {
+      b: branchId,
+      t: text,
+    })
+  ).prompt;
+  return { id: run.id as string, ...(await waitRun(run.id)) };
+}
+
+const newSession = async (title: string) =>
+  (
+    await gql(
+      `mutation($t: String!) { createSession(input: { title: $t }) { id mainBranch { id } rootSnapshot { id } } }`,
+      {
+        t: title,
+      },
+    )
+  ).createSession;
+
+const fork = async (snapshotId: string) =>
+  (await gql(`mutation($s: ID!) { fork(snapshotId: $s) { id } }`, { s: snapshotId })).fork.id as string;
+
+test("health says how each provider runs the agent", async () => {
+  const health = (await server.gql("{ health { providers { name agentMode } } }")).data!.health;
+  expect(health.providers).toContainEqual({ name: "local", agentMode: "live" });
+});
+
+test("a warm turn reuses the branch's live server; the conversation goes on", async () => {
+  if (!available) return console.warn("live agent e2e skipped: needs bubblewrap and the opencode binary");
+  const s = await newSession("warm");
+  const starts = pool().starts;
+  const first = await prompt(s.mainBranch.id, "please write hello");
+  expect(first.status).toBe("SUCCEEDED");
+  const pid = pidOf(s.mainBranch.id);
+  expect(pid).not.toBeNull();
+  expect(pool().starts).toBe(starts + 1);
+
+  const second = await prompt(s.mainBranch.id, "and again");
+  expect(second.status).toBe("SUCCEEDED");
+  expect(pidOf(s.mainBranch.id)).toBe(pid); // the same server, no new start
+  expect(pool().starts).toBe(starts + 1);
+  expect(lastUserMessages()).toEqual(["please write hello", "and again"]);
+  // Each turn still ends as a snapshot with the files.
+  const file = (
+    await gql(`query($s: ID!) { snapshot(id: $s) { file(path: "hello.txt") { content } } }`, {
+      s: second.snapshot!.id,
+    })
+  ).snapshot.file;
+  expect(file.content).toBe("hello\n");
+}, 180_000);
+
+test("abort stops the turn, not the server", async () => {
+  if (!available) return;
+  const s = await newSession("abort");
+  expect((await prompt(s.mainBranch.id, "hi")).status).toBe("SUCCEEDED");
+  const pid = pidOf(s.mainBranch.id);
+  const run = (
+    await gql(`mutation($b: ID!) { prompt(branchId: $b, text: "slow please") { id } }`, {
+      b: s.mainBranch.id,
+    })
+  ).prompt;
+  // Wait until the model is answering, then abort.
+  for (let i = 0; i < 400 && !fake.requests.some((r) => JSON.stringify(r.body).includes("slow please")); i++)
+    await Bun.sleep(25);
+  await Bun.sleep(300);
+  await gql(`mutation($r: ID!) { abortRun(id: $r) { status } }`, { r: run.id });
+  expect((await waitRun(run.id)).status).toBe("ABORTED");
+  expect(pidOf(s.mainBranch.id)).toBe(pid);
+  expect((await prompt(s.mainBranch.id, "after the abort")).status).toBe("SUCCEEDED");
+  expect(pidOf(s.mainBranch.id)).toBe(pid);
+  expect(lastUserMessages().at(-1)).toBe("after the abort");
+}, 180_000);
+
+test("a fork continues the conversation in its own server; a rollback restarts on the rolled-back state", async () => {
+  if (!available) return;
+  const s = await newSession("fork");
+  const first = await prompt(s.mainBranch.id, "first words");
+  const second = await prompt(s.mainBranch.id, "second words");
+  expect(second.status).toBe("SUCCEEDED");
+  const mainPid = pidOf(s.mainBranch.id);
+
+  const child = await fork(first.snapshot!.id);
+  expect((await prompt(child, "child words")).status).toBe("SUCCEEDED");
+  const childPid = pidOf(child);
+  expect(childPid).not.toBeNull();
+  expect(childPid).not.toBe(mainPid);
+  expect(lastUserMessages()).toEqual(["first words", "child words"]);
+
+  await gql(`mutation($b: ID!, $s: ID!) { rollback(branchId: $b, snapshotId: $s) { id } }`, {
+    b: s.mainBranch.id,
+    s: first.snapshot!.id,
+  });
+  expect((await prompt(s.mainBranch.id, "after rollback")).status).toBe("SUCCEEDED");
+  expect(pidOf(s.mainBranch.id)).not.toBe(mainPid); // restarted on the rolled-back files
+  expect(lastUserMessages()).toEqual(["first words", "after rollback"]);
+}, 240_000);
+
+test("fork -> continue, many times: every snapshot taken under a running server holds a consistent conversation", async () => {
+  if (!available) return;
+  const s = await newSession("cycles");
+  let turn = await prompt(s.mainBranch.id, "cycle 0");
+  expect(turn.status).toBe("SUCCEEDED");
+  const said = ["cycle 0"];
+  for (let i = 1; i <= 6; i++) {
+    const branch = await fork(turn.snapshot!.id);
+    turn = await prompt(branch, `cycle ${i}`);
+    expect(turn.status).toBe("SUCCEEDED");
+    said.push(`cycle ${i}`);
+    // The child's server read the parent's conversation from the snapshot, whole.
+    expect(lastUserMessages()).toEqual(said);
+  }
+  // The cap held throughout: never more than AGENT_MAX_LIVE servers at once (plus one starting).
+  expect(pool().size).toBeLessThanOrEqual(2);
+}, 600_000);
+
+test("an idle server stops and the least recently used is evicted at the cap; the next turn restarts it transparently", async () => {
+  if (!available) return;
+  const a = await newSession("lru-a");
+  const b = await newSession("lru-b");
+  const c = await newSession("lru-c");
+  expect((await prompt(a.mainBranch.id, "a one")).status).toBe("SUCCEEDED");
+  expect((await prompt(b.mainBranch.id, "b one")).status).toBe("SUCCEEDED");
+  expect(pidOf(a.mainBranch.id)).not.toBeNull();
+  expect((await prompt(c.mainBranch.id, "c one")).status).toBe("SUCCEEDED");
+  // Three branches, a cap of two: a (least recently used) was evicted.
+  expect(pidOf(a.mainBranch.id)).toBeNull();
+  expect(pool().size).toBeLessThanOrEqual(2);
+  const starts = pool().starts;
+  expect((await prompt(a.mainBranch.id, "a two")).status).toBe("SUCCEEDED");
+  expect(pool().starts).toBe(starts + 1);
+  expect(lastUserMessages()).toEqual(["a one", "a two"]);
+
+  // Idle for longer than AGENT_IDLE_MS: stopped.
+  const deadline = Date.now() + IDLE_MS * 3;
+  while (pool().size > 0 && Date.now() < deadline) await Bun.sleep(200);
+  expect(pool().size).toBe(0);
+  expect((await prompt(b.mainBranch.id, "b two")).status).toBe("SUCCEEDED");
+  expect(lastUserMessages()).toEqual(["b one", "b two"]);
+}, 300_000);
