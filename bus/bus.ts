@@ -1,16 +1,25 @@
 // Cross-instance publish/subscribe. Every event carries a monotonic id per topic so a subscriber can
 // resume after the last id it saw (plain pub/sub is at-most-once; resumption closes that gap).
-// Implementations: memory.ts (one process, the default); Redis/Upstash follow the same contract.
+// Implementations: memory.ts (one process, the default), redis.ts (REDIS_URL) and upstash.ts (Upstash's
+// REST API), the last two over Redis Streams (stream-bus.ts). Retention is bounded: resuming after an
+// event the bus no longer holds fails with CursorExpiredError rather than silently skipping events.
 
 export interface BusEvent<T = unknown> {
-  /** Monotonic within the topic (time-based: microsecond-scale numbers, so expose them as strings). */
+  /**
+   * Monotonic within the topic, time-based: milliseconds since the epoch × 1000 + a sequence number
+   * below 1000 (a Redis stream id "ms-seq" maps to ms × 1000 + seq). Exposed to clients as strings.
+   */
   id: number;
   topic: string;
   payload: T;
 }
 
 export interface SubscribeOptions {
-  /** Deliver retained events with an id greater than this first, then live ones. */
+  /**
+   * Deliver retained events with an id greater than this first, then live ones. 0 means "whatever is
+   * retained"; any other cursor whose following events are no longer all retained fails the
+   * subscription with CursorExpiredError.
+   */
   after?: number;
   signal?: AbortSignal;
 }
@@ -21,6 +30,17 @@ export interface Bus {
   /** A cursor to resume after: the topic's latest event id, or "now" when it has none. */
   lastId(topic: string): Promise<number>;
   close(): Promise<void>;
+}
+
+/** A resume cursor older than what the bus retains: events after it may be lost, so none are delivered. */
+export class CursorExpiredError extends Error {
+  constructor(
+    readonly topic: string,
+    readonly after: number,
+  ) {
+    super("The cursor is older than the events the server retains: read a fresh cursor and reload");
+    this.name = "CursorExpiredError";
+  }
 }
 
 /**

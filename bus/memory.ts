@@ -1,10 +1,13 @@
 // The in-process bus: fan-out to local subscribers, with a short retained history per topic for resume.
 // History is bounded in count and age (resume is for reconnect gaps, not replay), so idle topics vanish.
-import type { Bus, BusEvent, SubscribeOptions } from "./bus.ts";
+// Every retained event remembers the id before it, so a resume past what was pruned is detected.
+import { type Bus, type BusEvent, CursorExpiredError, type SubscribeOptions } from "./bus.ts";
 import { PushQueue } from "./queue.ts";
 
 interface Retained {
   event: BusEvent;
+  /** The id of the topic's event before this one (0: none). */
+  prev: number;
   at: number;
 }
 
@@ -47,11 +50,12 @@ export function createMemoryBus(options: MemoryBusOptions = {}): Bus {
   return {
     async publish<T>(name: string, payload: T) {
       const topic = topicOf(name);
+      const prev = topic.lastId;
       // Time-based ids stay monotonic even after an idle topic was forgotten (or the process restarted).
       topic.lastId = Math.max(topic.lastId + 1, Date.now() * 1000);
       const event: BusEvent<T> = { id: topic.lastId, topic: name, payload };
       if (historyLimit > 0) {
-        topic.history.push({ event, at: Date.now() });
+        topic.history.push({ event, prev, at: Date.now() });
         if (topic.history.length > historyLimit) topic.history.shift();
       }
       for (const subscriber of topic.subscribers) subscriber.push(event);
@@ -59,13 +63,26 @@ export function createMemoryBus(options: MemoryBusOptions = {}): Bus {
     },
 
     subscribe<T>(name: string, options: SubscribeOptions = {}) {
+      const known = topicsByName.has(name);
       const topic = topicOf(name);
       const queue: PushQueue<BusEvent> = new PushQueue(() => {
         topic.subscribers.delete(queue);
         prune(name, topic, Date.now());
       }, options.signal);
-      if (options.after !== undefined) {
-        for (const { event } of topic.history) if (event.id > options.after) queue.push(event);
+      const { after } = options;
+      if (after !== undefined) {
+        const missed = topic.history.filter(({ event }) => event.id > after);
+        // A cursor (other than 0, "whatever is retained") resumes only if nothing after it was pruned.
+        const gap =
+          after > 0 &&
+          (missed.length > 0
+            ? missed[0]!.prev > after
+            : topic.lastId > after || (!known && Date.now() * 1000 - after > historyMs * 1000));
+        if (gap) {
+          queue.fail(new CursorExpiredError(name, after));
+          return queue as unknown as AsyncIterableIterator<BusEvent<T>>;
+        }
+        for (const { event } of missed) queue.push(event);
       }
       topic.subscribers.add(queue);
       return queue as unknown as AsyncIterableIterator<BusEvent<T>>;

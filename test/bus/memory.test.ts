@@ -60,3 +60,15 @@ test("ids stay monotonic after an idle topic is forgotten, and a fresh cursor se
   expect((await sub.next()).value.payload).toBe(2);
   await bus.close();
 });
+
+test("a cursor older than the retained history is an explicit error, not a silent gap", async () => {
+  const { CursorExpiredError } = await import("../../bus/bus.ts");
+  const bus = createMemoryBus({ historyPerTopic: 2 });
+  const first = await bus.publish("t", 1);
+  for (const n of [2, 3, 4]) await bus.publish("t", n);
+  await expect(bus.subscribe("t", { after: first.id }).next()).rejects.toBeInstanceOf(CursorExpiredError);
+  // The newest retained cursor still resumes.
+  const sub = bus.subscribe<number>("t", { after: (await bus.lastId("t")) - 1 });
+  expect((await sub.next()).value.payload).toBe(4);
+  await bus.close();
+});
