@@ -1,26 +1,38 @@
-// Agent latencies through the public API of a real server, with the scripted fake model (so the
-// model itself costs nothing): prompt mutation -> first streamed agent event, cold (first turn of a
-// fresh session) and warm (a later turn, opencode state in place), plus whole-turn time and the peak
-// memory of the sandbox's processes during a turn.
+// The agent through the platform against a bare `opencode serve`, side by side in one run: the same
+// opencode binary, the same scripted fake model (so the model costs nothing), the same machine.
 //
-//   bun scripts/bench-agent.ts [--reps 5]
+//   bare:     opencode serve started here, on loopback, with a fresh state directory; turns are
+//             prompt_async followed on GET /event (the first normalised agent event is the mark).
+//   platform: the real server as a child process (npm start's composition): prompt mutation ->
+//             first agent event on runOutput (graphql-ws), the agent live in the branch's sandbox.
+//
+// Figures: warm turn -> first agent event (a branch that already had a turn; target <= 1.5x bare);
+// cold (new session, first prompt, server start included) against bare's own start + first turn
+// (target <= 1.3x); fork -> first agent event on the child; resident memory per idle live agent and
+// per instance with AGENT_MAX_LIVE agents live.
+//
+//   bun scripts/bench-agent.ts [--reps 5] [--cap 4]
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createClient } from "graphql-ws";
+import { TurnEvents } from "../agent/live/turn-events.ts";
+import { offlineEnv, opencodeBinary, projectConfig } from "../agent/opencode-binary.ts";
 import { startFakeModel } from "./fake-model.ts";
 import { startServerProcess } from "./lib/server-process.ts";
 
-const { values } = parseArgs({ options: { reps: { type: "string", default: "5" } } });
+const { values } = parseArgs({
+  options: { reps: { type: "string", default: "5" }, cap: { type: "string", default: "4" } },
+});
 const REPS = Number(values.reps);
-const STRATEGIES = ["alpha", "beta", "gamma", "delta"];
+const CAP = Number(values.cap);
+const bin = opencodeBinary();
+if (!bin) throw new Error("the opencode binary is not installed (npm package opencode-linux-x64)");
+
 const fake = startFakeModel({
   scenarios: [
-    ...STRATEGIES.map((name) => ({
-      match: `strategy ${name}`,
-      steps: [
-        { tool: "write", args: { filePath: "/workspace/solution.txt", content: name } },
-        { text: `Tried ${name}.` },
-      ],
-    })),
     {
       steps: [
         { tool: "bash", args: { command: "echo hi", description: "say hi" } },
@@ -29,64 +41,187 @@ const fake = startFakeModel({
     },
   ],
 });
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+const ms = (x: number) => `${x.toFixed(0)} ms`;
+const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(0)} MB`;
+
+/** Resident memory (bytes) of processes whose command line matches `pattern`, and how many there are. */
+async function rssOf(pattern: RegExp): Promise<{ bytes: number; count: number; servers: number }> {
+  const ps = await Bun.$`ps -eo rss=,args=`.quiet().text();
+  let bytes = 0;
+  let count = 0;
+  let servers = 0;
+  for (const line of ps.split("\n")) {
+    if (!pattern.test(line)) continue;
+    bytes += Number(line.trim().split(/\s+/)[0]) * 1024;
+    count++;
+    if (/opencode serve/.test(line)) servers++;
+  }
+  return { bytes, count, servers };
+}
+
+// ---- bare opencode serve ---------------------------------------------------------------------------
+
+interface Bare {
+  base: string;
+  auth: string;
+  pid: number;
+  stop(): void;
+}
+
+async function startBare(root: string): Promise<Bare> {
+  const project = join(root, "project");
+  mkdirSync(project, { recursive: true });
+  const password = "bench";
+  const child = spawn(bin!, ["serve", "--port", "0", "--hostname", "127.0.0.1"], {
+    cwd: project,
+    env: {
+      PATH: process.env.PATH ?? "/usr/bin:/bin",
+      ...offlineEnv(join(root, "state")),
+      OPENCODE_CONFIG_CONTENT: projectConfig(fake.baseURL, "sk-bench"),
+      OPENCODE_SERVER_PASSWORD: password,
+    },
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  const base = await new Promise<string>((resolve, reject) => {
+    let seen = "";
+    child.stdout!.on("data", (data) => {
+      seen += data;
+      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(seen);
+      if (m) resolve(m[1]!);
+    });
+    child.on("exit", (code) => reject(new Error(`bare opencode serve exited (${code})`)));
+  });
+  return {
+    base,
+    auth: `Basic ${Buffer.from(`opencode:${password}`).toString("base64")}`,
+    pid: child.pid!,
+    stop: () => child.kill("SIGKILL"),
+  };
+}
+
+/** One turn on the bare server: prompt_async -> first agent event, and -> session.idle. */
+async function bareTurn(bare: Bare, sessionId: string): Promise<{ first: number; total: number }> {
+  const headers = { authorization: bare.auth, "content-type": "application/json" };
+  const controller = new AbortController();
+  const events = await fetch(`${bare.base}/event`, { headers, signal: controller.signal });
+  const reader = events.body!.getReader();
+  const turn = new TurnEvents(sessionId);
+  const decoder = new TextDecoder();
+  let buffer = "";
+  // Wait for server.connected, so the prompt's events cannot be missed.
+  for (;;) {
+    const { value } = await reader.read();
+    buffer += decoder.decode(value, { stream: true });
+    if (buffer.includes("\n\n")) break;
+  }
+  buffer = "";
+  const t0 = performance.now();
+  const sent = await fetch(`${bare.base}/session/${sessionId}/prompt_async`, {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ parts: [{ type: "text", text: "go" }] }),
+  });
+  if (!sent.ok) throw new Error(`bare prompt_async: ${sent.status}`);
+  let first: number | undefined;
+  while (!turn.idle) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("bare event stream ended");
+    buffer += decoder.decode(value, { stream: true });
+    for (let at = buffer.indexOf("\n\n"); at >= 0; at = buffer.indexOf("\n\n")) {
+      const data = buffer
+        .slice(0, at)
+        .split("\n")
+        .filter((l) => l.startsWith("data:"))
+        .map((l) => l.slice(5).trim())
+        .join("");
+      buffer = buffer.slice(at + 2);
+      if (!data) continue;
+      const produced = turn.push(JSON.parse(data));
+      if (produced.length > 0 && first === undefined) first = performance.now() - t0;
+    }
+  }
+  controller.abort();
+  return { first: first ?? Number.NaN, total: performance.now() - t0 };
+}
+
+async function bareSession(bare: Bare): Promise<string> {
+  const res = await fetch(`${bare.base}/session`, {
+    method: "POST",
+    headers: { authorization: bare.auth, "content-type": "application/json" },
+    body: JSON.stringify({ title: "bench" }),
+  });
+  return ((await res.json()) as { id: string }).id;
+}
+
+const bareCold: number[] = [];
+const bareWarm: number[] = [];
+let bareIdleRss = 0;
+for (let i = 0; i < REPS; i++) {
+  const root = mkdtempSync(join(tmpdir(), "occ-bench-bare-"));
+  const t0 = performance.now();
+  const bare = await startBare(root);
+  const session = await bareSession(bare);
+  const cold = await bareTurn(bare, session);
+  bareCold.push(performance.now() - t0 - cold.total + cold.first);
+  bareWarm.push((await bareTurn(bare, session)).first);
+  if (i === 0) {
+    await Bun.sleep(1000);
+    bareIdleRss = (
+      await rssOf(new RegExp(`^\\s*\\d+\\s+${bin!.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} serve`))
+    ).bytes;
+  }
+  bare.stop();
+  rmSync(root, { recursive: true, force: true });
+}
+
+// ---- the platform ------------------------------------------------------------------------------------
+
 const server = await startServerProcess(
   {
     AGENT_MODEL_BASE_URL: fake.baseURL,
     AGENT_MODEL: "fake",
+    AGENT_MAX_LIVE: String(CAP),
     RUNS_MAX_PARALLEL: "4",
   },
   { echoStderr: true },
 );
-const url = server.url;
-const gql = server.gql;
-
+const { gql } = server;
 const token = (
   await gql(`mutation { register(email: "agent@example.com", password: "password123") { token } }`)
 ).register.token;
 const client = createClient({
-  url: `${url!.replace("http", "ws")}/graphql`,
+  url: `${server.url.replace("http", "ws")}/graphql`,
   connectionParams: { token },
   lazy: false,
 });
 
-/** Peak RSS (MB) of all processes whose command line mentions opencode, sampled every 100 ms. */
-function sampleMemory() {
-  let peak = 0;
-  const timer = setInterval(async () => {
-    const ps = await Bun.$`ps -eo rss=,args=`.text();
-    const rss = ps
-      .split("\n")
-      .filter((l) => /\/opt\/occ\/(opencode|driver|forwarder)/.test(l))
-      .reduce((sum, l) => sum + Number(l.trim().split(/\s+/)[0]), 0);
-    peak = Math.max(peak, rss / 1024);
-  }, 100);
-  return () => {
-    clearInterval(timer);
-    return peak;
-  };
-}
-
-async function turn(branchId: string): Promise<{ first: number; total: number; peakMb: number }> {
-  const stop = sampleMemory();
-  const t0 = performance.now();
+/** prompt -> first agent event on runOutput, and -> the run's end (with its snapshot). */
+async function turn(branchId: string, t0 = performance.now()) {
   const run = (
     await gql(`mutation($b: ID!) { prompt(branchId: $b, text: "go") { id } }`, { b: branchId }, token)
   ).prompt;
-  return new Promise((resolvePromise, reject) => {
+  return new Promise<{ first: number; total: number; snapshotId: string }>((resolve, reject) => {
     let first: number | undefined;
     const dispose = client.subscribe(
       {
-        query: `subscription($r: ID!) { runOutput(runId: $r) { __typename ... on RunFinished { status } } }`,
+        query: `subscription($r: ID!) { runOutput(runId: $r) { __typename ... on RunFinished { status snapshot { id } } } }`,
         variables: { r: run.id },
       },
       {
         next: (result) => {
-          const e = (result.data as { runOutput: { __typename: string; status?: string } }).runOutput;
+          const e = (
+            result.data as { runOutput: { __typename: string; status?: string; snapshot?: { id: string } } }
+          ).runOutput;
           if (first === undefined && e.__typename.startsWith("Agent")) first = performance.now() - t0;
           if (e.__typename === "RunFinished") {
             dispose();
             if (e.status !== "SUCCEEDED") reject(new Error(`turn ${e.status}`));
-            resolvePromise({ first: first ?? Number.NaN, total: performance.now() - t0, peakMb: stop() });
+            resolve({
+              first: first ?? Number.NaN,
+              total: performance.now() - t0,
+              snapshotId: e.snapshot!.id,
+            });
           }
         },
         error: reject,
@@ -96,57 +231,56 @@ async function turn(branchId: string): Promise<{ first: number; total: number; p
   });
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
-const cold: { first: number; total: number; peakMb: number }[] = [];
-const warm: { first: number; total: number; peakMb: number }[] = [];
-for (let i = 0; i < REPS; i++) {
-  const s = (
-    await gql(`mutation { createSession(input: { title: "bench" }) { mainBranch { id } } }`, {}, token)
-  ).createSession;
-  cold.push(await turn(s.mainBranch.id));
-  warm.push(await turn(s.mainBranch.id));
-}
-const fmt = (xs: number[]) =>
-  `median ${median(xs).toFixed(0)} ms (${xs.map((x) => x.toFixed(0)).join(", ")})`;
-console.log(`prompt -> first agent event, cold (new session): ${fmt(cold.map((c) => c.first))}`);
-console.log(`prompt -> first agent event, warm (later turn):  ${fmt(warm.map((c) => c.first))}`);
-console.log(
-  `whole 2-step turn, cold: ${fmt(cold.map((c) => c.total))}; warm: ${fmt(warm.map((c) => c.total))}`,
-);
-console.log(
-  `peak memory of one live agent (opencode serve + driver + forwarder): median ${median([...cold, ...warm].map((c) => c.peakMb)).toFixed(0)} MB`,
-);
+const newSession = async () =>
+  (await gql(`mutation { createSession(input: { title: "bench" }) { mainBranch { id } } }`, {}, token))
+    .createSession.mainBranch.id as string;
 
-/** Wall time of an exploration of the 4 strategies (scored by `grep -q gamma solution.txt`). */
-async function exploration(parallelism: number): Promise<number> {
-  const s = (
-    await gql(
-      `mutation { createSession(input: { title: "explore" }) { mainBranch { head { id } } } }`,
-      {},
-      token,
-    )
-  ).createSession;
+const cold: number[] = [];
+const warm: number[] = [];
+const forks: number[] = [];
+for (let i = 0; i < REPS; i++) {
   const t0 = performance.now();
-  const e = (
-    await gql(
-      `mutation($s: ID!, $p: [String!]!, $n: Int) { explore(input: { snapshotId: $s, prompts: $p, scoreCommand: "grep -q gamma solution.txt", parallelism: $n }) { id } }`,
-      { s: s.mainBranch.head.id, p: STRATEGIES.map((n) => `strategy ${n}`), n: parallelism },
-      token,
-    )
-  ).explore;
-  for (;;) {
-    const status = (await gql(`query($id: ID!) { exploration(id: $id) { status } }`, { id: e.id }, token))
-      .exploration.status;
-    if (status !== "RUNNING") break;
-    await Bun.sleep(50);
-  }
-  return performance.now() - t0;
+  const branch = await newSession();
+  const first = await turn(branch, t0);
+  cold.push(first.first);
+  const second = await turn(branch);
+  warm.push(second.first);
+  const f0 = performance.now();
+  const child = (
+    await gql(`mutation($s: ID!) { fork(snapshotId: $s) { id } }`, { s: second.snapshotId }, token)
+  ).fork.id;
+  forks.push((await turn(child, f0)).first);
 }
-const parallel = await exploration(4);
-const sequential = await exploration(1);
+
+// Memory: every live agent now idle; the pool holds CAP of them (more sessions than CAP were used).
+await Bun.sleep(2000);
+const agents = await rssOf(
+  /\/opt\/occ\/(opencode serve|sandbox-agent\.mjs)|bwrap .*\/opt\/occ\/sandbox-agent/,
+);
+const serverRss = (
+  await rssOf(
+    new RegExp(`^\\s*\\d+\\s+${process.execPath.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} api/main.ts`),
+  )
+).bytes;
+
+const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
+const list = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(", ");
+console.log(`\nopencode ${bin}\nreps: ${REPS}; AGENT_MAX_LIVE for this run: ${CAP}\n`);
 console.log(
-  `exploration of 4 branches (agent turn + score run each): parallel ${(parallel / 1000).toFixed(1)} s, ` +
-    `one after another ${(sequential / 1000).toFixed(1)} s (x${(sequential / parallel).toFixed(2)})`,
+  `warm turn -> first agent event:   platform ${ms(median(warm))} (${list(warm)}), bare opencode serve ${ms(median(bareWarm))} (${list(bareWarm)}): ${ratio(median(warm), median(bareWarm))} (target <= 1.5x)`,
+);
+console.log(
+  `cold (new session, first prompt): platform ${ms(median(cold))} (${list(cold)}), bare start + first turn ${ms(median(bareCold))} (${list(bareCold)}): ${ratio(median(cold), median(bareCold))} (target <= 1.3x)`,
+);
+console.log(
+  `fork -> first agent event on the child (server started ahead by the fork): ${ms(median(forks))} (${list(forks)}); ${ratio(median(forks), median(bareWarm))} of bare warm, ${ratio(median(forks), median(bareCold))} of bare cold`,
+);
+const perAgent = agents.servers > 0 ? agents.bytes / agents.servers : 0;
+console.log(
+  `memory per idle live agent (opencode serve + supervisor + bwrap): ${mb(perAgent)}; bare opencode serve after two turns: ${mb(bareIdleRss)} (${ratio(perAgent, bareIdleRss)})`,
+);
+console.log(
+  `memory per instance at the cap (${agents.servers} live agents + the platform process): ${mb(agents.bytes + serverRss)}; at the default cap of 12: ~${((12 * perAgent + serverRss) / 1024 ** 3).toFixed(1)} GB`,
 );
 
 await client.dispose();

@@ -198,7 +198,7 @@ export class BranchServer {
     return new Promise((resolve, reject) => {
       let connected = false;
       void (async () => {
-        while (!this.stopped) {
+        while (!this.stopped && !this.events.signal.aborted) {
           try {
             for await (const event of this.client.events(this.events.signal, () => {
               if (connected) this.dispatch(RECONNECTED);
@@ -207,7 +207,7 @@ export class BranchServer {
             }))
               this.dispatch(event);
           } catch (error) {
-            if (this.stopped) return;
+            if (this.stopped || this.events.signal.aborted) return;
             if (!connected) return reject(error);
             this.options.log.warn("live agent event stream dropped; reconnecting", {
               branchId: this.options.branchId,
@@ -366,6 +366,7 @@ export class BranchServer {
 
   /** Stops the server; resolves once its processes are gone. */
   async stop(): Promise<void> {
+    this.events.abort(); // its stream ends with the server: not a drop to reconnect after
     await this.service?.stop();
     await this.cleanUp();
   }

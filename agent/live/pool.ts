@@ -93,7 +93,11 @@ export class AgentPool implements PermissionReplier {
         fresh.started = server;
         void server.exited.then(() => this.forget(branchId, fresh, false));
         if (this.entries.get(branchId) !== fresh || this.closed) void server.stop();
-        else this.armIdle(fresh);
+        else {
+          this.armIdle(fresh);
+          // Agents that were starting could not be evicted then: the cap is enforced again now.
+          this.makeRoom(branchId);
+        }
       },
       () => this.forget(branchId, fresh, false),
     );
@@ -122,6 +126,7 @@ export class AgentPool implements PermissionReplier {
       if (entry && this.entries.get(branchId) === entry) {
         this.touch(entry);
         this.armIdle(entry);
+        this.makeRoom(branchId);
       }
     }
   }
