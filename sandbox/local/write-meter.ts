@@ -4,11 +4,10 @@
 // the command), each inode counted once at its full size. The directory measured is where the
 // workspace's own writes land: an overlay's upper directory (only what changed) or a copy's root.
 //
-// The walk never follows symlinks (lstat; directories are entered only when lstat says so) and is
-// bounded: it stops as soon as the answer is "over", and after MAX_WALKED entries in all.
-import type { Dir } from "node:fs";
-import * as fs from "node:fs/promises";
-import { join } from "node:path";
+// The walk never follows symlinks, even ones swapped in while it runs (beneath.ts walkDirs: every
+// directory is opened from its parent's descriptor with O_NOFOLLOW), and is bounded: it stops as soon
+// as the answer is "over", and after MAX_WALKED entries in all.
+import { isGone, walkDirs } from "./beneath.ts";
 
 /** Entries a single walk looks at before it gives up and reports "over" (a tree no cap should allow). */
 const MAX_WALKED = 1_000_000;
@@ -17,7 +16,6 @@ const MAX_WALKED = 1_000_000;
  * Kept small: files written just before the command (a fresh copy workspace) would count as its own.
  */
 const CLOCK_SLACK_MS = 20;
-const BATCH = 64;
 
 export interface WriteCap {
   /** Bytes of new or changed file content the command may leave. */
@@ -35,59 +33,45 @@ export interface WriteMeasure {
   reason: "bytes" | "entries" | "walk" | null;
 }
 
+/** Thrown inside the walk to stop it as soon as the answer is known. */
+class Over extends Error {}
+
 /** Whatever was changed under `dir` since `sinceMs`, up to the point where the cap is passed. */
 export async function measureWrites(dir: string, sinceMs: number, cap: WriteCap): Promise<WriteMeasure> {
-  const since = sinceMs - CLOCK_SLACK_MS;
-  const seen = new Set<number>();
+  const since = BigInt(Math.floor((sinceMs - CLOCK_SLACK_MS) * 1e6));
+  const seen = new Set<bigint>();
   const result: WriteMeasure = { bytes: 0, entries: 0, over: false, reason: null };
+  let walked = 0;
   const stop = (reason: WriteMeasure["reason"]) => {
     result.over = true;
     result.reason = reason;
-    return result;
+    throw new Over();
   };
-  let walked = 0;
-  const pending = [dir];
-  // lstat in batches: one directory's entries are looked at concurrently, a batch at a time.
-  const batch: string[] = [];
-  const flush = async (): Promise<WriteMeasure | null> => {
-    const stats = await Promise.all(batch.map((path) => fs.lstat(path).catch(() => null)));
-    for (let i = 0; i < stats.length; i++) {
-      const stat = stats[i];
-      if (!stat) continue; // removed meanwhile
-      // A directory is entered even when unchanged: a new file deep inside changes only its parent.
-      if (stat.isDirectory()) pending.push(batch[i]!);
-      if (stat.ctimeMs < since) continue;
-      if (++result.entries > cap.maxEntries) return stop("entries");
-      if (!stat.isFile() || seen.has(stat.ino)) continue;
-      seen.add(stat.ino);
-      result.bytes += stat.size;
-      if (result.bytes > cap.maxBytes) return stop("bytes");
-    }
-    batch.length = 0;
-    return null;
-  };
-  while (pending.length > 0) {
-    const current = pending.pop()!;
-    let handle: Dir;
-    try {
-      handle = await fs.opendir(current);
-    } catch {
-      continue; // removed meanwhile, or not a directory any more
-    }
-    try {
-      for await (const dirent of handle) {
-        if (++walked > MAX_WALKED) return stop("walk");
-        batch.push(join(current, dirent.name));
-        if (batch.length >= BATCH) {
-          const over = await flush();
-          if (over) return over;
+  try {
+    // The command is still running and may swap directories for symlinks: walkDirs opens every
+    // directory from its parent's descriptor without following links, so the walk stays beneath `dir`.
+    await walkDirs(
+      dir,
+      async ({ entries }) => {
+        for (const { stat } of entries) {
+          if (++walked > MAX_WALKED) stop("walk");
+          // Directories are entered by walkDirs even when unchanged (a new file deep inside changes
+          // only its parent); they are counted as entries when they changed.
+          if (stat.ctimeNs < since) continue;
+          if (++result.entries > cap.maxEntries) stop("entries");
+          if (!stat.isFile() || seen.has(stat.ino)) continue;
+          seen.add(stat.ino);
+          result.bytes += Number(stat.size);
+          if (result.bytes > cap.maxBytes) stop("bytes");
         }
-      }
-    } finally {
-      await handle.close().catch(() => {});
-    }
-    const over = await flush();
-    if (over) return over;
+      },
+      { parallel: 1 },
+    );
+  } catch (error) {
+    if (error instanceof Over) return result;
+    // The workspace itself went away (a reset or destroy racing the meter): nothing to count.
+    if (isGone(error)) return result;
+    throw error;
   }
   return result;
 }
