@@ -10,12 +10,12 @@ import type { ForwardedAnswer, TurnRequest, TurnResult } from "../agent/live/bra
 import type { AgentPool } from "../agent/live/pool.ts";
 import { opencodeTurn } from "../agent/opencode-command.ts";
 import { opencodeRunTurn, runLineEvents } from "../agent/opencode-run.ts";
-import type { PermissionReplier, PermissionReply } from "../agent/permissions.ts";
+import { type PermissionReplier, type PermissionReply, permissionRules } from "../agent/permissions.ts";
 import type { Bus } from "../bus/bus.ts";
 import { topics } from "../bus/bus.ts";
 import type { Db } from "../db/client.ts";
 import { newId } from "../db/ids.ts";
-import { type RunRow, type RunStatus, runs } from "../db/schema.ts";
+import { type RunRow, type RunStatus, runs, sessions } from "../db/schema.ts";
 import type { ExecOptions, ExecResult, KillReason, SandboxProvider } from "../sandbox/provider.ts";
 import type { BranchRuntime, BranchSandbox } from "./branch-runtime.ts";
 import type { Logger } from "./context.ts";
@@ -517,7 +517,12 @@ export class Runner {
       turn = await pool.turn(
         row.branchId,
         sandbox,
-        live.forward?.request ?? { kind: "prompt", text: row.input },
+        live.forward?.request ?? {
+          kind: "prompt",
+          text: row.input,
+          // The session's mode as of this turn: ASK makes the agent wait for answerPermission.
+          permission: permissionRules(await this.agentPermissionsOf(row.sessionId)),
+        },
         {
           runId: row.id,
           upstream,
@@ -550,6 +555,14 @@ export class Runner {
       },
       usage: turn?.usage ?? null,
     };
+  }
+
+  private async agentPermissionsOf(sessionId: string) {
+    const [session] = await this.deps.db
+      .select({ mode: sessions.agentPermissions })
+      .from(sessions)
+      .where(eq(sessions.id, sessionId));
+    return session?.mode ?? "ALLOW";
   }
 
   /** An agent turn: the driver's JSON lines become agent events; the answer's text is the output. */

@@ -85,12 +85,12 @@ export const AgentPermissionAsked = builder
         description: "What an ALWAYS reply allows from now on.",
         resolve: (e) => e.event.always ?? [],
       }),
-      callId: t.string({
+      toolCallId: t.string({
         nullable: true,
         description: "The tool call waiting (AgentToolEvent.callId).",
         resolve: (e) => e.event.callId ?? null,
       }),
-      messageId: t.string({ nullable: true, resolve: (e) => e.event.messageId ?? null }),
+      toolMessageId: t.string({ nullable: true, resolve: (e) => e.event.messageId ?? null }),
       metadata: t.field({
         type: "JSON",
         nullable: true,
@@ -112,7 +112,12 @@ export const AgentPermissionReplied = builder
         type: PermissionReplyEnum,
         resolve: (e) => e.event.reply.toUpperCase() as "ONCE" | "ALWAYS" | "REJECT",
       }),
-      message: t.string({ nullable: true, resolve: (e) => e.event.message ?? null }),
+      feedback: t.string({
+        nullable: true,
+        description:
+          "The message given with the answer (answerPermission's `message`): what the agent is told.",
+        resolve: (e) => e.event.message ?? null,
+      }),
       user: t.field({
         type: UserRef,
         nullable: true,

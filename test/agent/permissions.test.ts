@@ -212,6 +212,6 @@ test("metadata strings are cut and anything but once/always/reject is not a repl
     patterns: ["a.txt"],
     metadata: { diff: big },
   });
-  expect((e as { metadata: { diff: string } }).metadata.diff.length).toBeLessThan(70_000);
+  expect((e as unknown as { metadata: { diff: string } }).metadata.diff.length).toBeLessThan(70_000);
   expect(permissionReplied({ requestID: "per_1", reply: "maybe" })).toBeNull();
 });
