@@ -5,8 +5,9 @@ import { eq } from "drizzle-orm";
 import type { AgentPermissionMode, PermissionReply } from "../agent/permissions.ts";
 import { type RunRow, runs, type SessionRow, sessions } from "../db/schema.ts";
 import { requireRole } from "./access.ts";
+import { providerOf } from "./branch.ts";
 import type { Context } from "./context.ts";
-import { badInput, notFound } from "./errors.ts";
+import { AppError, badInput, notFound } from "./errors.ts";
 import { loadRun } from "./run.ts";
 
 const MAX_MESSAGE = 2000;
@@ -16,6 +17,12 @@ export async function setAgentPermissions(
   args: { sessionId: string; mode: AgentPermissionMode },
 ): Promise<SessionRow> {
   await requireRole(ctx, args.sessionId, "OWNER", "Session");
+  // A per-turn agent (`opencode run` in a microVM) cannot be reached while it waits for an answer.
+  if (args.mode === "ASK" && (await providerOf(ctx, args.sessionId)).status.agentMode !== "live")
+    throw new AppError(
+      "NOT_SUPPORTED",
+      "This session's agent runs one turn at a time out of reach (provider contree): it cannot ask for approval",
+    );
   const [row] = await ctx.db
     .update(sessions)
     .set({ agentPermissions: args.mode })
