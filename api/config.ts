@@ -72,6 +72,8 @@ export interface Config {
    * `idleMs` without a turn; at most `maxLive` per instance, least recently used evicted first.
    */
   agents: { idleMs: number; maxLive: number };
+  /** What each run's stored record (run_events, replayed by runOutput) may hold at most. */
+  runTrail: { maxEvents: number; maxBytes: number };
   /**
    * Where user-supplied URLs (model keys, repositories) may lead besides public addresses
    * (ALLOW_PRIVATE_URLS, OUTBOUND_ALLOW_HOSTS). The operator's own AGENT_MODEL_BASE_URL is trusted.
@@ -316,6 +318,12 @@ export function loadConfig(env: Env = process.env): Config {
     agents: {
       idleMs: int(env, "AGENT_IDLE_MS", 10 * 60_000, 1000, 7 * 24 * 3600_000),
       maxLive: int(env, "AGENT_MAX_LIVE", 12, 1, 10_000),
+    },
+    // A chatty run (a command printing for minutes, an agent streaming long outputs) stops being
+    // stored here; 8 MB keeps a long agent turn whole.
+    runTrail: {
+      maxEvents: int(env, "RUN_EVENTS_MAX_EVENTS", 20_000, 10, 10_000_000),
+      maxBytes: bytes(env, "RUN_EVENTS_MAX_BYTES", 8 * 1024 * 1024),
     },
     // Refused by default everywhere, development too: a dev server's loopback holds databases and
     // admin consoles as well, and anyone who reaches its GraphQL port could aim a clone at them.

@@ -149,6 +149,7 @@ export async function startServer(
     chat,
     agents,
     permissions: agents,
+    trail: config.runTrail,
     turnTimeoutMs: config.sandbox.timeoutMs,
   });
   const interrupted = await runner.recoverInterrupted();
