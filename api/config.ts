@@ -29,6 +29,10 @@ export interface Config {
     maxTokens: number;
     /** Login/register attempts per client address per minute. */
     authAttemptsPerMinute: number;
+    /** Authenticated requests per user per minute (every credential of the user counted together). */
+    requestsPerMinutePerUser: number;
+    /** Requests per API key per minute. */
+    requestsPerMinutePerApiKey: number;
   };
   sandbox: SandboxConfig;
   /** How long an empty collaboration room stays loaded before it is unloaded. */
@@ -55,7 +59,21 @@ export interface Config {
     branchesPerSession: number;
     /** Below this much free space on DATA_DIR's or SANDBOX_DIR's disk, writes are refused. */
     minFreeDiskBytes: number;
+    /** Runs one user may have queued or running at once, over all instances. */
+    userConcurrentRuns: number;
+    /** Seconds of runs one user may use per UTC day, over all instances. */
+    userRunSecondsPerDay: number;
   };
+  /**
+   * What several instances share (the bus, rate limits, run quotas): nothing (one process, in memory),
+   * a Redis server (REDIS_URL), or Upstash's REST API (UPSTASH_REDIS_REST_URL and _TOKEN).
+   */
+  shared:
+    | { kind: "memory" }
+    | { kind: "redis"; url: string }
+    | { kind: "upstash"; url: string; token: string };
+  /** Prefix of every Redis/Upstash key; bus topics keep at least `retentionEvents` for `retentionMs` idle. */
+  sharedKeys: { prefix: string; busRetentionMs: number; busRetentionEvents: number };
   /** Worker threads computing diff patches off the event loop. */
   diffWorkers: number;
   /** Key material for sealing per-user secrets (SECRETS_KEY); null: derived from the JWT secret. */
@@ -184,6 +202,31 @@ function databaseUrl(env: Env, dataDir: string): string {
   return raw;
 }
 
+/** REDIS_URL or Upstash's REST URL and token (one or the other), else in-process. */
+function sharedConfig(env: Env): Config["shared"] {
+  const redisUrl = optional(env, "REDIS_URL");
+  const upstashUrl = optional(env, "UPSTASH_REDIS_REST_URL");
+  const upstashToken = optional(env, "UPSTASH_REDIS_REST_TOKEN");
+  if (redisUrl && upstashUrl)
+    throw new ConfigError("REDIS_URL", "set REDIS_URL or UPSTASH_REDIS_REST_URL, not both");
+  if (redisUrl) {
+    if (!/^rediss?:\/\/[^/]/.test(redisUrl))
+      throw new ConfigError("REDIS_URL", `expected a redis:// or rediss:// URL, got "${redact(redisUrl)}"`);
+    return { kind: "redis", url: redisUrl };
+  }
+  if (upstashUrl) {
+    if (!/^https?:\/\/[^/]/.test(upstashUrl))
+      throw new ConfigError("UPSTASH_REDIS_REST_URL", `expected an https:// URL, got "${upstashUrl}"`);
+    if (!upstashToken)
+      throw new ConfigError("UPSTASH_REDIS_REST_TOKEN", "required with UPSTASH_REDIS_REST_URL");
+    return { kind: "upstash", url: upstashUrl.replace(/\/+$/, ""), token: upstashToken };
+  }
+  if (upstashToken) throw new ConfigError("UPSTASH_REDIS_REST_URL", "required with UPSTASH_REDIS_REST_TOKEN");
+  return { kind: "memory" };
+}
+
+const redact = (url: string) => url.replace(/\/\/[^@/]*@/, "//***@");
+
 /**
  * The agents' model: any OpenAI-compatible endpoint (AGENT_MODEL_BASE_URL), or OpenAI or Anthropic
  * (whose OpenAI-compatible endpoint is used) from their usual key variables.
@@ -255,6 +298,9 @@ export function loadConfig(env: Env = process.env): Config {
       maxAliases: int(env, "GRAPHQL_MAX_ALIASES", 30, 1, 1000),
       maxTokens: int(env, "GRAPHQL_MAX_TOKENS", 2000, 50, 100_000),
       authAttemptsPerMinute: int(env, "AUTH_RATE_LIMIT_PER_MINUTE", 20, 1, 100_000),
+      // Generous: they stop runaway scripts and floods, not normal use (a busy UI sends a few a second).
+      requestsPerMinutePerUser: int(env, "REQUESTS_PER_MINUTE_PER_USER", 6000, 1, 100_000_000),
+      requestsPerMinutePerApiKey: int(env, "REQUESTS_PER_MINUTE_PER_API_KEY", 6000, 1, 100_000_000),
     },
     sandbox: {
       provider: oneOf(env, "SANDBOX_PROVIDER", ["local", "contree"] as const, "local"),
@@ -280,6 +326,14 @@ export function loadConfig(env: Env = process.env): Config {
       userSessions: int(env, "QUOTA_USER_SESSIONS", 100, 1, 1_000_000),
       branchesPerSession: int(env, "QUOTA_SESSION_BRANCHES", 200, 1, 1_000_000),
       minFreeDiskBytes: bytes(env, "DISK_MIN_FREE_BYTES", 2 * 1024 ** 3),
+      userConcurrentRuns: int(env, "QUOTA_USER_CONCURRENT_RUNS", 10, 1, 100_000),
+      userRunSecondsPerDay: int(env, "QUOTA_USER_RUN_SECONDS_PER_DAY", 24 * 3600, 1, 1_000_000_000),
+    },
+    shared: sharedConfig(env),
+    sharedKeys: {
+      prefix: str(env, "REDIS_KEY_PREFIX", "occ:"),
+      busRetentionMs: int(env, "BUS_RETENTION_MS", 10 * 60_000, 1000, 7 * 24 * 3600_000),
+      busRetentionEvents: int(env, "BUS_RETENTION_EVENTS", 1000, 10, 10_000_000),
     },
     diffWorkers: int(env, "DIFF_WORKERS", 2, 1, 64),
     collabUnloadGraceMs: int(env, "COLLAB_UNLOAD_GRACE_MS", 2000, 0, 3_600_000),

@@ -8,12 +8,13 @@ import type { Context, Services, Viewer } from "../resolvers/context.ts";
 import { AppError } from "../resolvers/errors.ts";
 import { health } from "../resolvers/health.ts";
 import { sessionTreeSvg } from "../resolvers/tree-svg.ts";
+import { createAgentProxy } from "./agent-proxy.ts";
 import type { Authenticator } from "./auth/authenticate.ts";
 import type { Config } from "./config.ts";
 import { createContext } from "./context.ts";
 import { createErrorMasker, errorResponse, requestScope, useErrorCodes, withErrorBody } from "./errors.ts";
 import { createGraphQLWebSocket, GRAPHQL_WS_PROTOCOL } from "./graphql-ws.ts";
-import { limitBody } from "./limits.ts";
+import { createRequestLimiter, limitBody } from "./limits.ts";
 import { useLiveAccess } from "./live-access.ts";
 import type { AppFetch, SocketLike } from "./runtime/types.ts";
 
@@ -106,6 +107,16 @@ export function createApp(deps: AppDeps): App {
   });
 
   const ws = createGraphQLWebSocket({ yoga, auth, bus: services.bus, log });
+  // `opencode attach <Branch.agentUrl>`: the branch's live opencode server, behind the platform's auth.
+  const agentProxy = createAgentProxy({ services, auth, maxBodyBytes: config.limits.maxBodyBytes });
+  // Per user and per API key, over every instance when the limiter is shared (one call per request).
+  const limitRequests = createRequestLimiter({
+    rateLimiter: services.rateLimiter,
+    bus: services.bus,
+    perUser: services.limits.requestsPerMinutePerUser,
+    perApiKey: services.limits.requestsPerMinutePerApiKey,
+    log,
+  });
   const sdl = printSchema(schema);
 
   let inFlight = 0;
@@ -132,20 +143,31 @@ export function createApp(deps: AppDeps): App {
       const wantsGraphiQL =
         request.method === "GET" && (request.headers.get("accept") ?? "").includes("text/html");
       if (!wantsGraphiQL) viewer = await auth.fromAuthorizationHeader(request.headers.get("authorization"));
+      // False: a revocation from another instance just arrived, so the credential is checked again.
+      if (viewer && !(await limitRequests(viewer)))
+        viewer = await auth.fromAuthorizationHeader(request.headers.get("authorization"));
       return yoga.fetch(limited, { viewer, clientAddress, requestId });
     }
     const tree = /^\/sessions\/([^/]+)\/tree\.svg$/.exec(url.pathname);
     if (tree && request.method === "GET") {
       // Authorized like the session; ?token= lets an <img> tag carry the credential.
       const token = url.searchParams.get("token");
-      const viewer = token
-        ? await auth.fromCredential(token)
-        : await auth.fromAuthorizationHeader(request.headers.get("authorization"));
+      const authenticate = () =>
+        token
+          ? auth.fromCredential(token)
+          : auth.fromAuthorizationHeader(request.headers.get("authorization"));
+      let viewer = await authenticate();
+      if (viewer && !(await limitRequests(viewer))) viewer = await authenticate();
       const ctx = createContext(services, { viewer, clientAddress, requestId });
       const svg = await sessionTreeSvg(ctx, decodePathSegment(tree[1]!, "session id"));
       return new Response(svg, {
         headers: { "content-type": "image/svg+xml; charset=utf-8", "cache-control": "no-store" },
       });
+    }
+    const agent = /^\/agent\/([^/]+)(\/.*)?$/.exec(url.pathname);
+    if (agent) {
+      const branchId = decodePathSegment(agent[1]!, "branch id");
+      return agentProxy.handle(request, branchId, agent[2] ?? "/", url.search, clientAddress);
     }
     throw new AppError("NOT_FOUND", `No route for ${request.method} ${url.pathname}; the API is at /graphql`);
   }
@@ -199,6 +221,8 @@ export function createApp(deps: AppDeps): App {
       if (error instanceof AppError) {
         const headers: Record<string, string> = { "x-request-id": requestId };
         if (error.code === "UNAUTHENTICATED") headers["www-authenticate"] = 'Bearer error="invalid_token"';
+        const retryAfter = error.details?.retryAfterSeconds;
+        if (typeof retryAfter === "number") headers["retry-after"] = String(retryAfter);
         return errorResponse(error, headers);
       }
       log.error("unhandled request error", {
@@ -220,6 +244,7 @@ export function createApp(deps: AppDeps): App {
     async close() {
       closing = true;
       await ws.close();
+      await agentProxy.close();
       if (inFlight > 0) {
         const done = new Promise<void>((resolve) => {
           drained = resolve;

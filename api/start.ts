@@ -5,7 +5,6 @@ import { join } from "node:path";
 import { ModelGateway } from "../agent/gateway.ts";
 import { AgentPool } from "../agent/live/pool.ts";
 import { opencodeBinary } from "../agent/opencode-binary.ts";
-import { createMemoryBus } from "../bus/memory.ts";
 import { createPresenceRegistry } from "../collab/presence.ts";
 import { CollabServer } from "../collab/server.ts";
 import { openDatabase, tuneEmbedded } from "../db/client.ts";
@@ -14,6 +13,7 @@ import { BranchRuntime } from "../resolvers/branch-runtime.ts";
 import type { Services } from "../resolvers/context.ts";
 import { diskSpace } from "../resolvers/disk-space.ts";
 import { Quotas } from "../resolvers/quota.ts";
+import { RunQuotas } from "../resolvers/run-quota.ts";
 import { Runner } from "../resolvers/runner.ts";
 import { headRef } from "../resolvers/snapshot-records.ts";
 import { createProviders } from "../sandbox/create.ts";
@@ -25,9 +25,9 @@ import { createAuthenticator } from "./auth/authenticate.ts";
 import { createSecretBox } from "./auth/secret-box.ts";
 import { createTokenService, type TokenService } from "./auth/tokens.ts";
 import type { Config } from "./config.ts";
-import { createMemoryRateLimiter } from "./limits.ts";
 import { createLogger } from "./log.ts";
 import type { Runtime } from "./runtime/types.ts";
+import { createSharedState } from "./shared-state.ts";
 import { createApp } from "./server.ts";
 
 const { version } = createRequire(import.meta.url)("../package.json") as { version: string };
@@ -75,7 +75,9 @@ export async function startServer(
   );
   const local = sandboxes.get("local");
   const tokens = await createTokenService(config);
-  const bus = createMemoryBus();
+  // The bus, rate limits and run quotas: in process, or shared through Redis/Upstash (several instances).
+  const shared = createSharedState(config, log);
+  const { bus } = shared;
   const branchRuntime = new BranchRuntime(sandboxes, config.maxParallelRuns);
   // Agent runs need the opencode binary and a model, reached only through the gateway: over its unix
   // socket from local sandboxes (which also need bubblewrap), over the network from contree VMs.
@@ -137,6 +139,11 @@ export async function startServer(
     database.db,
     diskSpace([config.dataDir, config.sandbox.dir]),
   );
+  const runQuota = new RunQuotas(
+    shared.runCounters,
+    { ...config.quota, maxRunTimeoutMs: config.sandbox.timeoutMs },
+    log,
+  );
   const runner = new Runner({
     quota,
     db: database.db,
@@ -166,17 +173,20 @@ export async function startServer(
     bus,
     passwords: runtime.password,
     tokens,
-    rateLimiter: createMemoryRateLimiter(),
+    rateLimiter: shared.rateLimiter,
     log,
     limits: {
       authAttemptsPerMinute: config.limits.authAttemptsPerMinute,
       maxRunTimeoutMs: config.sandbox.timeoutMs,
+      requestsPerMinutePerUser: config.limits.requestsPerMinutePerUser,
+      requestsPerMinutePerApiKey: config.limits.requestsPerMinutePerApiKey,
     },
     sandboxes,
     branchRuntime,
     runner,
     agents,
     quota,
+    runQuota,
     shareLinks: { sign: tokens.signFor, verify: tokens.verifyFor },
     agentUnavailable,
     platformModel: model,
@@ -237,6 +247,8 @@ export async function startServer(
       64 * 1024,
   });
   const url = `http://${server.hostname.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
+  // PORT=0 (tests, benchmarks) picks the port now: links handed out (agentUrl, share links) use it.
+  if (/:0\/?$/.test(services.publicUrl)) services.publicUrl = url;
   log.info("listening", {
     url,
     graphql: `${url}/graphql`,
@@ -258,7 +270,8 @@ export async function startServer(
         await app.close();
         await Promise.race([stopped, new Promise((r) => setTimeout(r, 1000))]);
         await server.stop(true);
-        await bus.close();
+        await shared.close();
+        runQuota.close();
         await collab.close();
         presence.close();
         await agents?.close();

@@ -29,6 +29,11 @@ export interface Bus {
   subscribe<T>(topic: string, options?: SubscribeOptions): AsyncIterableIterator<BusEvent<T>>;
   /** A cursor to resume after: the topic's latest event id, or "now" when it has none. */
   lastId(topic: string): Promise<number>;
+  /**
+   * Shared buses: waits (at most `timeoutMs`) until this process has delivered the topic's events up
+   * to `id` to its subscribers; true if it had to wait. Only for topics this process subscribes to.
+   */
+  waitFor?(topic: string, id: number, timeoutMs: number): Promise<boolean>;
   close(): Promise<void>;
 }
 

@@ -26,6 +26,8 @@ export interface StreamTail {
   read(positions: Map<string, StreamId>): Promise<Map<string, StreamEntry[]>>;
   /** The set of streams changed: a pending read should return soon. */
   interrupt(): void;
+  /** Something is known to be waiting in this stream: read it soon (tails that cannot block). */
+  poke?(key: string): void;
   close(): Promise<void>;
 }
 
@@ -57,6 +59,8 @@ interface Subscriber {
   last: number;
   /** Events the tail delivered while this subscriber was still catching up; null once live. */
   backlog: BusEvent[] | null;
+  /** It gave a cursor to resume after (and so is owed every event after it). */
+  resumed: boolean;
 }
 
 interface Feed {
@@ -65,6 +69,8 @@ interface Feed {
   /** Where the tail reads from; null until a subscriber has caught up and set it. */
   cursor: StreamId | null;
   subscribers: Set<Subscriber>;
+  /** waitFor calls: resolved once the tail has delivered up to their id. */
+  waiters: { id: number; resolve: () => void }[];
 }
 
 type RawEntry = [string, string[]];
@@ -95,11 +101,14 @@ export function parseXRead(reply: unknown): Map<string, StreamEntry[]> {
   return out;
 }
 
+/** The stream key of a topic. */
+export const streamKey = (prefix: string, topic: string) => `${prefix}bus:${topic}`;
+
 export function createStreamBus(options: StreamBusOptions): StreamBus {
   const { commands, tail, prefix, maxLen, retentionMs } = options;
   const onError = options.onError ?? (() => {});
   const feeds = new Map<string, Feed>();
-  const keyOf = (topic: string) => `${prefix}bus:${topic}`;
+  const keyOf = (topic: string) => streamKey(prefix, topic);
   let closed = false;
   let idle: (() => void) | undefined;
 
@@ -130,11 +139,11 @@ export function createStreamBus(options: StreamBusOptions): StreamBus {
     const first = entries[0]!;
     if (feed.cursor !== null && compareIds(first.prev, feed.cursor) > 0) {
       // Entries were trimmed before the tail read them (it was cut off longer than the retention).
+      // Subscribers that resumed from a cursor were promised every event: they fail. Live-only ones
+      // (watchers that cannot resume anyway) go on from here.
       const error = new CursorExpiredError(feed.topic, toNumber(feed.cursor));
-      onError("bus: a topic's tail fell behind its retention", { topic: feed.topic });
-      feeds.delete(feed.key);
-      for (const subscriber of feed.subscribers) subscriber.queue.fail(error);
-      return;
+      onError("bus: a topic's tail fell behind its retention; events were missed", { topic: feed.topic });
+      for (const subscriber of [...feed.subscribers]) if (subscriber.resumed) subscriber.queue.fail(error);
     }
     for (const entry of entries) {
       if (feed.cursor !== null && compareIds(entry.id, feed.cursor) <= 0) continue;
@@ -145,6 +154,10 @@ export function createStreamBus(options: StreamBusOptions): StreamBus {
         if (subscriber.backlog) subscriber.backlog.push(event);
         else deliverTo(subscriber, event);
       }
+    }
+    if (feed.waiters.length > 0 && feed.cursor !== null) {
+      const reached = toNumber(feed.cursor);
+      feed.waiters = feed.waiters.filter((waiter) => (waiter.id <= reached ? void waiter.resolve() : true));
     }
   };
 
@@ -259,7 +272,7 @@ export function createStreamBus(options: StreamBusOptions): StreamBus {
       }
       let feed = feeds.get(key);
       if (!feed) {
-        feed = { topic, key, cursor: null, subscribers: new Set() };
+        feed = { topic, key, cursor: null, subscribers: new Set(), waiters: [] };
         feeds.set(key, feed);
       }
       const joined = feed;
@@ -267,27 +280,58 @@ export function createStreamBus(options: StreamBusOptions): StreamBus {
         queue: new PushQueue<BusEvent>(() => leave(joined, subscriber), subscribeOptions.signal),
         last: 0,
         backlog: [],
+        resumed: subscribeOptions.after !== undefined,
       };
       joined.subscribers.add(subscriber);
       // Asked now, before this call returns: over one connection (or the ordered REST queue) it runs
       // before any publish this process makes afterwards, which the subscriber therefore receives.
       const { after } = subscribeOptions;
-      const start = after !== undefined ? Promise.resolve().then(() => fromNumber(after)) : lastIdOf(key);
-      void start
-        .then((from) => {
-          subscriber.last = toNumber(from);
-          return catchUp(joined, subscriber, from);
-        })
-        .catch((error) => {
-          if (!(error instanceof CursorExpiredError))
-            onError("bus: subscribing failed", { topic, error: String(error) });
-          subscriber.queue.fail(error);
-        });
+      let start: Promise<StreamId> =
+        after !== undefined ? Promise.resolve().then(() => fromNumber(after)) : lastIdOf(key);
+      const begin = async () => {
+        for (let failures = 0; ; failures++) {
+          try {
+            const from = await start;
+            if (subscriber.last === 0) subscriber.last = toNumber(from);
+            await catchUp(joined, subscriber, from);
+            return;
+          } catch (error) {
+            // An expired or malformed cursor is final; the store being unreachable is not: retry
+            // (from the same start: what was delivered meanwhile is not delivered twice).
+            if (error instanceof CursorExpiredError || error instanceof RangeError) throw error;
+            if (closed || subscriber.queue.ended) return;
+            if (failures === 0 || failures % 20 === 0)
+              onError("bus: subscribing failed; retrying", { topic, error: String(error), failures });
+            await new Promise((resolve) =>
+              setTimeout(resolve, Math.min(100 * 2 ** Math.min(failures, 5), 3000)),
+            );
+            if (after === undefined) start = start.catch(() => lastIdOf(key));
+          }
+        }
+      };
+      void begin().catch((error) => subscriber.queue.fail(error));
       return subscriber.queue as unknown as AsyncIterableIterator<BusEvent<T>>;
     },
 
     async lastId(topic: string) {
       return toNumber(await lastIdOf(keyOf(topic)));
+    },
+
+    async waitFor(topic: string, id: number, timeoutMs: number) {
+      const feed = feeds.get(keyOf(topic));
+      if (!feed || feed.cursor === null || toNumber(feed.cursor) >= id) return false;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        feed.waiters.push({
+          id,
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        });
+        tail.poke?.(feed.key);
+      });
+      return true;
     },
 
     async close() {

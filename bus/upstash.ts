@@ -47,6 +47,7 @@ export class UpstashStreamTail implements StreamTail {
   /** Read every tailed key on the next round (start, SSE reconnect, safety poll). */
   private full = true;
   private signal: (() => void) | undefined;
+  private interrupted = false;
   private closed = false;
   private sse: AbortController | undefined;
   private lastHeard = Date.now();
@@ -89,7 +90,11 @@ export class UpstashStreamTail implements StreamTail {
 
   async read(positions: Map<string, StreamId>): Promise<Map<string, StreamEntry[]>> {
     for (;;) {
-      if (this.closed) return new Map();
+      // The set of tailed topics changed: return, so the caller asks again with the new positions.
+      if (this.closed || this.interrupted) {
+        this.interrupted = false;
+        return new Map();
+      }
       const keys = [...positions.keys()].filter(
         (key) => this.full || this.woken.has(key) || !this.known.has(key),
       );
@@ -120,6 +125,12 @@ export class UpstashStreamTail implements StreamTail {
   }
 
   interrupt(): void {
+    this.interrupted = true;
+    this.notify();
+  }
+
+  poke(key: string): void {
+    this.woken.add(key);
     this.notify();
   }
 

@@ -9,6 +9,7 @@ import type { BranchRuntime } from "./branch-runtime.ts";
 import { forbidden, unauthenticated } from "./errors.ts";
 import type { Loaders } from "./loaders.ts";
 import type { Quotas } from "./quota.ts";
+import type { RunQuotas } from "./run-quota.ts";
 import type { Runner } from "./runner.ts";
 
 export type Scope = "read" | "write";
@@ -38,6 +39,16 @@ export interface TokenIssuer {
 export interface RateLimiter {
   /** Counts one hit against `key`; `ok` is false when the window's limit is used up. */
   consume(key: string, limit: number, windowMs: number): Promise<{ ok: boolean; retryAfterMs: number }>;
+  /**
+   * Counts one hit against each key in one step (one round trip to a shared store); `ok` is false when
+   * any of them is over its limit, and `retryAfterMs` is the longest wait among those. A shared store
+   * also reports, in the same round trip, the latest event id of each `watch` bus topic (`latest`), so
+   * the caller can tell whether this instance has applied them yet.
+   */
+  consumeAll(
+    hits: { key: string; limit: number; windowMs: number }[],
+    options?: { watch?: string[] },
+  ): Promise<{ ok: boolean; retryAfterMs: number; latest?: Record<string, number> }>;
 }
 
 export interface Logger {
@@ -113,7 +124,12 @@ export interface Services {
   rateLimiter: RateLimiter;
   log: Logger;
   health: HealthInfo;
-  limits: { authAttemptsPerMinute: number; maxRunTimeoutMs: number };
+  limits: {
+    authAttemptsPerMinute: number;
+    maxRunTimeoutMs: number;
+    requestsPerMinutePerUser: number;
+    requestsPerMinutePerApiKey: number;
+  };
   /** The sandbox providers this server offers; a session keeps the one it was created with. */
   sandboxes: SandboxProviders;
   branchRuntime: BranchRuntime;
@@ -122,6 +138,8 @@ export interface Services {
   agents: import("../agent/live/pool.ts").AgentPool | null;
   /** Storage quotas, creation caps and the free-disk floor. */
   quota: Quotas;
+  /** Runs per user at once and run-seconds per day, counted across instances. */
+  runQuota: RunQuotas;
   shareLinks: AudienceTokens;
   publicUrl: string;
   /** Why agent runs cannot start here at all (null: they can, given a model). */

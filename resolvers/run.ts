@@ -8,6 +8,7 @@ import type { Context } from "./context.ts";
 import { AppError, badInput, conflict } from "./errors.ts";
 import { modelFor } from "./model-keys.ts";
 import { afterCursor, decodeCursor, orderBy, type Page, pageSize, toPage } from "./pagination.ts";
+import { startCounted } from "./run-quota.ts";
 import { endFromRow, storedTrail } from "./run-trail.ts";
 import type { RunStreamEvent } from "./runner.ts";
 
@@ -33,7 +34,9 @@ export async function exec(
   ) {
     throw badInput(`timeoutMs must be 100 to ${max}`, "timeoutMs");
   }
-  return ctx.runner.start({
+  // Runs at once and run-seconds per day, per user over every instance (run-quota.ts).
+  const ticket = await ctx.runQuota.begin(ctx.viewer!.userId, args.timeoutMs ?? null);
+  return startCounted(ctx.runner, ticket, {
     kind: "EXEC",
     sessionId: branch.sessionId,
     branchId: branch.id,
@@ -62,7 +65,8 @@ export async function prompt(ctx: Context, args: { branchId: string; text: strin
     throw new AppError("UNAVAILABLE", reasons.join(". "));
   }
   const upstream = model;
-  const run = await ctx.runner.start({
+  const ticket = await ctx.runQuota.begin(ctx.viewer!.userId, null);
+  const run = await startCounted(ctx.runner, ticket, {
     upstream,
     kind: "PROMPT",
     sessionId: branch.sessionId,

@@ -69,7 +69,7 @@ interface LiveRun {
 /** An opencode client's own request that starts a turn, run as a PROMPT run (agent/live). */
 export interface ForwardedTurn {
   request: Extract<TurnRequest, { kind: "forward" }>;
-  /** Called once the turn is over with opencode's answer (null: the turn never reached the server). */
+  /** Called with opencode's answer as soon as it comes, else null once the turn is over (it never reached the server). */
   onAnswer(answer: ForwardedAnswer | null): void;
 }
 
@@ -222,6 +222,13 @@ export class Runner {
   isBusy(branchId: string): boolean {
     for (const live of this.live.values()) if (live.row.branchId === branchId && !live.ended) return true;
     return false;
+  }
+
+  /** The run executing on a branch here now (not one still queued), if any. */
+  runningOn(branchId: string): string | null {
+    for (const live of this.live.values())
+      if (live.row.branchId === branchId && !live.ended && live.row.status === "RUNNING") return live.row.id;
+    return null;
   }
 
   /** Aborts every live run of a branch (the branch or its session is going away). */
@@ -528,6 +535,7 @@ export class Runner {
           upstream,
           signal: stop.signal,
           onEvent: (event) => this.agentEvent(live, agent, event),
+          onAnswer: (answer) => live.forward?.onAnswer(answer),
         },
       );
     } catch (error) {

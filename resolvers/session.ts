@@ -1,6 +1,6 @@
 // Sessions: create (empty, files, git), list, read, delete; members, sharing by email and by link.
 import { and, eq } from "drizzle-orm";
-import { topics } from "../bus/bus.ts";
+import { CursorExpiredError, topics } from "../bus/bus.ts";
 import { newId } from "../db/ids.ts";
 import {
   branches,
@@ -262,7 +262,8 @@ export async function* sessionEvents(
   await requireRole(ctx, sessionId, "VIEWER");
   let from: number | undefined;
   if (after !== null && after !== undefined) {
-    if (!/^\d+$/.test(after)) throw badInput("after must be a cursor from eventCursor", "after");
+    if (!/^\d{1,16}$/.test(after) || !Number.isSafeInteger(Number(after)))
+      throw badInput("after must be a cursor from eventCursor", "after");
     from = Number(after);
   }
   const events = ctx.bus.subscribe<SessionEventPayload>(
@@ -274,6 +275,11 @@ export async function* sessionEvents(
       yield { ...event.payload, cursor: String(event.id) };
       if (event.payload.kind === "SESSION_DELETED") return;
     }
+  } catch (error) {
+    // Events after the cursor are no longer all retained: the client must reload and read a new one.
+    if (error instanceof CursorExpiredError)
+      throw new AppError("BAD_USER_INPUT", error.message, { field: "after", reason: "CURSOR_EXPIRED" });
+    throw error;
   } finally {
     await events.return?.();
   }

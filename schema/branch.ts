@@ -1,5 +1,6 @@
 // Branches: named heads with a live workspace; fork, rollback, checkpoint, writeFile, files.
 import * as branches from "../resolvers/branch.ts";
+import * as liveAgent from "../resolvers/live-agent.ts";
 import * as runs from "../resolvers/run.ts";
 import { builder } from "./builder.ts";
 import { FileContentRef, FileEntryRef } from "./files.ts";
@@ -27,6 +28,12 @@ BranchRef.implement({
       description: '"running" (a run is queued or running), "idle" (its workspace is live) or "stopped".',
       resolve: (b, _a, ctx) =>
         ctx.runner.isBusy(b.id) ? "running" : ctx.branchRuntime.sandboxOf(b.id) ? "idle" : "stopped",
+    }),
+    agentUrl: t.string({
+      nullable: true,
+      description:
+        "The branch's live agent for opencode's own clients: `opencode attach <agentUrl> -p <API key, JWT or share-link token>` (any username) works in the real opencode TUI against this branch. Editors and owners may prompt (each turn is a PROMPT run ending in a snapshot); viewers may only read. Null where the session's provider runs the agent per turn (contree).",
+      resolve: (b, _a, ctx) => liveAgent.agentUrlOf(ctx, b),
     }),
     runs: t.field({
       type: RunConnection,

@@ -64,6 +64,8 @@ export interface TurnHooks {
   upstream: Upstream;
   signal: AbortSignal;
   onEvent(event: AgentEvent): void;
+  /** A forwarded request's answer, as soon as opencode gives it (prompt_async: at once; message: at the end). */
+  onAnswer?(answer: ForwardedAnswer): void;
 }
 
 export interface ForwardedAnswer {
@@ -323,7 +325,10 @@ export class BranchServer {
           parts: [{ type: "text", text: request.text }],
         });
       } else {
-        const answer = this.forward(request);
+        const answer = this.forward(request).then((a) => {
+          hooks.onAnswer?.(a);
+          return a;
+        });
         // An error answer means no loop started: the turn ends with it.
         const early = await Promise.race([answer, ended.then(() => null)]);
         if (early && early.status >= 400) {
