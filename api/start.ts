@@ -27,8 +27,8 @@ import { createTokenService, type TokenService } from "./auth/tokens.ts";
 import type { Config } from "./config.ts";
 import { createLogger } from "./log.ts";
 import type { Runtime } from "./runtime/types.ts";
-import { createSharedState } from "./shared-state.ts";
 import { createApp } from "./server.ts";
+import { createSharedState } from "./shared-state.ts";
 
 const { version } = createRequire(import.meta.url)("../package.json") as { version: string };
 
@@ -247,8 +247,6 @@ export async function startServer(
       64 * 1024,
   });
   const url = `http://${server.hostname.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
-  // PORT=0 (tests, benchmarks) picks the port now: links handed out (agentUrl, share links) use it.
-  if (/:0\/?$/.test(services.publicUrl)) services.publicUrl = url;
   log.info("listening", {
     url,
     graphql: `${url}/graphql`,

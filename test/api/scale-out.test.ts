@@ -144,13 +144,18 @@ for (const kind of ["redis", "upstash"] as const) {
         me.token,
       );
       await write(a, me.token, session.mainBranch.id, "one");
-      const last = (await ok(a, `query($s: ID!) { session(id: $s) { eventCursor } }`, { s: session.id }, me.token))
-        .session.eventCursor;
+      const last = (
+        await ok(a, `query($s: ID!) { session(id: $s) { eventCursor } }`, { s: session.id }, me.token)
+      ).session.eventCursor;
       await onB.until((r) => r.data?.sessionEvents.cursor === last);
       // The same events, in the same order, as A's own subscription from the same cursor.
-      const onA = collect(wsClient(wsUrl(a), me.token), SESSION_EVENTS, { s: session.id, after: session.eventCursor });
+      const onA = collect(wsClient(wsUrl(a), me.token), SESSION_EVENTS, {
+        s: session.id,
+        after: session.eventCursor,
+      });
       await onA.until((r) => r.data?.sessionEvents.cursor === last);
-      const seen = (c: typeof onA) => c.results.map((r) => `${r.data.sessionEvents.kind}@${r.data.sessionEvents.cursor}`);
+      const seen = (c: typeof onA) =>
+        c.results.map((r) => `${r.data.sessionEvents.kind}@${r.data.sessionEvents.cursor}`);
       expect(seen(onB)).toEqual(seen(onA));
       expect(seen(onB).some((e) => e.startsWith("BRANCH_CREATED"))).toBe(true);
       expect(seen(onB).some((e) => e.startsWith("SNAPSHOT_ADDED"))).toBe(true);
@@ -216,12 +221,20 @@ for (const kind of ["redis", "upstash"] as const) {
 
     test("account events cross, and a key revoked or a sign-out on A is refused on B at once", async () => {
       const me = await signUp(a);
-      const events = collect(wsClient(wsUrl(b), me.token), `subscription { accountEvents { kind apiKey { name } } }`);
+      const events = collect(
+        wsClient(wsUrl(b), me.token),
+        `subscription { accountEvents { kind apiKey { name } } }`,
+      );
       let key = "";
       let keyId = "";
       for (let i = 0; i < 10; i++) {
         const created = (
-          await ok(a, `mutation($n: String!) { createApiKey(name: $n) { secret apiKey { id } } }`, { n: `k${i}` }, me.token)
+          await ok(
+            a,
+            `mutation($n: String!) { createApiKey(name: $n) { secret apiKey { id } } }`,
+            { n: `k${i}` },
+            me.token,
+          )
         ).createApiKey;
         key = created.secret;
         keyId = created.apiKey.id;
@@ -243,7 +256,8 @@ for (const kind of ["redis", "upstash"] as const) {
       expect(refused.status).toBe(401);
       expect(refused.errors?.[0]?.extensions?.code).toBe("UNAUTHENTICATED");
 
-      const fresh = (await ok(a, `mutation { signOutEverywhere { token } }`, {}, me.token)).signOutEverywhere.token;
+      const fresh = (await ok(a, `mutation { signOutEverywhere { token } }`, {}, me.token)).signOutEverywhere
+        .token;
       expect((await gql(b, "{ me { id } }", {}, me.token)).status).toBe(401);
       expect((await gql(b, "{ me { id } }", {}, fresh)).data.me.id).toBe(me.userId);
       events.dispose();
@@ -254,9 +268,13 @@ for (const kind of ["redis", "upstash"] as const) {
       const codes: string[] = [];
       let retryAfter = 0;
       for (let i = 0; i < 16; i++) {
-        const reply = await gql(i % 2 === 0 ? a : b, `mutation($e: String!) { login(email: $e, password: "wrong-password") { token } }`, {
-          e: me.email,
-        });
+        const reply = await gql(
+          i % 2 === 0 ? a : b,
+          `mutation($e: String!) { login(email: $e, password: "wrong-password") { token } }`,
+          {
+            e: me.email,
+          },
+        );
         const error = reply.errors?.[0]?.extensions;
         codes.push(error?.code);
         if (error?.code === "RATE_LIMITED") retryAfter = error.retryAfterSeconds;
@@ -269,7 +287,8 @@ for (const kind of ["redis", "upstash"] as const) {
 
     test("request limits per user and per API key count over both instances (429 with Retry-After)", async () => {
       const me = await signUp(a);
-      const key = (await ok(a, `mutation { createApiKey(name: "limited") { secret } }`, {}, me.token)).createApiKey.secret;
+      const key = (await ok(a, `mutation { createApiKey(name: "limited") { secret } }`, {}, me.token))
+        .createApiKey.secret;
       // Per key: 10 a minute over A and B together (the user has used 2 of their 60 so far).
       const byKey: number[] = [];
       for (let i = 0; i < 13; i++) byKey.push((await gql(i % 2 ? a : b, "{ me { id } }", {}, key)).status);
@@ -281,7 +300,8 @@ for (const kind of ["redis", "upstash"] as const) {
       expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(0);
       // Per user: 60 a minute, whatever the credential; the key's 14 requests counted too.
       const byUser: number[] = [];
-      for (let i = 0; i < 50; i++) byUser.push((await gql(i % 2 ? a : b, "{ me { id } }", {}, me.token)).status);
+      for (let i = 0; i < 50; i++)
+        byUser.push((await gql(i % 2 ? a : b, "{ me { id } }", {}, me.token)).status);
       const first429 = byUser.indexOf(429);
       expect(first429).toBeGreaterThan(30);
       expect(first429).toBeLessThan(50);
@@ -292,20 +312,30 @@ for (const kind of ["redis", "upstash"] as const) {
       const me = await signUp(a);
       const session = await newSession(a, me.token);
       const exec = (server: ServerProcess, command: string) =>
-        gql(server, `mutation($b: ID!, $c: String!) { exec(branchId: $b, command: $c) { id } }`, {
-          b: session.mainBranch.id,
-          c: command,
-        }, me.token);
+        gql(
+          server,
+          `mutation($b: ID!, $c: String!) { exec(branchId: $b, command: $c) { id } }`,
+          {
+            b: session.mainBranch.id,
+            c: command,
+          },
+          me.token,
+        );
       // A long command: it may last only the 3 run-seconds the user has today.
       const long = await exec(a, "sleep 30");
       expect(long.errors).toBeUndefined();
       const second = await exec(b, "echo second");
-      expect(second.errors?.[0]?.extensions).toMatchObject({ code: "QUOTA_EXCEEDED", scope: "concurrentRuns" });
+      expect(second.errors?.[0]?.extensions).toMatchObject({
+        code: "QUOTA_EXCEEDED",
+        scope: "concurrentRuns",
+      });
       expect(second.errors?.[0]?.extensions?.retryAfterSeconds).toBeGreaterThan(0);
       let status = "RUNNING";
       for (let i = 0; i < 200 && (status === "RUNNING" || status === "QUEUED"); i++) {
         await Bun.sleep(100);
-        status = (await ok(b, `query($r: ID!) { run(id: $r) { status } }`, { r: long.data.exec.id }, me.token)).run.status;
+        status = (
+          await ok(b, `query($r: ID!) { run(id: $r) { status } }`, { r: long.data.exec.id }, me.token)
+        ).run.status;
       }
       expect(status).not.toBe("RUNNING");
       // Its seconds are counted as it ends (just after its row): then the day's quota is used up.
@@ -325,15 +355,18 @@ for (const kind of ["redis", "upstash"] as const) {
       const me = await signUp(a);
       const session = await newSession(a, me.token);
       const branch = session.mainBranch.id;
-      const onB = collect(wsClient(wsUrl(b), me.token), SESSION_EVENTS, { s: session.id, after: session.eventCursor });
+      const onB = collect(wsClient(wsUrl(b), me.token), SESSION_EVENTS, {
+        s: session.id,
+        after: session.eventCursor,
+      });
       for (const n of [1, 2]) await write(a, me.token, branch, `before-kill-${n}`);
       // Every Redis connection of both instances (and of the fake Upstash) is cut.
       await redis.cli("CLIENT", "KILL", "TYPE", "normal");
       if (kind === "upstash") upstash.dropSubscriptions();
       for (const n of [3, 4]) await write(a, me.token, branch, `after-kill-${n}`);
       const cursorOf = async () =>
-        (await ok(a, `query($s: ID!) { session(id: $s) { eventCursor } }`, { s: session.id }, me.token)).session
-          .eventCursor as string;
+        (await ok(a, `query($s: ID!) { session(id: $s) { eventCursor } }`, { s: session.id }, me.token))
+          .session.eventCursor as string;
       let last = await cursorOf();
       await onB.until((r) => r.data?.sessionEvents.cursor === last);
       const seenOnB = onB.results.map((r) => r.data.sessionEvents.cursor as string);
