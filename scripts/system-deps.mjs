@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // The system packages the platform uses, installed the way Playwright's `install --with-deps` does:
-// bubblewrap (sandbox isolation) and git (sessions from repositories). Runs from npm's postinstall,
+// bubblewrap (sandbox isolation) and git (sessions from repositories), plus redis-server for the tests
+// of the Redis/Upstash shared state (not needed to run: a deployment brings its own Redis, or none).
+// Runs from npm's postinstall,
 // prestart and pretest, so the README's two commands are enough on a fresh machine. When everything is
 // there it costs a few stat calls. When something is missing and this process can install it (root
 // with apt-get, dnf or apk) it does, saying so in one line; otherwise it prints the exact command and
@@ -13,7 +15,19 @@ import { delimiter, join } from "node:path";
 const PACKAGES = [
   { command: "bwrap", package: "bubblewrap", why: "sandbox isolation" },
   { command: "git", package: "git", why: "sessions from git repositories" },
+  {
+    command: "redis-server",
+    package: "redis-server",
+    // Fedora and Alpine name it "redis".
+    packages: { dnf: "redis", apk: "redis" },
+    why: "tests of several instances sharing Redis",
+    // Installed for installs and tests, never by `npm start`.
+    testsOnly: true,
+  },
 ];
+
+/** The package's name for a package manager. */
+const packageName = (p, manager) => p.packages?.[manager] ?? p.package;
 
 const MANAGERS = [
   {
@@ -54,11 +68,12 @@ const say = (line) => process.stderr.write(`opencode.cloud: ${line}\n`);
 
 function main() {
   if (process.env.OPENCODE_CLOUD_SKIP_SYSTEM_DEPS === "1" || process.platform !== "linux") return;
-  const missing = PACKAGES.filter((p) => !which(p.command));
+  const starting = process.env.npm_lifecycle_event === "prestart";
+  const missing = PACKAGES.filter((p) => !which(p.command) && !(starting && p.testsOnly));
   if (missing.length === 0) return;
-  const names = missing.map((p) => p.package);
-  const what = missing.map((p) => `${p.package} (${p.why})`).join(", ");
   const manager = MANAGERS.find((m) => which(m.name));
+  const names = missing.map((p) => packageName(p, manager?.name));
+  const what = missing.map((p) => `${packageName(p, manager?.name)} (${p.why})`).join(", ");
   const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
 
   if (!manager || !isRoot) {
@@ -69,7 +84,9 @@ function main() {
           .join(" && ")
       : `install ${names.join(" ")} with your system's package manager`;
     say(`missing system packages: ${what}. Run: ${command}`);
-    say("until then commands run without isolation in development, and production refuses to start");
+    if (missing.some((p) => !p.testsOnly))
+      say("until then commands run without isolation in development, and production refuses to start");
+    else say("until then the tests of several instances sharing Redis are skipped");
     return;
   }
 
