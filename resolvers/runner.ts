@@ -524,15 +524,13 @@ export class Runner {
       turn = await pool.turn(
         row.branchId,
         sandbox,
-        live.forward?.request ?? {
-          kind: "prompt",
-          text: row.input,
-          // The session's mode as of this turn: ASK makes the agent wait for answerPermission.
-          permission: permissionRules(await this.agentPermissionsOf(row.sessionId)),
-        },
+        live.forward?.request ?? { kind: "prompt", text: row.input },
         {
           runId: row.id,
           upstream,
+          // The session's mode as of this turn, attached clients' turns too: ASK makes the agent wait
+          // for answerPermission.
+          permission: permissionRules(await this.agentPermissionsOf(row.sessionId)),
           signal: stop.signal,
           onEvent: (event) => this.agentEvent(live, agent, event),
           onAnswer: (answer) => live.forward?.onAnswer(answer),

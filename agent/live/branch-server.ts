@@ -11,7 +11,7 @@ import { type AgentEvent, LineSplitter } from "../events.ts";
 import type { ModelGateway, Upstream, Usage } from "../gateway.ts";
 import { AGENT_STATE_DIR } from "../opencode-command.ts";
 import type { PermissionReply, PermissionRule } from "../permissions.ts";
-import { OpencodeClient } from "./opencode-client.ts";
+import { OpencodeClient, OpencodeError } from "./opencode-client.ts";
 import { AGENT_SOCKET_NAME, serverCommand } from "./server-command.ts";
 import { type RawEvent, TurnEvents } from "./turn-events.ts";
 
@@ -43,12 +43,7 @@ export interface BranchServerOptions {
 
 /** What a turn runs: the branch's own conversation, or a request from an attached opencode client. */
 export type TurnRequest =
-  | {
-      kind: "prompt";
-      text: string;
-      /** The session's permission ruleset for this turn (ALLOW or ASK), applied before the prompt. */
-      permission?: PermissionRule[];
-    }
+  | { kind: "prompt"; text: string }
   | {
       kind: "forward";
       sessionId: string;
@@ -63,6 +58,8 @@ export interface TurnHooks {
   runId: string;
   upstream: Upstream;
   signal: AbortSignal;
+  /** The permission ruleset for this turn (the platform session's ALLOW or ASK), applied before it starts. */
+  permission?: PermissionRule[];
   onEvent(event: AgentEvent): void;
   /** A forwarded request's answer, as soon as opencode gives it (prompt_async: at once; message: at the end). */
   onAnswer?(answer: ForwardedAnswer): void;
@@ -100,6 +97,8 @@ export class BranchServer {
   private readonly listeners = new Set<Listener>();
   private readonly events = new AbortController();
   private sessionId: string | null = null;
+  /** The permission ruleset last applied to each session by this server (PATCH appends). */
+  private readonly applied = new Map<string, string>();
   private markExited!: () => void;
 
   private constructor(
@@ -318,9 +317,13 @@ export class BranchServer {
         result.aborted = true;
         return result;
       }
+      if (hooks.permission)
+        await this.applyPermission(sessionId, hooks.permission).catch((error) => {
+          // A client's request for a session that does not exist gets opencode's own 404 below.
+          if (!(request.kind === "forward" && error instanceof OpencodeError && error.status === 404))
+            throw error;
+        });
       if (request.kind === "prompt") {
-        if (request.permission)
-          await this.client.call("PATCH", `/session/${sessionId}`, { permission: request.permission });
         await this.client.call("POST", `/session/${sessionId}/prompt_async`, {
           parts: [{ type: "text", text: request.text }],
         });
@@ -349,6 +352,17 @@ export class BranchServer {
       hooks.signal.removeEventListener("abort", onAbort);
       result.usage = this.options.gateway.detach(this.token);
     }
+  }
+
+  /**
+   * Sets the session's permission ruleset. PATCH appends to what the session has (each ruleset is
+   * complete, so the last one decides); skipped when it is the one this server last applied there.
+   */
+  private async applyPermission(sessionId: string, rules: PermissionRule[]): Promise<void> {
+    const wanted = JSON.stringify(rules);
+    if (this.applied.get(sessionId) === wanted) return;
+    await this.client.call("PATCH", `/session/${sessionId}`, { permission: rules });
+    this.applied.set(sessionId, wanted);
   }
 
   /** A client's request, sent on as it came (its body and content type), answered whole. */

@@ -48,7 +48,9 @@ export function serverCommand(options: ServerCommandOptions): ServiceOptions {
     ],
     env: {
       ...env,
-      OPENCODE_CONFIG_CONTENT: projectConfig(`http://127.0.0.1:${MODEL_PORT}/v1`, options.token),
+      // A placeholder key: the supervisor signs model requests with the token (see sandbox-agent.mjs).
+      OPENCODE_CONFIG_CONTENT: projectConfig(`http://127.0.0.1:${MODEL_PORT}/v1`, "opencode.cloud"),
+      OCC_GATEWAY_TOKEN: options.token,
       OPENCODE_SERVER_PASSWORD: options.password,
       OCC_OPENCODE: IN_SANDBOX.opencode,
       OCC_MODEL_PORT: String(MODEL_PORT),

@@ -204,3 +204,38 @@ test("upstream error bodies are logged, not returned; redirects are not followed
   expect(redirectedText).not.toContain(String(internal.port));
   expect(internalHits).toBe(0);
 });
+
+test("a live agent's token outlives runs: refused between runs, each run's usage its own, never over TCP", async () => {
+  const upstream = { baseURL: fake.baseURL, apiKey: "sk-platform-secret", model: "real-model" };
+  const token = gateway.grantServer();
+  // No run attached: refused, and nothing reaches the model.
+  const before = fake.requests.length;
+  const idle = await call(token, { ...prompt, stream: false });
+  expect(idle.status).toBe(401);
+  expect((await idle.json()).error.message).toContain("No run is in progress");
+  expect(fake.requests.length).toBe(before);
+
+  gateway.attach(token, "run_a", upstream);
+  expect((await call(token, { ...prompt, stream: false })).status).toBe(200);
+  expect((await call(token, { ...prompt, stream: true })).status).toBe(200);
+  expect(gateway.detach(token)).toMatchObject({ requests: 2, totalTokens: 240 });
+  expect((await call(token, { ...prompt, stream: false })).status).toBe(401);
+
+  // The next run counts from zero, on its own model.
+  gateway.attach(token, "run_b", { ...upstream, model: "another-model" });
+  expect((await call(token, { ...prompt, stream: false })).status).toBe(200);
+  expect(fake.requests.at(-1)!.body.model).toBe("another-model");
+  expect(gateway.detach(token)).toMatchObject({ requests: 1, totalTokens: 120 });
+
+  // The TCP listener (for microVMs) does not take it, attached or not.
+  const port = await gateway.listenTcp("127.0.0.1", 0);
+  gateway.attach(token, "run_c", upstream);
+  const overTcp = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+    body: JSON.stringify({ ...prompt, stream: false }),
+  });
+  expect(overTcp.status).toBe(401);
+  expect(gateway.detach(token)).toMatchObject({ requests: 0 });
+  gateway.revoke(token);
+});
