@@ -4,7 +4,7 @@
 // attach proxy, followed on the stream until its session is idle. The server's gateway token is its
 // own (it outlives runs) and carries a run's model and usage only while that run's turn goes on.
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { lstat, mkdtemp, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { SandboxProvider, SandboxService } from "../../sandbox/provider.ts";
 import { type AgentEvent, LineSplitter } from "../events.ts";
@@ -103,11 +103,14 @@ export class BranchServer {
 
   private constructor(
     private readonly options: BranchServerOptions,
+    /** Bound into the sandbox (writable): where the supervisor creates the socket. */
     private readonly socketDir: string,
+    /** The platform's own: where the socket is moved once created, and connected to from then on. */
+    private readonly privateDir: string,
     private readonly token: string,
     private readonly password: string,
   ) {
-    this.client = new OpencodeClient(join(socketDir, AGENT_SOCKET_NAME), password);
+    this.client = new OpencodeClient(join(privateDir, AGENT_SOCKET_NAME), password);
     this.exited = new Promise((resolve) => {
       this.markExited = resolve;
     });
@@ -116,9 +119,11 @@ export class BranchServer {
   /** Starts the server in the sandbox and resolves once it listens and its events are followed. */
   static async start(options: BranchServerOptions): Promise<BranchServer> {
     const socketDir = await mkdtemp(join(options.socketRoot, "a-"));
+    const privateDir = await mkdtemp(join(options.socketRoot, "p-"));
     const server = new BranchServer(
       options,
       socketDir,
+      privateDir,
       options.gateway.grantServer(),
       randomBytes(24).toString("base64url"),
     );
@@ -187,11 +192,23 @@ export class BranchServer {
     });
     try {
       await Promise.race([listening, exitedEarly, timeout]);
+      await this.takeSocket();
       await Promise.race([this.follow(), exitedEarly, timeout]);
     } finally {
       clearTimeout(timer);
       exitedEarly.catch(() => {});
     }
+  }
+
+  /**
+   * Moves the socket out of the directory the sandbox can write (a socket stays reachable under a new
+   * name), so nothing in the sandbox can later swap it for a symlink to some host socket and have the
+   * platform connect there. What was moved must be a socket (a symlink is moved as itself: refused).
+   */
+  private async takeSocket(): Promise<void> {
+    const target = join(this.privateDir, AGENT_SOCKET_NAME);
+    await rename(join(this.socketDir, AGENT_SOCKET_NAME), target);
+    if (!(await lstat(target)).isSocket()) throw new Error("The agent's socket is not a socket");
   }
 
   /** Follows GET /event for the server's life; resolves once the first subscription is acknowledged. */
@@ -395,7 +412,8 @@ export class BranchServer {
     this.stopped = true;
     this.events.abort();
     this.options.gateway.revoke(this.token);
-    await rm(this.socketDir, { recursive: true, force: true }).catch(() => {});
+    for (const dir of [this.socketDir, this.privateDir])
+      await rm(dir, { recursive: true, force: true }).catch(() => {});
     this.markExited();
   }
 }
