@@ -199,3 +199,51 @@ test("an idle server stops and the least recently used is evicted at the cap; th
   expect((await prompt(b.mainBranch.id, "b two")).status).toBe("SUCCEEDED");
   expect(lastUserMessages()).toEqual(["b one", "b two"]);
 }, 300_000);
+
+test("copy workspaces (no overlay rights) too: snapshots under the running server, forks and a rollback", async () => {
+  if (!available) return;
+  const copy = await startAgentHarness([{ steps: [{ text: "ok" }] }], { SANDBOX_WORKSPACES: "copy" });
+  try {
+    const health = (await copy.server.gql("{ health { workspaces } }")).data!.health;
+    expect(health.workspaces).toBe("copy");
+    const said = (fakeModel: FakeModel) =>
+      fakeModel.requests
+        .filter((r) => (r.body.tools?.length ?? 0) > 0)
+        .at(-1)!
+        .body.messages!.filter((m) => m.role === "user")
+        .map((m) => (typeof m.content === "string" ? m.content : JSON.stringify(m.content)));
+    const run = async (branchId: string, text: string) => {
+      const id = (
+        await copy.gql(`mutation($b: ID!, $t: String!) { prompt(branchId: $b, text: $t) { id } }`, {
+          b: branchId,
+          t: text,
+        })
+      ).prompt.id;
+      for (;;) {
+        const r = (await copy.gql(`query($r: ID!) { run(id: $r) { status snapshot { id } } }`, { r: id }))
+          .run;
+        if (r.status !== "QUEUED" && r.status !== "RUNNING") return r;
+        await Bun.sleep(50);
+      }
+    };
+    const s = (await copy.gql(`mutation { createSession(input: { title: "copy" }) { mainBranch { id } } }`))
+      .createSession;
+    const one = await run(s.mainBranch.id, "one");
+    const two = await run(s.mainBranch.id, "two");
+    expect(two.status).toBe("SUCCEEDED");
+    expect(said(copy.fake)).toEqual(["one", "two"]);
+    const child = (
+      await copy.gql(`mutation($s: ID!) { fork(snapshotId: $s) { id } }`, { s: two.snapshot.id })
+    ).fork.id;
+    expect((await run(child, "three")).status).toBe("SUCCEEDED");
+    expect(said(copy.fake)).toEqual(["one", "two", "three"]);
+    await copy.gql(`mutation($b: ID!, $s: ID!) { rollback(branchId: $b, snapshotId: $s) { id } }`, {
+      b: s.mainBranch.id,
+      s: one.snapshot.id,
+    });
+    expect((await run(s.mainBranch.id, "after")).status).toBe("SUCCEEDED");
+    expect(said(copy.fake)).toEqual(["one", "after"]);
+  } finally {
+    await copy.close();
+  }
+}, 300_000);
