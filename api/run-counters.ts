@@ -65,8 +65,8 @@ return {1, held + 1}
 
 /** KEYS[1] slots; ARGV lease ms, members... Extends the leases still held. */
 const RENEW = lua(`${NOW}
-local until = now + tonumber(ARGV[1])
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', until, ARGV[i]) end
+local expiry = now + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i]) end
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return 1
 `);

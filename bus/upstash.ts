@@ -142,9 +142,15 @@ export class UpstashStreamTail implements StreamTail {
       const controller = new AbortController();
       this.sse = controller;
       try {
+        // As @upstash/redis sends it: POST, an empty command array as the body.
         const response = await fetch(`${url}/subscribe/${encodeURIComponent(channel)}`, {
           method: "POST",
-          headers: { authorization: `Bearer ${token}`, accept: "text/event-stream" },
+          headers: {
+            authorization: `Bearer ${token}`,
+            accept: "text/event-stream",
+            "content-type": "application/json",
+          },
+          body: "[]",
           signal: controller.signal,
         });
         if (!response.ok || !response.body) throw new Error(`subscribe answered HTTP ${response.status}`);
