@@ -12,8 +12,12 @@ import type { Context, Viewer } from "./context.ts";
 import { AppError, notFound } from "./errors.ts";
 import type { SessionEventPayload } from "./events.ts";
 import { modelFor } from "./model-keys.ts";
+import { startCounted } from "./run-quota.ts";
 import type { ForwardedTurn } from "./runner.ts";
 import { ShareLinkRefused, verifyShareLink } from "./share-links.ts";
+
+/** The longest run input recorded (prompt's own limit). */
+const MAX_INPUT = 100_000;
 
 /** What a credential may do on one branch's agent. */
 export interface AttachAccess {
@@ -85,7 +89,8 @@ export function requireAttachRole(access: AttachAccess, need: Role): void {
 
 /**
  * A turn an attached client asked for (its own request, forwarded as is), as a PROMPT run with the
- * client's text as input: checked like `prompt` (storage quota, agent and model available), queued
+ * client's text as input: checked like `prompt` (storage quota, agent and model available, run
+ * quotas), queued
  * with the branch's runs, streamed, metered and ended as a snapshot. Resolves with opencode's answer
  * once the turn is over (null when it never reached the agent: aborted while queued, failed early).
  */
@@ -107,8 +112,12 @@ export async function attachedTurn(
   const answered = new Promise<ForwardedAnswer | null>((resolve) => {
     onAnswer = resolve;
   });
-  const text = input.trim() || "(an opencode client's request)";
-  const run = await ctx.runner.start({
+  // The run's input is what the client asked for (its request goes to opencode whole, within the
+  // body limit); as long as `prompt` allows.
+  const text = (input.trim() || "(an opencode client's request)").slice(0, MAX_INPUT);
+  // The run quotas (runs at once, run-seconds per day) count it like any prompt.
+  const ticket = await ctx.runQuota.begin(access.userId, null);
+  const run = await startCounted(ctx.runner, ticket, {
     kind: "PROMPT",
     sessionId: branch.sessionId,
     branchId: branch.id,

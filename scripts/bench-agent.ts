@@ -9,7 +9,8 @@
 // Figures: warm turn -> first agent event (a branch that already had a turn; target <= 1.5x bare);
 // cold (new session, first prompt, server start included) against bare's own start + first turn
 // (target <= 1.3x); fork -> first agent event on the child; resident memory per idle live agent and
-// per instance with AGENT_MAX_LIVE agents live.
+// per instance with AGENT_MAX_LIVE agents live. Bare and platform samples alternate, so a noisy
+// machine weighs on both alike; medians are compared.
 //
 //   bun scripts/bench-agent.ts [--reps 5] [--cap 4]
 import { spawn } from "node:child_process";
@@ -45,19 +46,31 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.le
 const ms = (x: number) => `${x.toFixed(0)} ms`;
 const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(0)} MB`;
 
-/** Resident memory (bytes) of processes whose command line matches `pattern`, and how many there are. */
-async function rssOf(pattern: RegExp): Promise<{ bytes: number; count: number; servers: number }> {
-  const ps = await Bun.$`ps -eo rss=,args=`.quiet().text();
+/**
+ * Resident memory (bytes) of `root` and its descendants whose command line matches `pattern`, and how
+ * many of them are opencode servers (other programs on the machine, other tests' agents, are not counted).
+ */
+async function rssUnder(root: number, pattern: RegExp): Promise<{ bytes: number; servers: number }> {
+  const ps = await Bun.$`ps -eo pid=,ppid=,rss=,args=`.quiet().text();
+  const rows = ps
+    .split("\n")
+    .map((line) => /^\s*(\d+)\s+(\d+)\s+(\d+)\s+(.*)$/.exec(line))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => ({ pid: Number(m[1]), ppid: Number(m[2]), rss: Number(m[3]) * 1024, args: m[4]! }));
+  const children = new Map<number, typeof rows>();
+  for (const row of rows) children.set(row.ppid, [...(children.get(row.ppid) ?? []), row]);
   let bytes = 0;
-  let count = 0;
   let servers = 0;
-  for (const line of ps.split("\n")) {
-    if (!pattern.test(line)) continue;
-    bytes += Number(line.trim().split(/\s+/)[0]) * 1024;
-    count++;
-    if (/opencode serve/.test(line)) servers++;
+  const queue = rows.filter((r) => r.pid === root);
+  while (queue.length > 0) {
+    const row = queue.pop()!;
+    if (pattern.test(row.args)) {
+      bytes += row.rss;
+      if (/opencode serve/.test(row.args)) servers++;
+    }
+    queue.push(...(children.get(row.pid) ?? []));
   }
-  return { bytes, count, servers };
+  return { bytes, servers };
 }
 
 // ---- bare opencode serve ---------------------------------------------------------------------------
@@ -154,25 +167,26 @@ async function bareSession(bare: Bare): Promise<string> {
   return ((await res.json()) as { id: string }).id;
 }
 
-const bareCold: number[] = [];
-const bareWarm: number[] = [];
-let bareIdleRss = 0;
-for (let i = 0; i < REPS; i++) {
+/** One bare sample: start + first turn to its first event, then a warm turn's first event. */
+async function bareSample(measureMemory: boolean) {
   const root = mkdtempSync(join(tmpdir(), "occ-bench-bare-"));
   const t0 = performance.now();
   const bare = await startBare(root);
-  const session = await bareSession(bare);
-  const cold = await bareTurn(bare, session);
-  bareCold.push(performance.now() - t0 - cold.total + cold.first);
-  bareWarm.push((await bareTurn(bare, session)).first);
-  if (i === 0) {
-    await Bun.sleep(1000);
-    bareIdleRss = (
-      await rssOf(new RegExp(`^\\s*\\d+\\s+${bin!.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} serve`))
-    ).bytes;
+  try {
+    const session = await bareSession(bare);
+    const cold = await bareTurn(bare, session);
+    const coldFirst = performance.now() - t0 - cold.total + cold.first;
+    const warm = (await bareTurn(bare, session)).first;
+    let rss = 0;
+    if (measureMemory) {
+      await Bun.sleep(1000);
+      rss = (await rssUnder(bare.pid, /opencode serve/)).bytes;
+    }
+    return { cold: coldFirst, warm, rss };
+  } finally {
+    bare.stop();
+    rmSync(root, { recursive: true, force: true });
   }
-  bare.stop();
-  rmSync(root, { recursive: true, force: true });
 }
 
 // ---- the platform ------------------------------------------------------------------------------------
@@ -235,14 +249,22 @@ const newSession = async () =>
   (await gql(`mutation { createSession(input: { title: "bench" }) { mainBranch { id } } }`, {}, token))
     .createSession.mainBranch.id as string;
 
+// Bare and platform samples alternate, so both see the same load on a shared machine.
+const bareCold: number[] = [];
+const bareWarm: number[] = [];
+let bareIdleRss = 0;
 const cold: number[] = [];
 const warm: number[] = [];
 const forks: number[] = [];
 for (let i = 0; i < REPS; i++) {
+  const bare = await bareSample(i === 0);
+  bareCold.push(bare.cold);
+  bareWarm.push(bare.warm);
+  if (i === 0) bareIdleRss = bare.rss;
+
   const t0 = performance.now();
   const branch = await newSession();
-  const first = await turn(branch, t0);
-  cold.push(first.first);
+  cold.push((await turn(branch, t0)).first);
   const second = await turn(branch);
   warm.push(second.first);
   const f0 = performance.now();
@@ -252,16 +274,13 @@ for (let i = 0; i < REPS; i++) {
   forks.push((await turn(child, f0)).first);
 }
 
-// Memory: every live agent now idle; the pool holds CAP of them (more sessions than CAP were used).
+// Memory: every live agent now idle; the pool holds CAP of them (more branches than CAP were used).
 await Bun.sleep(2000);
-const agents = await rssOf(
+const agents = await rssUnder(
+  server.pid,
   /\/opt\/occ\/(opencode serve|sandbox-agent\.mjs)|bwrap .*\/opt\/occ\/sandbox-agent/,
 );
-const serverRss = (
-  await rssOf(
-    new RegExp(`^\\s*\\d+\\s+${process.execPath.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} api/main.ts`),
-  )
-).bytes;
+const serverRss = (await rssUnder(server.pid, /api\/main\.ts/)).bytes;
 
 const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
 const list = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(", ");
