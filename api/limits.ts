@@ -128,10 +128,11 @@ const REVOCATIONS = [topics.revokedCredentials, topics.tokensRevoked];
  * API key, per key too. RATE_LIMITED (HTTP 429 with Retry-After) past either. If the shared store is
  * down, requests go through (logged at most once a minute): a rate limit protects, it does not gate.
  *
- * With a shared store the same round trip says whether a revocation happened that this instance has
- * not applied yet (another instance revoked a key or signed a user out a moment ago): then it waits
- * for its bus to deliver it and resolves false, and the caller authenticates the request again. So a
- * credential revoked on one instance is refused on every other at once, not a bus delivery later.
+ * With a shared store the same round trip says whether a revocation happened that this instance had
+ * not applied when it authenticated the request (another instance revoked a key or signed a user out a
+ * moment ago): then the check waits for its bus to deliver it and resolves false, and the caller
+ * authenticates the request again. So a credential revoked on one instance is refused on every other
+ * at once, not one bus delivery later. Call `before()` before authenticating and pass its result.
  */
 export function createRequestLimiter(deps: {
   rateLimiter: RateLimiter;
@@ -139,32 +140,48 @@ export function createRequestLimiter(deps: {
   perUser: number;
   perApiKey: number;
   log: Logger;
-}): (viewer: Viewer) => Promise<boolean> {
+}): {
+  /** What this instance has applied of the revocation topics, taken before authenticating. */
+  before(): Record<string, number> | undefined;
+  check(viewer: Viewer, applied: Record<string, number> | undefined): Promise<boolean>;
+} {
   const { rateLimiter, bus, perUser, perApiKey, log } = deps;
+  const shared = bus.waitFor !== undefined && bus.position !== undefined;
   let warnedAt = 0;
-  return async (viewer) => {
-    const hits = [{ key: `req:user:${viewer.userId}`, limit: perUser, windowMs: 60_000 }];
-    if (viewer.credential.kind === "apiKey")
-      hits.push({ key: `req:key:${viewer.credential.keyId}`, limit: perApiKey, windowMs: 60_000 });
-    let result: Awaited<ReturnType<RateLimiter["consumeAll"]>>;
-    try {
-      result = await rateLimiter.consumeAll(hits, bus.waitFor ? { watch: REVOCATIONS } : {});
-    } catch (error) {
-      if (Date.now() - warnedAt > 60_000) {
-        warnedAt = Date.now();
-        log.warn("request limits unavailable; letting requests through", { error: String(error) });
+  return {
+    before() {
+      if (!shared) return undefined;
+      const applied: Record<string, number> = {};
+      for (const topic of REVOCATIONS) applied[topic] = bus.position!(topic) ?? 0;
+      return applied;
+    },
+    async check(viewer, applied) {
+      const hits = [{ key: `req:user:${viewer.userId}`, limit: perUser, windowMs: 60_000 }];
+      if (viewer.credential.kind === "apiKey")
+        hits.push({ key: `req:key:${viewer.credential.keyId}`, limit: perApiKey, windowMs: 60_000 });
+      let result: Awaited<ReturnType<RateLimiter["consumeAll"]>>;
+      try {
+        result = await rateLimiter.consumeAll(hits, applied ? { watch: REVOCATIONS } : {});
+      } catch (error) {
+        if (Date.now() - warnedAt > 60_000) {
+          warnedAt = Date.now();
+          log.warn("request limits unavailable; letting requests through", { error: String(error) });
+        }
+        return true;
       }
-      return true;
-    }
-    if (!result.ok) throw rateLimited(Math.max(1, Math.ceil(result.retryAfterMs / 1000)));
-    if (!result.latest || !bus.waitFor) return true;
-    let behind = false;
-    for (const [topic, id] of Object.entries(result.latest))
-      if (await bus.waitFor(topic, id, 2000)) behind = true;
-    if (!behind) return true;
-    // Delivered; the subscribers (the principal cache) act on it before the next task.
-    await new Promise((resolve) => setImmediate(resolve));
-    return false;
+      if (!result.ok) throw rateLimited(Math.max(1, Math.ceil(result.retryAfterMs / 1000)));
+      if (!result.latest || !applied) return true;
+      let behind = false;
+      for (const [topic, id] of Object.entries(result.latest)) {
+        if (id <= (applied[topic] ?? 0)) continue;
+        behind = true;
+        await bus.waitFor!(topic, id, 2000);
+      }
+      if (!behind) return true;
+      // Delivered; the subscribers (the principal cache) act on it before the next task.
+      await new Promise((resolve) => setImmediate(resolve));
+      return false;
+    },
   };
 }
 

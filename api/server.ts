@@ -142,9 +142,10 @@ export function createApp(deps: AppDeps): App {
       // GraphiQL's own page needs no credential; everything else authenticates first.
       const wantsGraphiQL =
         request.method === "GET" && (request.headers.get("accept") ?? "").includes("text/html");
+      const applied = limitRequests.before();
       if (!wantsGraphiQL) viewer = await auth.fromAuthorizationHeader(request.headers.get("authorization"));
       // False: a revocation from another instance just arrived, so the credential is checked again.
-      if (viewer && !(await limitRequests(viewer)))
+      if (viewer && !(await limitRequests.check(viewer, applied)))
         viewer = await auth.fromAuthorizationHeader(request.headers.get("authorization"));
       return yoga.fetch(limited, { viewer, clientAddress, requestId });
     }
@@ -156,8 +157,9 @@ export function createApp(deps: AppDeps): App {
         token
           ? auth.fromCredential(token)
           : auth.fromAuthorizationHeader(request.headers.get("authorization"));
+      const applied = limitRequests.before();
       let viewer = await authenticate();
-      if (viewer && !(await limitRequests(viewer))) viewer = await authenticate();
+      if (viewer && !(await limitRequests.check(viewer, applied))) viewer = await authenticate();
       const ctx = createContext(services, { viewer, clientAddress, requestId });
       const svg = await sessionTreeSvg(ctx, decodePathSegment(tree[1]!, "session id"));
       return new Response(svg, {

@@ -204,6 +204,8 @@ export async function startServer(
       warnings: sandboxes.all().flatMap((p) => p.status.warnings),
       providers: sandboxes.all().map((p) => p.status),
       checkDatabase: async () => (await database.client.execute("select 1")).rows.length === 1,
+      sharedStore: shared.kind,
+      checkSharedStore: () => shared.ping(),
     },
   };
   const collab = new CollabServer({

@@ -34,6 +34,8 @@ export interface Bus {
    * to `id` to its subscribers; true if it had to wait. Only for topics this process subscribes to.
    */
   waitFor?(topic: string, id: number, timeoutMs: number): Promise<boolean>;
+  /** Shared buses: the id up to which this process has delivered the topic (if it tails it). */
+  position?(topic: string): number | undefined;
   close(): Promise<void>;
 }
 

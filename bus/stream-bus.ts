@@ -317,6 +317,11 @@ export function createStreamBus(options: StreamBusOptions): StreamBus {
       return toNumber(await lastIdOf(keyOf(topic)));
     },
 
+    position(topic: string) {
+      const cursor = feeds.get(keyOf(topic))?.cursor;
+      return cursor ? toNumber(cursor) : undefined;
+    },
+
     async waitFor(topic: string, id: number, timeoutMs: number) {
       const feed = feeds.get(keyOf(topic));
       if (!feed || feed.cursor === null || toNumber(feed.cursor) >= id) return false;

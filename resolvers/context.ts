@@ -113,6 +113,9 @@ export interface HealthInfo {
   /** Every provider this server offers (the fields above describe the default one). */
   providers: ProviderStatus[];
   checkDatabase(): Promise<boolean>;
+  /** Where instances share state ("memory": nowhere, one instance), and whether it answers. */
+  sharedStore: "memory" | "redis" | "upstash";
+  checkSharedStore(): Promise<boolean>;
 }
 
 /** Long-lived services, built once in the composition root (api/main.ts). */

@@ -132,6 +132,8 @@ for (const kind of ["redis", "upstash"] as const) {
     test("a token from A works on B, and B's sessionEvents sees A's mutations in order", async () => {
       const me = await signUp(a);
       expect((await ok(b, "{ me { id } }", {}, me.token)).me.id).toBe(me.userId);
+      const healthz = (await (await fetch(`${b.url}/healthz`)).json()) as Record<string, any>;
+      expect(healthz.sharedStore).toEqual({ kind, ok: true });
       const session = await newSession(a, me.token);
       const onB = collect(wsClient(wsUrl(b), me.token), SESSION_EVENTS, {
         s: session.id,
