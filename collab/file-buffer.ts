@@ -13,7 +13,7 @@ import * as Y from "yjs";
 import type { SandboxFiles } from "../resolvers/branch-runtime.ts";
 import { AppError } from "../resolvers/errors.ts";
 import { utf8Text } from "../sandbox/diff.ts";
-import { SandboxError } from "../sandbox/provider.ts";
+import { FileTooLargeError, SandboxError } from "../sandbox/provider.ts";
 import type { Room } from "./room.ts";
 import { applyTextChange } from "./text-edit.ts";
 
@@ -37,14 +37,32 @@ export interface FileBufferOptions {
   onRefused(error: AppError): void;
 }
 
+const tooLargeToEdit = (path: string, size: number, maxBytes: number) =>
+  new AppError(
+    "PAYLOAD_TOO_LARGE",
+    `${path} is ${size} bytes; files over ${maxBytes} bytes cannot be edited live`,
+    { size, maxBytes },
+  );
+
+/**
+ * The file's text read from the workspace, or a refusal for binary and oversized files (refused from
+ * their size, before they are read). null = no such file.
+ */
+export async function readText(files: SandboxFiles, path: string, maxBytes: number): Promise<string | null> {
+  let data: Uint8Array | null;
+  try {
+    data = await files.read(path, { maxBytes });
+  } catch (error) {
+    if (error instanceof FileTooLargeError) throw tooLargeToEdit(path, error.size, maxBytes);
+    throw error;
+  }
+  return decodeText(data, path, maxBytes);
+}
+
 /** The file's text, or a refusal for binary and oversized files. null = no such file. */
 export function decodeText(data: Uint8Array | null, path: string, maxBytes: number): string | null {
   if (data === null) return null;
-  if (data.byteLength > maxBytes)
-    throw new AppError(
-      "PAYLOAD_TOO_LARGE",
-      `${path} is ${data.byteLength} bytes; files over ${maxBytes} bytes cannot be edited live`,
-    );
+  if (data.byteLength > maxBytes) throw tooLargeToEdit(path, data.byteLength, maxBytes);
   const text = utf8Text(data);
   if (text === null)
     throw new AppError(
@@ -90,7 +108,7 @@ export class FileBuffer {
    * for the queue, and the after-run sync brings in whatever the run still changes.
    */
   async open(files: SandboxFiles, queued = true): Promise<void> {
-    const disk = decodeText(await files.read(this.path), this.path, this.options.maxBytes);
+    const disk = await readText(files, this.path, this.options.maxBytes);
     const meta = this.meta;
     const unchanged = meta.get("base") === hashOf(disk);
     const recreated = meta.get("sandbox") !== files.sandboxId && meta.get("head") === files.head;
@@ -134,7 +152,7 @@ export class FileBuffer {
     if (this.refused) return;
     let disk: string | null;
     try {
-      disk = decodeText(await files.read(this.path), this.path, this.options.maxBytes);
+      disk = await readText(files, this.path, this.options.maxBytes);
     } catch (error) {
       // Binary or too large now: refused. Anything else is transient; the caller logs it.
       if (error instanceof AppError) return this.refuse(error);

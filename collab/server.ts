@@ -15,6 +15,7 @@ import type { AudienceTokens, Logger, PresenceRegistry, Viewer } from "../resolv
 import { CredentialWatch } from "../resolvers/credential-watch.ts";
 import { AppError } from "../resolvers/errors.ts";
 import type { SessionEventPayload } from "../resolvers/events.ts";
+import { presenceColor } from "../resolvers/presence-input.ts";
 import { ShareLinkRefused, verifyShareLink } from "../resolvers/share-links.ts";
 import { type BranchFiles, FileBuffer } from "./file-buffer.ts";
 import { UpdateLog } from "./persistence.ts";
@@ -154,7 +155,8 @@ export class CollabServer {
             key: `${name}#${id}`,
             userId: who?.userId ?? null,
             name: typeof user.name === "string" ? user.name : "anonymous",
-            color: typeof user.color === "string" ? user.color : null,
+            // Shown as presence only when it is a plain color (any text stays in the room's awareness).
+            color: presenceColor(user.color),
             branchId: typeof state.branchId === "string" ? state.branchId : roomBranch,
             file: typeof state.file === "string" ? state.file : roomFile,
             cursor: state.cursor ?? null,

@@ -1,7 +1,7 @@
 // Live sandboxes for branches, owned by this instance. A branch's sandbox is created from its head on
 // first use (also after a restart) and reset whenever the head moved without it (a rollback). Work on
 // one branch runs one item at a time; runs on different branches run in parallel up to a limit.
-import { SandboxError, type SandboxProvider } from "../sandbox/provider.ts";
+import { type ReadOptions, SandboxError, type SandboxProvider } from "../sandbox/provider.ts";
 import type { SandboxProviders } from "../sandbox/registry.ts";
 
 interface LiveBranch {
@@ -49,7 +49,7 @@ export interface SandboxFiles {
   readonly sandboxId: string;
   /** The provider snapshot the sandbox was last reset to or frozen as. */
   readonly head: string;
-  read(path: string): Promise<Uint8Array | null>;
+  read(path: string, options?: ReadOptions): Promise<Uint8Array | null>;
   write(path: string, data: Uint8Array): Promise<void>;
 }
 
@@ -134,7 +134,7 @@ export class BranchRuntime {
       get head() {
         return live.base;
       },
-      read: (path) => provider.readFile({ sandbox: sandboxId }, path),
+      read: (path, options) => provider.readFile({ sandbox: sandboxId }, path, options),
       write: (path, data) => provider.writeFile(sandboxId, path, data),
     };
   }

@@ -9,7 +9,6 @@ import {
   type SnapshotRow,
   sessions,
 } from "../db/schema.ts";
-import { utf8Text } from "../sandbox/diff.ts";
 import { checkWorkspacePath } from "../sandbox/paths.ts";
 import { type FileEntry, type FileSource, SandboxError, type SandboxProvider } from "../sandbox/provider.ts";
 import { loadInSession } from "./access.ts";
@@ -17,12 +16,13 @@ import type { BranchSandbox } from "./branch-runtime.ts";
 import type { Context } from "./context.ts";
 import { badInput, conflict, notFound } from "./errors.ts";
 import { publishSessionEvent } from "./events.ts";
+import { type FileContent, listFirstFiles, pageOfFiles, readFileContent } from "./files.ts";
 import { warmAgent } from "./live-agent.ts";
+import type { Page } from "./pagination.ts";
 import { headRef, recordSnapshot } from "./snapshot-records.ts";
 
 const BRANCH_NAME = /^[A-Za-z0-9][\w.\-/]{0,63}$/;
 const MAX_WRITE_BYTES = 10 * 1024 * 1024;
-const MAX_READ_BYTES = 10 * 1024 * 1024;
 
 /** A workspace path from a client, checked up front (NUL, "..", over-long names): BAD_USER_INPUT on `field`. */
 export function checkedPath(path: string, field = "path", options: { allowRoot?: boolean } = {}): string {
@@ -237,6 +237,7 @@ async function sourceOf(
   return { provider: await providerOf(ctx, branch.sessionId), source: { snapshot: head!.providerRef } };
 }
 
+/** The first entries of a directory of the branch as it is now (see MAX_LISTED_FILES). */
 export async function branchFiles(
   ctx: Context,
   branch: BranchRow,
@@ -244,28 +245,24 @@ export async function branchFiles(
 ): Promise<FileEntry[]> {
   const dir = checkedPath(path ?? "", "path", { allowRoot: true });
   const { provider, source } = await sourceOf(ctx, branch);
-  return provider.listFiles(source, dir);
+  return listFirstFiles(provider, source, dir);
 }
 
-export interface FileContent {
-  path: string;
-  content: string;
-  encoding: "utf8" | "base64";
-  size: number;
-}
-
-export function toFileContent(path: string, data: Uint8Array | null): FileContent | null {
-  if (data === null) return null;
-  if (data.byteLength > MAX_READ_BYTES) throw badInput(`File is larger than ${MAX_READ_BYTES} bytes`, "path");
-  const content = utf8Text(data);
-  if (content !== null) return { path, content, encoding: "utf8", size: data.byteLength };
-  return { path, content: Buffer.from(data).toString("base64"), encoding: "base64", size: data.byteLength };
+/** A page of a directory's entries of the branch as it is now. */
+export async function branchFileEntries(
+  ctx: Context,
+  branch: BranchRow,
+  args: { path?: string | null; first?: number | null; after?: string | null },
+): Promise<Page<FileEntry>> {
+  const dir = checkedPath(args.path ?? "", "path", { allowRoot: true });
+  const { provider, source } = await sourceOf(ctx, branch);
+  return pageOfFiles(provider, source, dir, args);
 }
 
 export async function branchFile(ctx: Context, branch: BranchRow, path: string): Promise<FileContent | null> {
   checkedPath(path);
   const { provider, source } = await sourceOf(ctx, branch);
-  return toFileContent(path, await provider.readFile(source, path));
+  return readFileContent(ctx, provider, source, path);
 }
 
 /** The sandbox provider a session was created with. */

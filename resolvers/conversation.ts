@@ -12,7 +12,7 @@ import {
   readConversation,
 } from "../agent/conversation.ts";
 import type { SnapshotRow } from "../db/schema.ts";
-import { SandboxError } from "../sandbox/provider.ts";
+import { FileTooLargeError, SandboxError } from "../sandbox/provider.ts";
 import { providerOf } from "./branch.ts";
 import type { Context } from "./context.ts";
 import { AppError, badInput } from "./errors.ts";
@@ -96,10 +96,18 @@ async function load(ctx: Context, row: SnapshotRow): Promise<Conversation | null
       "PAYLOAD_TOO_LARGE",
       `The conversation database of this snapshot is too large to read (${total} bytes; at most ${MAX_CONVERSATION_DB_BYTES})`,
     );
+  // Bounded reads all the same: the session id file is not listed above, and the workspace's user can
+  // make it any size (a read over the bound throws TOO_LARGE; the id is then unknown).
+  const maxBytes = MAX_CONVERSATION_DB_BYTES;
   const [db, wal, id] = await Promise.all([
-    provider.readFile(source, CONVERSATION_FILES.db),
-    sizeOf(CONVERSATION_FILES.wal) === undefined ? null : provider.readFile(source, CONVERSATION_FILES.wal),
-    provider.readFile(source, CONVERSATION_FILES.sessionId),
+    provider.readFile(source, CONVERSATION_FILES.db, { maxBytes }),
+    sizeOf(CONVERSATION_FILES.wal) === undefined
+      ? null
+      : provider.readFile(source, CONVERSATION_FILES.wal, { maxBytes }),
+    provider.readFile(source, CONVERSATION_FILES.sessionId, { maxBytes: 4096 }).catch((error) => {
+      if (error instanceof FileTooLargeError) return null;
+      throw error;
+    }),
   ]);
   if (!db) return null;
   const sessionId = id ? new TextDecoder().decode(id.slice(0, 200)).trim() || null : null;

@@ -18,8 +18,9 @@ export async function warmAgent(
 ): Promise<void> {
   const pool = ctx.agents;
   if (!pool?.supports(head.provider)) return;
+  // Bounded: the file is the workspace user's to make any size (over it, no warm-up).
   const conversation = await head.provider
-    .readFile({ snapshot: head.ref }, SESSION_ID_FILE)
+    .readFile({ snapshot: head.ref }, SESSION_ID_FILE, { maxBytes: 4096 })
     .catch(() => null);
   if (!conversation) return;
   void ctx.branchRuntime

@@ -82,6 +82,45 @@ function stringProblem(value: unknown, field: string, maxChars: number): string 
   return null;
 }
 
+/**
+ * Colors a presence may carry: CSS hex (#rgb, #rgba, #rrggbb, #rrggbbaa, as editors' awareness
+ * states use) or one of a few CSS names. Anything else is markup or CSS waiting for a dashboard that
+ * puts it into a style attribute unescaped.
+ */
+const HEX_COLOR = /^#(?:[0-9a-f]{3,4}|[0-9a-f]{6}|[0-9a-f]{8})$/i;
+export const NAMED_COLORS: ReadonlySet<string> = new Set([
+  "black",
+  "white",
+  "gray",
+  "red",
+  "orange",
+  "yellow",
+  "green",
+  "teal",
+  "blue",
+  "purple",
+  "pink",
+  "brown",
+]);
+
+export const isPresenceColor = (value: string) =>
+  HEX_COLOR.test(value) || NAMED_COLORS.has(value.toLowerCase());
+
+/** Why an announced color is not acceptable (null when absent or fine). */
+export function colorProblem(value: unknown): string | null {
+  const problem = stringProblem(value, "color", PRESENCE_LIMITS.colorChars);
+  if (problem || value === undefined || value === null) return problem;
+  if (!isPresenceColor(value as string))
+    return `color must be a CSS hex color such as #30bced, or one of: ${[...NAMED_COLORS].join(", ")}`;
+  return null;
+}
+
+/** A color from an awareness state as presence shows it: null unless it is one isPresenceColor accepts. */
+export const presenceColor = (value: unknown): string | null =>
+  typeof value === "string" && value.length <= PRESENCE_LIMITS.colorChars && isPresenceColor(value)
+    ? value
+    : null;
+
 /** The fields both paths share: where someone is, and how they look. */
 export function presenceFieldsProblem(fields: {
   name?: unknown;

@@ -4,7 +4,7 @@ import { payloadsOf, topics } from "../bus/bus.ts";
 import { requireRole } from "./access.ts";
 import { type Context, type PresenceEntry, type PresenceEvent, requireScope } from "./context.ts";
 import { badInput } from "./errors.ts";
-import { presenceFieldsProblem } from "./presence-input.ts";
+import { colorProblem, presenceFieldsProblem } from "./presence-input.ts";
 
 const ANNOUNCE_TTL_MS = 30_000;
 
@@ -36,6 +36,14 @@ export async function announcePresence(
   // Refused here rather than stored: a 50,000-deep cursor would break every presence query after it.
   const problem = presenceFieldsProblem(args);
   if (problem) throw badInput(problem.message, problem.field);
+  const color = colorProblem(args.color);
+  if (color) throw badInput(color, "color");
+  if (args.branchId !== undefined && args.branchId !== null) {
+    // Only a branch of this session: the same answer whether the id exists elsewhere or not at all.
+    const branch = await ctx.loaders.branch.load(args.branchId);
+    if (branch?.sessionId !== args.sessionId)
+      throw badInput("branchId is not a branch of this session", "branchId");
+  }
   const user = await ctx.loaders.user.load(ctx.viewer!.userId);
   const now = new Date().toISOString();
   const entry: PresenceEntry = {

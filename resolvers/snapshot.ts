@@ -2,9 +2,10 @@
 import { and, eq } from "drizzle-orm";
 import { type SnapshotRow, snapshots } from "../db/schema.ts";
 import type { DiffEntry, FileEntry } from "../sandbox/provider.ts";
-import { type FileContent, loadSnapshot, providerOf, toFileContent } from "./branch.ts";
+import { checkedPath, loadSnapshot, providerOf } from "./branch.ts";
 import type { Context } from "./context.ts";
 import { badInput } from "./errors.ts";
+import { type FileContent, listFirstFiles, pageOfFiles, readFileContent } from "./files.ts";
 import { afterCursor, decodeCursor, orderBy, type Page, pageSize, toPage } from "./pagination.ts";
 
 export const snapshot = (ctx: Context, id: string) => loadSnapshot(ctx, id, "VIEWER");
@@ -30,13 +31,26 @@ export async function sessionSnapshots(
   return toPage(rows, size);
 }
 
+/** The first entries of a directory of the snapshot (see MAX_LISTED_FILES). */
 export async function snapshotFiles(
   ctx: Context,
   row: SnapshotRow,
   path: string | null | undefined,
 ): Promise<FileEntry[]> {
+  const dir = checkedPath(path ?? "", "path", { allowRoot: true });
   const provider = await providerOf(ctx, row.sessionId);
-  return provider.listFiles({ snapshot: row.providerRef }, path ?? "");
+  return listFirstFiles(provider, { snapshot: row.providerRef }, dir);
+}
+
+/** A page of a directory's entries of the snapshot. */
+export async function snapshotFileEntries(
+  ctx: Context,
+  row: SnapshotRow,
+  args: { path?: string | null; first?: number | null; after?: string | null },
+): Promise<Page<FileEntry>> {
+  const dir = checkedPath(args.path ?? "", "path", { allowRoot: true });
+  const provider = await providerOf(ctx, row.sessionId);
+  return pageOfFiles(provider, { snapshot: row.providerRef }, dir, args);
 }
 
 export async function snapshotFile(
@@ -44,8 +58,9 @@ export async function snapshotFile(
   row: SnapshotRow,
   path: string,
 ): Promise<FileContent | null> {
+  checkedPath(path);
   const provider = await providerOf(ctx, row.sessionId);
-  return toFileContent(path, await provider.readFile({ snapshot: row.providerRef }, path));
+  return readFileContent(ctx, provider, { snapshot: row.providerRef }, path);
 }
 
 export interface SnapshotDiff {

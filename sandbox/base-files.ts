@@ -36,8 +36,7 @@ export function decodeBaseFiles(files: FileMap): Map<string, BaseFile> {
     if (encoding !== undefined && encoding !== null && encoding !== "utf8" && encoding !== "base64")
       throw bad(path, 'encoding must be "utf8" or "base64"');
     const mode = checkMode(path, (spec as { mode?: unknown }).mode);
-    const data =
-      encoding === "base64" ? Buffer.from(spec.content, "base64") : Buffer.from(spec.content, "utf8");
+    const data = encoding === "base64" ? decodeBase64(path, spec.content) : Buffer.from(spec.content, "utf8");
     total += data.byteLength;
     if (total > MAX_BASE_BYTES) throw new SandboxError("TOO_LARGE", `Files exceed ${MAX_BASE_BYTES} bytes`);
     out.set(path, mode === undefined ? { data } : { data, mode });
@@ -56,6 +55,21 @@ function cleanEntryPath(path: string): string {
     if (error instanceof SandboxError) throw bad(path, error.message);
     throw error;
   }
+}
+
+/**
+ * Standard or URL-safe base64, padded or not, line breaks and spaces allowed (as `base64` wraps it).
+ * Buffer.from would skip any other character silently and store whatever the rest decodes to.
+ */
+const BASE64 = /^(?:[A-Za-z0-9+/]*|[A-Za-z0-9_-]*)={0,2}$/;
+
+function decodeBase64(path: string, content: string): Buffer {
+  const text = content.replace(/[\t\n\r ]+/g, "");
+  const data = text.replace(/=+$/, "");
+  // A lone last character carries 6 bits, not a byte; padding may only round a group up to 4.
+  if (!BASE64.test(text) || data.length % 4 === 1 || (text.length !== data.length && text.length % 4 !== 0))
+    throw bad(path, 'content is not valid base64 (encoding: "base64")');
+  return Buffer.from(data, "base64");
 }
 
 function checkMode(path: string, mode: unknown): number | undefined {

@@ -111,6 +111,25 @@ export interface DiffEntry {
 
 export type FileSource = { sandbox: string } | { snapshot: string };
 
+export interface ReadOptions {
+  /**
+   * Largest file to return, in bytes. A larger one is refused with FileTooLargeError (TOO_LARGE)
+   * from its size alone (fstat, a manifest entry), and no more than `maxBytes + 1` bytes are ever read
+   * (a file growing while it is read is refused too): a sparse 900 MB file costs nothing to ask for.
+   */
+  maxBytes?: number;
+}
+
+/**
+ * One page of a directory listing: entries sorted by path, those after `after` (a path of the same
+ * listing, as returned), at most `limit` of them. Only the page is materialised, however large the
+ * directory.
+ */
+export interface ListPage {
+  after?: string;
+  limit: number;
+}
+
 export interface GcResult {
   removedSnapshots: number;
   removedObjects: number;
@@ -186,9 +205,10 @@ export interface SandboxProvider {
   /** Resets a live sandbox to a snapshot (rollback); later snapshots of it take that one as parent. */
   reset(sandboxId: string, snapshotId: string): Promise<void>;
   getSnapshot(snapshotId: string): Promise<SnapshotInfo>;
-  listFiles(source: FileSource, dir?: string): Promise<FileEntry[]>;
+  /** A directory's entries sorted by path: all of them, or one page. */
+  listFiles(source: FileSource, dir?: string, page?: ListPage): Promise<FileEntry[]>;
   /** null when there is no such file. */
-  readFile(source: FileSource, path: string): Promise<Uint8Array | null>;
+  readFile(source: FileSource, path: string, options?: ReadOptions): Promise<Uint8Array | null>;
   writeFile(sandboxId: string, path: string, content: Uint8Array | string, mode?: number): Promise<void>;
   diff(fromSnapshotId: string, toSnapshotId: string): Promise<DiffEntry[]>;
   destroy(sandboxId: string): Promise<void>;
@@ -219,5 +239,18 @@ export class SandboxError extends Error {
   ) {
     super(message);
     this.name = "SandboxError";
+  }
+}
+
+/** A file over a read's `maxBytes`, refused before it was read. */
+export class FileTooLargeError extends SandboxError {
+  constructor(
+    readonly path: string,
+    /** The file's size, or the bytes seen so far when it grew while being read (then > maxBytes). */
+    readonly size: number,
+    readonly maxBytes: number,
+  ) {
+    super("TOO_LARGE", `"${path}" is ${size} bytes; at most ${maxBytes} bytes can be read`);
+    this.name = "FileTooLargeError";
   }
 }

@@ -3,7 +3,14 @@ import * as branches from "../resolvers/branch.ts";
 import * as liveAgent from "../resolvers/live-agent.ts";
 import * as runs from "../resolvers/run.ts";
 import { builder } from "./builder.ts";
-import { FileContentRef, FileEntryRef } from "./files.ts";
+import {
+  FILE_DESCRIPTION,
+  FILE_ENTRIES_DESCRIPTION,
+  FILES_DESCRIPTION,
+  FileContentRef,
+  FileEntryConnection,
+  FileEntryRef,
+} from "./files.ts";
 import { BranchRef, SessionRef, SnapshotRef } from "./refs.ts";
 import { RunConnection } from "./session.ts";
 
@@ -42,13 +49,20 @@ BranchRef.implement({
     }),
     files: t.field({
       type: [FileEntryRef],
-      description: "Entries of a directory (the root by default) of the branch as it is now.",
+      description: `${FILES_DESCRIPTION} Of the branch as it is now.`,
       args: { path: t.arg.string() },
       resolve: (b, args, ctx) => branches.branchFiles(ctx, b, args.path),
+    }),
+    fileEntries: t.field({
+      type: FileEntryConnection,
+      description: `${FILE_ENTRIES_DESCRIPTION} Of the branch as it is now.`,
+      args: { path: t.arg.string(), first: t.arg.int(), after: t.arg.string() },
+      resolve: (b, args, ctx) => branches.branchFileEntries(ctx, b, args),
     }),
     file: t.field({
       type: FileContentRef,
       nullable: true,
+      description: FILE_DESCRIPTION,
       args: { path: t.arg.string({ required: true }) },
       resolve: (b, args, ctx) => branches.branchFile(ctx, b, args.path),
     }),

@@ -1,7 +1,14 @@
 // File listings and contents, shared by branches and snapshots.
-import type { FileContent } from "../resolvers/branch.ts";
+import {
+  FILE_PAGE,
+  type FileContent,
+  MAX_LISTED_FILES,
+  MAX_READ_BYTES,
+  MAX_READ_BYTES_PER_OPERATION,
+} from "../resolvers/files.ts";
 import type { FileEntry } from "../sandbox/provider.ts";
 import { builder } from "./builder.ts";
+import { connection } from "./connection.ts";
 
 export const FileEntryRef = builder.objectRef<FileEntry>("FileEntry").implement({
   fields: (t) => ({
@@ -21,3 +28,11 @@ export const FileContentRef = builder.objectRef<FileContent>("FileContent").impl
     size: t.exposeFloat("size"),
   }),
 });
+
+/** A directory's entries a page at a time, by path (`Branch.fileEntries`, `Snapshot.fileEntries`). */
+export const FileEntryConnection = connection("FileEntry", FileEntryRef);
+
+export const FILES_DESCRIPTION = `Entries of a directory (the root by default), sorted by path: the first ${MAX_LISTED_FILES.toLocaleString("en")}. \`fileEntries\` pages through directories of any size.`;
+export const FILE_ENTRIES_DESCRIPTION = `Entries of a directory (the root by default), sorted by path, a page at a time: \`first\` (default ${FILE_PAGE.default}, at most ${FILE_PAGE.max.toLocaleString("en")}) after the cursor \`after\`.`;
+const MIB = 1024 * 1024;
+export const FILE_DESCRIPTION = `A file's content; null when there is none. Files over ${MAX_READ_BYTES / MIB} MiB, or past ${MAX_READ_BYTES_PER_OPERATION / MIB} MiB of files read by one operation, are PAYLOAD_TOO_LARGE (extensions: size, maxBytes), refused before they are read.`;

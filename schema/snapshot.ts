@@ -3,7 +3,14 @@
 import * as snapshots from "../resolvers/snapshot.ts";
 import type { DiffEntry } from "../sandbox/provider.ts";
 import { builder } from "./builder.ts";
-import { FileContentRef, FileEntryRef } from "./files.ts";
+import {
+  FILE_DESCRIPTION,
+  FILE_ENTRIES_DESCRIPTION,
+  FILES_DESCRIPTION,
+  FileContentRef,
+  FileEntryConnection,
+  FileEntryRef,
+} from "./files.ts";
 import { RunRef, SnapshotRef } from "./refs.ts";
 
 const SnapshotOrigin = builder.enumType("SnapshotOrigin", {
@@ -37,12 +44,20 @@ SnapshotRef.implement({
     fileCount: t.exposeInt("fileCount"),
     files: t.field({
       type: [FileEntryRef],
+      description: FILES_DESCRIPTION,
       args: { path: t.arg.string() },
       resolve: (s, args, ctx) => snapshots.snapshotFiles(ctx, s, args.path),
+    }),
+    fileEntries: t.field({
+      type: FileEntryConnection,
+      description: FILE_ENTRIES_DESCRIPTION,
+      args: { path: t.arg.string(), first: t.arg.int(), after: t.arg.string() },
+      resolve: (s, args, ctx) => snapshots.snapshotFileEntries(ctx, s, args),
     }),
     file: t.field({
       type: FileContentRef,
       nullable: true,
+      description: FILE_DESCRIPTION,
       args: { path: t.arg.string({ required: true }) },
       resolve: (s, args, ctx) => snapshots.snapshotFile(ctx, s, args.path),
     }),

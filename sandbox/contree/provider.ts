@@ -20,8 +20,11 @@ import {
   type FileEntry,
   type FileMap,
   type FileSource,
+  FileTooLargeError,
   type GcResult,
+  type ListPage,
   type ProviderStatus,
+  type ReadOptions,
   type SandboxBase,
   SandboxError,
   type SandboxProvider,
@@ -523,22 +526,32 @@ export class ContreeProvider implements SandboxProvider {
     return manifest;
   }
 
-  async listFiles(source: FileSource, dir = ""): Promise<FileEntry[]> {
-    return listSnapshot(await this.manifestOf(source), dir);
+  async listFiles(source: FileSource, dir = "", page?: ListPage): Promise<FileEntry[]> {
+    return listSnapshot(await this.manifestOf(source), dir, page);
   }
 
-  async readFile(source: FileSource, path: string): Promise<Uint8Array | null> {
+  async readFile(source: FileSource, path: string, options: ReadOptions = {}): Promise<Uint8Array | null> {
     const clean = cleanPath(path);
+    const { maxBytes } = options;
+    const refuseOver = (size: number) => {
+      if (maxBytes !== undefined && size > maxBytes) throw new FileTooLargeError(clean, size, maxBytes);
+    };
     const image = "snapshot" in source ? source.snapshot : this.sandbox(source.sandbox).image;
     if ("sandbox" in source) {
       const pending = this.sandbox(source.sandbox).pending.get(clean);
-      if (pending) return pending.data;
+      if (pending) {
+        refuseOver(pending.data.byteLength);
+        return pending.data;
+      }
     }
     // Symlinks inside the workspace are followed the way local does; then the bytes come from ConTree.
     const files = await this.filesOf(image);
     refuseLinkedParents(files.manifest, clean);
     const entry = findSnapshotFile(files.manifest, clean);
     if (!entry) return null;
+    // Images are immutable and their manifest's sizes come from the archive: a file over the limit is
+    // refused without downloading it.
+    refuseOver(entry.s);
     return this.download(image, files.pathOf.get(entry.h!) ?? clean);
   }
 

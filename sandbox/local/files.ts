@@ -5,9 +5,10 @@
 
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
 import * as fs from "node:fs/promises";
-import { cleanPath } from "../manifest.ts";
-import type { FileEntry } from "../provider.ts";
+import { cleanPath, firstIndexWhere } from "../manifest.ts";
+import type { FileEntry, ListPage, ReadOptions } from "../provider.ts";
 import { SandboxError } from "../provider.ts";
 import {
   at,
@@ -18,6 +19,7 @@ import {
   openParentBeneath,
   withDir,
 } from "./beneath.ts";
+import { readAtMost } from "./bounded-read.ts";
 import { safeMode } from "./modes.ts";
 
 /** The directory being written into was removed or replaced meanwhile (by a command still running). */
@@ -25,7 +27,7 @@ function changedUnderfoot(path: string): SandboxError {
   return new SandboxError("BUSY", `"${path}" changed while it was being written; try again`);
 }
 
-export async function listLive(root: string, dir: string): Promise<FileEntry[]> {
+export async function listLive(root: string, dir: string, page?: ListPage): Promise<FileEntry[]> {
   const clean = cleanPath(dir, { allowRoot: true });
   return withDir(root, async (rootDir) => {
     const handle = await openDirBeneath(rootDir, clean).catch((error) => {
@@ -34,30 +36,51 @@ export async function listLive(root: string, dir: string): Promise<FileEntry[]> 
     });
     if (!handle) throw new SandboxError("NOT_FOUND", `No directory "${clean || "/"}"`);
     try {
-      const names = (await fs.readdir(at(handle))).sort();
-      const entries = await Promise.all(
-        names.map(async (name): Promise<FileEntry | null> => {
-          const st = await fs.lstat(at(handle, name)).catch(() => null);
-          if (!st) return null;
-          const path = clean ? `${clean}/${name}` : name;
-          const mode = st.mode & 0o7777;
-          if (st.isDirectory()) return { path, type: "dir", size: 0, mode };
-          if (st.isSymbolicLink()) {
-            const target = await fs.readlink(at(handle, name)).catch(() => null);
-            return target === null ? null : { path, type: "symlink", size: 0, mode: 0o777, target };
-          }
-          if (st.isFile()) return { path, type: "file", size: st.size, mode };
-          return null;
-        }),
-      );
-      return entries.filter((e): e is FileEntry => e !== null);
+      const pathOf = (name: string) => (clean ? `${clean}/${name}` : name);
+      let names = (await fs.readdir(at(handle))).sort();
+      // A page: only its names are stat'ed, so a directory of 150,000 entries costs one readdir and
+      // a sort, not 150,000 lstat calls and objects.
+      if (page?.after !== undefined) {
+        const after = page.after;
+        names = names.slice(firstIndexWhere(names, (name) => pathOf(name) > after));
+      }
+      const limit = page?.limit ?? names.length;
+      const out: FileEntry[] = [];
+      // Entries may vanish, or be sockets and FIFOs that are not listed: fetch more until the page is full.
+      for (let i = 0; i < names.length && out.length < limit; ) {
+        const batch = names.slice(i, i + Math.min(limit - out.length, STAT_BATCH));
+        i += batch.length;
+        const entries = await Promise.all(batch.map((name) => statEntry(handle, name, pathOf(name))));
+        for (const entry of entries) if (entry) out.push(entry);
+      }
+      return out;
     } finally {
       await handle.close();
     }
   });
 }
 
-export async function readLive(root: string, path: string): Promise<Uint8Array | null> {
+/** lstat calls in flight at once for one listing. */
+const STAT_BATCH = 1000;
+
+async function statEntry(dir: FileHandle, name: string, path: string): Promise<FileEntry | null> {
+  const st = await fs.lstat(at(dir, name)).catch(() => null);
+  if (!st) return null;
+  const mode = st.mode & 0o7777;
+  if (st.isDirectory()) return { path, type: "dir", size: 0, mode };
+  if (st.isSymbolicLink()) {
+    const target = await fs.readlink(at(dir, name)).catch(() => null);
+    return target === null ? null : { path, type: "symlink", size: 0, mode: 0o777, target };
+  }
+  if (st.isFile()) return { path, type: "file", size: st.size, mode };
+  return null;
+}
+
+export async function readLive(
+  root: string,
+  path: string,
+  options: ReadOptions = {},
+): Promise<Uint8Array | null> {
   const clean = cleanPath(path);
   return withDir(root, async (rootDir) => {
     const file = await openFileBeneath(rootDir, clean).catch((error) => {
@@ -66,7 +89,8 @@ export async function readLive(root: string, path: string): Promise<Uint8Array |
     });
     if (!file) return null;
     try {
-      return new Uint8Array(await file.readFile());
+      if (options.maxBytes === undefined) return new Uint8Array(await file.readFile());
+      return await readAtMost(file, clean, options.maxBytes);
     } finally {
       await file.close();
     }

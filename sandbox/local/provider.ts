@@ -18,7 +18,9 @@ import type {
   FileMap,
   FileSource,
   GcResult,
+  ListPage,
   ProviderStatus,
+  ReadOptions,
   SandboxBase,
   SandboxProvider,
   SandboxService,
@@ -373,17 +375,22 @@ export class LocalProvider implements SandboxProvider {
     return info(await this.store.record(snapshotId));
   }
 
-  async listFiles(source: FileSource, dir = ""): Promise<FileEntry[]> {
-    if ("snapshot" in source) return listSnapshot(await this.store.manifest(source.snapshot), dir);
-    return listLive(this.live(source.sandbox).workspace.root, dir);
+  async listFiles(source: FileSource, dir = "", page?: ListPage): Promise<FileEntry[]> {
+    if ("snapshot" in source) return listSnapshot(await this.store.manifest(source.snapshot), dir, page);
+    return listLive(this.live(source.sandbox).workspace.root, dir, page);
   }
 
-  async readFile(source: FileSource, path: string): Promise<Uint8Array | null> {
+  async readFile(source: FileSource, path: string, options: ReadOptions = {}): Promise<Uint8Array | null> {
     if ("snapshot" in source) {
       const entry = findSnapshotFile(await this.store.manifest(source.snapshot), path);
-      return entry ? this.store.readObject(entry.h!) : null;
+      if (!entry) return null;
+      const { maxBytes } = options;
+      return this.store.readObject(
+        entry.h!,
+        maxBytes === undefined ? undefined : { maxBytes, path, size: entry.s },
+      );
     }
-    return readLive(this.live(source.sandbox).workspace.root, path);
+    return readLive(this.live(source.sandbox).workspace.root, path, options);
   }
 
   async writeFile(

@@ -12,13 +12,21 @@ import {
   type ManifestDelta,
   type ManifestEntry,
   manifestStats,
+  manifestWeight,
 } from "../manifest.ts";
-import { SandboxError } from "../provider.ts";
+import { FileTooLargeError, SandboxError } from "../provider.ts";
+import { readAtMost } from "./bounded-read.ts";
 import { clearSetIdBits } from "./tree.ts";
 
 /** A full manifest is stored every this many snapshots along a chain; the rest are deltas. */
 const FULL_EVERY = 16;
-const MANIFEST_CACHE = 8;
+/**
+ * Resolved manifests kept in memory, by their estimated size (manifestWeight): one of a 150,000-file
+ * tree is tens of MB. The most recently used one is always kept, whatever its size (re-reading it for
+ * every request would cost more than holding it): hand-written because lru-cache does not store an
+ * entry larger than the whole cache.
+ */
+const MANIFEST_CACHE_BYTES = 64 * 1024 * 1024;
 
 export interface SnapshotRecord {
   id: string;
@@ -39,8 +47,10 @@ export class Store {
   readonly snapshotsDir: string;
   readonly layersDir: string;
   readonly tmpDir: string;
+  /** Records without their manifest (full or delta), which only the manifest cache holds. */
   private readonly records = new Map<string, SnapshotRecord>();
-  private readonly manifests = new Map<string, Manifest>();
+  private readonly manifests = new Map<string, { manifest: Manifest; weight: number }>();
+  private manifestBytes = 0;
 
   constructor(readonly root: string) {
     this.objectsDir = join(root, "objects");
@@ -114,8 +124,23 @@ export class Store {
     return copied;
   }
 
-  async readObject(hash: string): Promise<Uint8Array> {
-    return new Uint8Array(await fs.readFile(this.objectPath(hash)));
+  /**
+   * An object's content. With `maxBytes`, one larger is refused from its size (the manifest entry's
+   * `size` when the caller has it, else fstat) before anything is read.
+   */
+  async readObject(
+    hash: string,
+    limit?: { maxBytes: number; path: string; size?: number },
+  ): Promise<Uint8Array> {
+    if (!limit) return new Uint8Array(await fs.readFile(this.objectPath(hash)));
+    if (limit.size !== undefined && limit.size > limit.maxBytes)
+      throw new FileTooLargeError(limit.path, limit.size, limit.maxBytes);
+    const file = await fs.open(this.objectPath(hash), "r");
+    try {
+      return await readAtMost(file, limit.path, limit.maxBytes);
+    } finally {
+      await file.close();
+    }
   }
 
   newSnapshotId(): string {
@@ -150,7 +175,7 @@ export class Store {
       await handle.close();
     }
     await fs.rename(tmp, this.recordPath(record.id));
-    this.records.set(record.id, record);
+    this.records.set(record.id, withoutManifest(record));
     this.cacheManifest(record.id, input.manifest);
     return record;
   }
@@ -160,9 +185,15 @@ export class Store {
     return join(this.snapshotsDir, `${id}.json`);
   }
 
+  /** A snapshot's record, without its manifest (see manifest()). */
   async record(id: string): Promise<SnapshotRecord> {
     const cached = this.records.get(id);
     if (cached) return cached;
+    return withoutManifest(await this.readRecord(id));
+  }
+
+  /** The record as stored, manifest included; its metadata is cached, never its manifest. */
+  private async readRecord(id: string): Promise<SnapshotRecord> {
     let text: string;
     try {
       text = await fs.readFile(this.recordPath(id), "utf8");
@@ -170,7 +201,7 @@ export class Store {
       throw new SandboxError("NOT_FOUND", `No snapshot ${id}`);
     }
     const record = JSON.parse(text) as SnapshotRecord;
-    this.records.set(id, record);
+    this.records.set(id, withoutManifest(record));
     return record;
   }
 
@@ -187,9 +218,9 @@ export class Store {
     if (cached) {
       this.manifests.delete(id);
       this.manifests.set(id, cached);
-      return cached;
+      return cached.manifest;
     }
-    const record = await this.record(id);
+    const record = await this.readRecord(id);
     let manifest: Manifest;
     if (record.full) manifest = new Map(Object.entries(record.full));
     else manifest = applyDelta(await this.manifest(record.parent!), record.delta ?? {});
@@ -198,8 +229,25 @@ export class Store {
   }
 
   private cacheManifest(id: string, manifest: Manifest) {
-    this.manifests.set(id, manifest);
-    while (this.manifests.size > MANIFEST_CACHE) this.manifests.delete(this.manifests.keys().next().value!);
+    this.forgetManifest(id);
+    const weight = manifestWeight(manifest);
+    this.manifests.set(id, { manifest, weight });
+    this.manifestBytes += weight;
+    // Least recently used first; the newest stays even alone over the budget.
+    while (this.manifestBytes > MANIFEST_CACHE_BYTES && this.manifests.size > 1)
+      this.forgetManifest(this.manifests.keys().next().value!);
+  }
+
+  private forgetManifest(id: string) {
+    const cached = this.manifests.get(id);
+    if (!cached) return;
+    this.manifests.delete(id);
+    this.manifestBytes -= cached.weight;
+  }
+
+  /** Estimated bytes of the manifests held in memory (for tests and diagnostics). */
+  get cachedManifestBytes(): number {
+    return this.manifestBytes;
   }
 
   async listSnapshotIds(): Promise<string[]> {
@@ -239,7 +287,7 @@ export class Store {
     for (const id of doomed) {
       await fs.rm(this.recordPath(id), { force: true });
       this.records.delete(id);
-      this.manifests.delete(id);
+      this.forgetManifest(id);
     }
 
     const liveObjects = new Set<string>();
@@ -317,6 +365,12 @@ export class Store {
     }
     return problems;
   }
+}
+
+/** A record's metadata: what the records cache keeps (its manifest lives in the bounded manifest cache). */
+function withoutManifest(record: SnapshotRecord): SnapshotRecord {
+  const { full: _full, delta: _delta, ...meta } = record;
+  return meta;
 }
 
 /** Files up to this size are read whole (hashed and, if new, written from memory); larger ones stream. */

@@ -1,6 +1,7 @@
 // Input a filesystem or a URL decoder would choke on is refused up front as BAD_USER_INPUT (400 at
 // the request level), never answered as INTERNAL/500: file maps of createSession (long names, a file
-// under a file, bad modes), paths of writeFile and file reads, and malformed percent-encoding in routes.
+// under a file, bad modes, base64 that is not), paths of writeFile and file reads, and malformed
+// percent-encoding in routes.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { codeOf, startTestServer, type TestServer } from "../utils/server.ts";
 import { gqlOk } from "../utils/session-fixture.ts";
@@ -47,6 +48,9 @@ describe("createSession file maps", () => {
     ["a setuid mode", { a: { content: "x", mode: 0o4755 } }],
     ["a setgid mode", { a: { content: "x", mode: 0o2755 } }],
     ["an unknown encoding", { a: { content: "x", encoding: "rot13" } }],
+    ["base64 content that is not base64", { a: { content: "!!!", encoding: "base64" } }],
+    ["base64 with a stray character", { a: { content: "aGVs*bG8=", encoding: "base64" } }],
+    ["base64 one character too long", { a: { content: "aGVsbG8=a", encoding: "base64" } }],
     ["a NUL in a path", { "a\u0000b": "x" }],
     ["a path leaving the workspace", { "../../etc/passwd": "x" }],
     ["an empty path", { "": "x" }],
@@ -57,6 +61,41 @@ describe("createSession file maps", () => {
       await expectBadInput(CREATE, { files });
     });
   }
+
+  test("invalid base64 names the entry; wrapped, unpadded and URL-safe base64 are read", async () => {
+    const res = await expectBadInput(CREATE, {
+      files: { "ok.txt": "fine", "img/logo.png": { content: "!!!", encoding: "base64" } },
+    });
+    expect(res.errors?.[0]?.message).toContain('files["img/logo.png"]');
+    expect(res.errors?.[0]?.message).toContain("base64");
+    const s = (
+      await gqlOk(server, token, CREATE, {
+        files: {
+          wrapped: { content: "aGVs\nbG8=\n", encoding: "base64" },
+          unpadded: { content: "aGVsbG8", encoding: "base64" },
+          urlsafe: { content: "-_-_", encoding: "base64" },
+        },
+      })
+    ).createSession;
+    const read = async (p: string) =>
+      (
+        await gqlOk(
+          server,
+          token,
+          "query($s: ID!, $p: String!) { snapshot(id: $s) { file(path: $p) { content encoding } } }",
+          {
+            s: s.mainBranch.head.id,
+            p,
+          },
+        )
+      ).snapshot.file;
+    expect(await read("wrapped")).toEqual({ content: "hello", encoding: "utf8" });
+    expect(await read("unpadded")).toEqual({ content: "hello", encoding: "utf8" });
+    expect(await read("urlsafe")).toEqual({
+      content: Buffer.from([0xfb, 0xff, 0xbf]).toString("base64"),
+      encoding: "base64",
+    });
+  });
 
   test("the limits themselves are fine: a 255-byte name, mode 0o755, a sticky directory bit", async () => {
     const name = "n".repeat(255);

@@ -243,3 +243,73 @@ test("stock clients echoing each other's awareness are not refused or logged", a
   expect(names).toContain("a-4");
   expect(names).toContain("b-4");
 });
+
+test("announcePresence takes only a branch of its session and a plain color (hex or a CSS name)", async () => {
+  const announce = (token: string, vars: Record<string, unknown>) =>
+    server.gql(
+      `mutation($s: ID!, $b: ID, $c: String) { announcePresence(sessionId: $s, branchId: $b, color: $c) { key branchId color } }`,
+      { s: sessionId, ...vars },
+      token,
+    );
+  const mainBranch = (
+    await server.gql(
+      `query($s: ID!) { session(id: $s) { mainBranch { id } } }`,
+      { s: sessionId },
+      users.owner.token,
+    )
+  ).data!.session.mainBranch.id as string;
+  const elsewhere = (
+    await server.gql(
+      `mutation { createSession(input: { title: "other" }) { mainBranch { id } } }`,
+      {},
+      users.owner.token,
+    )
+  ).data!.createSession.mainBranch.id as string;
+  // A branch that does not exist and one of another session (the announcer's own) get the same answer.
+  for (const b of ["br_nope", elsewhere]) {
+    const refused = await announce(users.owner.token, { b });
+    expect(refused.errors?.[0]?.extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "branchId" });
+    expect(refused.errors?.[0]?.message).toBe("branchId is not a branch of this session");
+  }
+  for (const c of [
+    "<script>",
+    "red; background: url(x)",
+    "#12345",
+    "#ggg",
+    "expression(alert(1))",
+    " #fff",
+  ]) {
+    const refused = await announce(users.owner.token, { c });
+    expect(refused.errors?.[0]?.extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "color" });
+  }
+  expect(
+    (await presence()).some((p) => p.user?.email === users.owner.email && p.key.startsWith("graphql#")),
+  ).toBe(false);
+  for (const c of ["#30bced", "#F80", "#30bced80", "teal"]) {
+    const ok = await announce(users.owner.token, { b: mainBranch, c });
+    expect(ok.errors).toBeUndefined();
+    expect(ok.data!.announcePresence).toMatchObject({ branchId: mainBranch, color: c });
+  }
+});
+
+test("an awareness color that is not a plain color is shown as null in presence", async () => {
+  const client = open(users.editor.token);
+  await client.synced;
+  client.provider.awareness.setLocalState({
+    user: { name: "styled", color: '"><img src=x onerror=alert(1)>' },
+  });
+  await eventually(async () => (await presence()).some((p) => p.name === "styled"));
+  const colorOf = async (name: string) => {
+    const res = await server.gql(
+      `query($s: ID!) { session(id: $s) { presence { name color } } }`,
+      { s: sessionId },
+      users.owner.token,
+    );
+    return (res.data!.session.presence as { name: string; color: string | null }[]).find(
+      (p) => p.name === name,
+    )?.color;
+  };
+  expect(await colorOf("styled")).toBeNull();
+  client.provider.awareness.setLocalState({ user: { name: "plain", color: "#30bced" } });
+  await eventually(async () => (await colorOf("plain")) === "#30bced");
+});
