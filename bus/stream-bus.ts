@@ -243,21 +243,22 @@ export function createStreamBus(options: StreamBusOptions): StreamBus {
   return {
     publish<T>(topic: string, payload: T): Promise<BusEvent<T>> {
       const key = keyOf(topic);
-      const published = commands
-        .script(
-          PUBLISH,
-          [key],
-          [
-            JSON.stringify(payload) ?? "null",
-            maxLen,
-            retentionMs,
-            options.wakeChannel ?? "",
-            key,
-            crypto.randomUUID(),
-          ],
-          { ordered: true },
-        )
-        .then((id) => ({ id: toNumber(String(id)), topic, payload }));
+      let json: string | Error;
+      try {
+        json = JSON.stringify(payload) ?? "null";
+      } catch (error) {
+        json = error as Error; // reported below like any failed publish
+      }
+      const published = (
+        typeof json !== "string"
+          ? Promise.reject(json)
+          : commands.script(
+              PUBLISH,
+              [key],
+              [json, maxLen, retentionMs, options.wakeChannel ?? "", key, crypto.randomUUID()],
+              { ordered: true },
+            )
+      ).then((id) => ({ id: toNumber(String(id)), topic, payload }));
       // Many publishers do not wait (`void bus.publish(...)`): a failure is logged, never unhandled.
       published.catch((error) => onError("bus: publish failed", { topic, error: String(error) }));
       return published;
