@@ -95,6 +95,8 @@ export class BranchServer {
   lastUsed = Date.now();
   private service: SandboxService | null = null;
   private readonly listeners = new Set<Listener>();
+  /** Turns in progress, told when the server stops. */
+  private readonly stopWatchers = new Set<() => void>();
   private readonly events = new AbortController();
   private sessionId: string | null = null;
   /** The permission ruleset last applied to each session by this server (PATCH appends). */
@@ -315,10 +317,13 @@ export class BranchServer {
       if (events.idle) finish();
     };
     this.listeners.add(listener);
-    void this.exited.then(() => {
+    // (Not a reaction on `exited`: those would pile up over a long-lived server's turns.)
+    const onStop = () => {
       result.error ??= "The live agent stopped during the turn";
       finish();
-    });
+    };
+    if (this.stopped) onStop();
+    this.stopWatchers.add(onStop);
     let sessionId: string | null = null;
     const onAbort = () => {
       result.aborted = true;
@@ -366,6 +371,7 @@ export class BranchServer {
       return result;
     } finally {
       this.listeners.delete(listener);
+      this.stopWatchers.delete(onStop);
       hooks.signal.removeEventListener("abort", onAbort);
       result.usage = this.options.gateway.detach(this.token);
     }
@@ -415,5 +421,6 @@ export class BranchServer {
     for (const dir of [this.socketDir, this.privateDir])
       await rm(dir, { recursive: true, force: true }).catch(() => {});
     this.markExited();
+    for (const watcher of this.stopWatchers) watcher();
   }
 }

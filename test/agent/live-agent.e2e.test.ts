@@ -1,6 +1,6 @@
 // The agent as a live service (agent/live): one kept-alive `opencode serve` per branch in use, with
 // the real binary in the branch's sandbox and the scripted fake model. A warm turn reuses the
-// server; an idle server stops and the least recently used is evicted at the cap, and the next turn
+// server; the least recently used is evicted at the cap and an idle server stops, and the next turn
 // starts it again on the same conversation; a fork continues in a server of its own; a rollback
 // restarts on the rolled-back state; an abort ends the turn, not the server; and snapshots taken
 // while the server runs hold a consistent conversation, fork after fork.
@@ -15,7 +15,8 @@ let server: TestServer;
 let available = false;
 let gql: AgentHarness["gql"];
 
-const IDLE_MS = 6000;
+// Long enough that nothing here stops for idleness on a slow machine; the idle test has its own server.
+const IDLE_MS = 10 * 60_000;
 
 beforeAll(async () => {
   h = await startAgentHarness(
@@ -175,7 +176,7 @@ test("fork -> continue, many times: every snapshot taken under a running server 
   expect(pool().size).toBeLessThanOrEqual(2);
 }, 600_000);
 
-test("an idle server stops and the least recently used is evicted at the cap; the next turn restarts it transparently", async () => {
+test("the least recently used is evicted at the cap; the next turn restarts it transparently", async () => {
   if (!available) return;
   const a = await newSession("lru-a");
   const b = await newSession("lru-b");
@@ -186,18 +187,51 @@ test("an idle server stops and the least recently used is evicted at the cap; th
   expect((await prompt(c.mainBranch.id, "c one")).status).toBe("SUCCEEDED");
   // Three branches, a cap of two: a (least recently used) was evicted.
   expect(pidOf(a.mainBranch.id)).toBeNull();
+  expect(pidOf(b.mainBranch.id)).not.toBeNull();
   expect(pool().size).toBeLessThanOrEqual(2);
   const starts = pool().starts;
   expect((await prompt(a.mainBranch.id, "a two")).status).toBe("SUCCEEDED");
   expect(pool().starts).toBe(starts + 1);
   expect(lastUserMessages()).toEqual(["a one", "a two"]);
+}, 300_000);
 
-  // Idle for longer than AGENT_IDLE_MS: stopped.
-  const deadline = Date.now() + IDLE_MS * 3;
-  while (pool().size > 0 && Date.now() < deadline) await Bun.sleep(200);
-  expect(pool().size).toBe(0);
-  expect((await prompt(b.mainBranch.id, "b two")).status).toBe("SUCCEEDED");
-  expect(lastUserMessages()).toEqual(["b one", "b two"]);
+test("an idle server stops after AGENT_IDLE_MS; the next turn restarts it on the same conversation", async () => {
+  if (!available) return;
+  const idle = await startAgentHarness([{ steps: [{ text: "ok" }] }], { AGENT_IDLE_MS: "2000" });
+  try {
+    const agents = idle.server.agents!;
+    const s = (await idle.gql(`mutation { createSession(input: { title: "idle" }) { mainBranch { id } } }`))
+      .createSession;
+    const run = async (text: string) => {
+      const id = (
+        await idle.gql(`mutation($b: ID!, $t: String!) { prompt(branchId: $b, text: $t) { id } }`, {
+          b: s.mainBranch.id,
+          t: text,
+        })
+      ).prompt.id;
+      for (;;) {
+        const r = (await idle.gql(`query($r: ID!) { run(id: $r) { status } }`, { r: id })).run;
+        if (r.status !== "QUEUED" && r.status !== "RUNNING") return r.status;
+        await Bun.sleep(50);
+      }
+    };
+    expect(await run("before the pause")).toBe("SUCCEEDED");
+    expect(agents.running(s.mainBranch.id)).toBeDefined();
+    const deadline = Date.now() + 30_000;
+    while (agents.size > 0 && Date.now() < deadline) await Bun.sleep(100);
+    expect(agents.size).toBe(0);
+    expect(await run("after the pause")).toBe("SUCCEEDED");
+    expect(agents.starts).toBe(2);
+    expect(
+      idle.fake.requests
+        .filter((r) => (r.body.tools?.length ?? 0) > 0)
+        .at(-1)!
+        .body.messages!.filter((m) => m.role === "user")
+        .map((m) => (typeof m.content === "string" ? m.content : JSON.stringify(m.content))),
+    ).toEqual(["before the pause", "after the pause"]);
+  } finally {
+    await idle.close();
+  }
 }, 300_000);
 
 test("copy workspaces (no overlay rights) too: snapshots under the running server, forks and a rollback", async () => {
