@@ -276,6 +276,8 @@ export function loadConfig(env: Env = process.env): Config {
 
   const url = databaseUrl(env, dataDir);
   const authToken = optional(env, "DATABASE_AUTH_TOKEN");
+  // Refuses writes below it (quota), and stops commands that take the disk below it (sandbox).
+  const minFreeDiskBytes = bytes(env, "DISK_MIN_FREE_BYTES", 2 * 1024 ** 3);
 
   return {
     env: nodeEnv,
@@ -316,6 +318,9 @@ export function loadConfig(env: Env = process.env): Config {
       maxProcesses: int(env, "SANDBOX_MAX_PROCESSES", 512, 8, 1_000_000),
       maxMemoryBytes: bytes(env, "SANDBOX_MAX_MEMORY_BYTES", 4 * 1024 ** 3),
       maxWriteBytes: bytes(env, "SANDBOX_MAX_WRITE_BYTES", 1024 ** 3),
+      // A snapshot's listing is kept whole every 16 snapshots and read into memory: bounded.
+      maxSnapshotEntries: int(env, "SANDBOX_MAX_SNAPSHOT_ENTRIES", 500_000, 100, 50_000_000),
+      minFreeDiskBytes,
     },
     maxParallelRuns: int(env, "RUNS_MAX_PARALLEL", 4, 1, 1000),
     // Sized for a shared host with a 50 GB disk: a few active users fit, and the floor keeps the
@@ -325,7 +330,7 @@ export function loadConfig(env: Env = process.env): Config {
       userBytes: bytes(env, "QUOTA_USER_BYTES", 10 * 1024 ** 3),
       userSessions: int(env, "QUOTA_USER_SESSIONS", 100, 1, 1_000_000),
       branchesPerSession: int(env, "QUOTA_SESSION_BRANCHES", 200, 1, 1_000_000),
-      minFreeDiskBytes: bytes(env, "DISK_MIN_FREE_BYTES", 2 * 1024 ** 3),
+      minFreeDiskBytes,
       userConcurrentRuns: int(env, "QUOTA_USER_CONCURRENT_RUNS", 10, 1, 100_000),
       userRunSecondsPerDay: int(env, "QUOTA_USER_RUN_SECONDS_PER_DAY", 24 * 3600, 1, 1_000_000_000),
     },

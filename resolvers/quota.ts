@@ -1,7 +1,10 @@
 // Storage quotas and creation caps. What a session keeps is the sum of its snapshots' added bytes
 // (each snapshot pays for the content it added over its parent); what a user keeps is that sum over
 // the sessions they own (members' runs in a shared session count against its owner). Deleting a
-// session deletes its snapshots, which frees its share.
+// session deletes its snapshots, which frees its share. What a snapshot adds is measured by its provider
+// (sandbox/added-bytes.ts for local): content in whole blocks plus an overhead for every new or changed
+// entry (its path and symlink target included), so files, directories and links are all paid for in
+// bytes and need no separate entry (inode) quota; a snapshot's entry count is capped by the provider.
 //
 // Checks happen before anything is stored: a write, checkpoint, fork or new session is refused with
 // QUOTA_EXCEEDED (details: scope, limit, used) once the quota is used up, and a run may write at most

@@ -38,6 +38,10 @@ export interface SandboxConfig {
   maxMemoryBytes: number;
   /** Bytes of files one command may write into its workspace (local; enforced while it runs). */
   maxWriteBytes: number;
+  /** Entries one snapshot may hold (local). */
+  maxSnapshotEntries: number;
+  /** The free-disk floor: a command (or clone) that takes the disk below it is stopped (local). */
+  minFreeDiskBytes: number;
 }
 
 export type ProviderLog = (level: "info" | "warn", message: string, provider: string) => void;
@@ -57,7 +61,15 @@ export async function createProviders(
     workspaces: config.workspaces,
     requireIsolation: config.requireIsolation,
     allowLocalRepos: config.allowLocalRepos,
-    limits: { timeoutMs, maxOutputBytes, maxProcesses, maxMemoryBytes, maxWriteBytes },
+    limits: {
+      timeoutMs,
+      maxOutputBytes,
+      maxProcesses,
+      maxMemoryBytes,
+      maxWriteBytes,
+      maxSnapshotEntries: config.maxSnapshotEntries,
+      minFreeDiskBytes: config.minFreeDiskBytes,
+    },
     log: (level, message) => log(level, message, "local"),
     patcher,
     outbound,

@@ -13,10 +13,18 @@ export interface Limits {
   maxOutputBytes: number;
   maxProcesses: number;
   maxMemoryBytes: number;
-  /** Bytes of new or changed files a command may leave in its workspace (and the largest file). */
+  /**
+   * Bytes a command may leave in its workspace, counted as snapshots charge them (new or changed
+   * files at what they hold on disk, plus each entry's overhead; see write-meter.ts), and the
+   * largest file it may write.
+   */
   maxWriteBytes: number;
   /** Files and directories a command may create or change in its workspace. */
   maxWriteEntries: number;
+  /** Entries one snapshot may hold (its listing is kept whole every so often, and read into memory). */
+  maxSnapshotEntries?: number;
+  /** The server's free-disk floor: a command that takes the disk below it is stopped. */
+  minFreeDiskBytes?: number;
 }
 
 export interface Runner {
@@ -34,7 +42,21 @@ export const LAUNCHER =
 /** Where the command's writes land (an overlay's upper directory, or a copy workspace's root). */
 export interface WriteTarget {
   dir: string;
+  /** Entries the workspace's next snapshot may still add (below the command's own cap). */
+  maxEntries?: number;
 }
+
+/** The cap a command (or a clone) writing into a workspace runs under. */
+export function writeCap(limits: Limits, maxBytes = limits.maxWriteBytes, maxEntries = Infinity): WriteCap {
+  return {
+    maxBytes: Math.max(0, Math.min(maxBytes, limits.maxWriteBytes)),
+    maxEntries: Math.max(0, Math.min(maxEntries, limits.maxWriteEntries)),
+    ...(limits.minFreeDiskBytes !== undefined ? { minFreeBytes: limits.minFreeDiskBytes } : {}),
+  };
+}
+
+/** RLIMIT_FSIZE in 512-byte blocks: one byte over the cap, so a file cut short by it still measures over. */
+export const fsizeBlocks = (cap: WriteCap): number => Math.ceil((cap.maxBytes + 1) / 512);
 
 export async function execIn(
   runner: Runner,
@@ -45,12 +67,7 @@ export async function execIn(
   const limits = runner.limits;
   const timeoutMs = Math.min(options.timeoutMs ?? limits.timeoutMs, limits.timeoutMs);
   const maxOutput = Math.min(options.maxOutputBytes ?? limits.maxOutputBytes, limits.maxOutputBytes);
-  const cap: WriteCap = {
-    maxBytes: Math.max(0, Math.min(options.maxWriteBytes ?? limits.maxWriteBytes, limits.maxWriteBytes)),
-    maxEntries: limits.maxWriteEntries,
-  };
-  // One byte over the cap, so a file cut short by the limit still measures as over it.
-  const fsizeBlocks = Math.ceil((cap.maxBytes + 1) / 512);
+  const cap = writeCap(limits, options.maxWriteBytes, writes?.maxEntries);
   const env = {
     PATH: DEFAULT_PATH,
     HOME: "/tmp",
@@ -83,7 +100,7 @@ export async function execIn(
   argv = ["/bin/sh", "-c", LAUNCHER, "occ-launcher", ...argv];
   const launcherEnv = {
     OCC_CGROUP_PROCS: group?.procFiles.join(" ") ?? "",
-    OCC_FSIZE_BLOCKS: String(fsizeBlocks),
+    OCC_FSIZE_BLOCKS: String(fsizeBlocks(cap)),
   };
 
   const started = performance.now();

@@ -1,11 +1,9 @@
 // The embedded `local` provider: workspaces on this machine's disk, snapshots in a content-addressed
 // store, commands isolated by bubblewrap with cgroup limits where the machine allows them.
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs/promises";
 import { isAbsolute, join, resolve } from "node:path";
-import { promisify } from "node:util";
-import { addedBytes } from "../added-bytes.ts";
+import { addedBytes, listingBytes } from "../added-bytes.ts";
 import { decodeBaseFiles } from "../base-files.ts";
 import { diffManifests, type Patcher } from "../diff.ts";
 import { cleanPath, findSnapshotFile, listSnapshot } from "../manifest.ts";
@@ -30,8 +28,9 @@ import type {
 } from "../provider.ts";
 import { SandboxError } from "../provider.ts";
 import { checkRepoUrl, cloneFailure, gitNetworkConfig } from "../repo-url.ts";
+import { runCapped } from "./capped-command.ts";
 import { type Cgroups, detectCgroups } from "./cgroups.ts";
-import { execIn, type Limits } from "./exec.ts";
+import { execIn, type Limits, writeCap } from "./exec.ts";
 import { listLive, readLive, writeLive } from "./files.ts";
 import { bubblewrapInstalled, DEFAULT_PATH, detectBubblewrap } from "./isolate.ts";
 import { makePrivateDir } from "./modes.ts";
@@ -46,8 +45,6 @@ import {
   type WorkspaceFactory,
 } from "./workspace.ts";
 import { measureWrites, watchWrites } from "./write-meter.ts";
-
-const run = promisify(execFile);
 
 export interface LocalProviderOptions {
   /** Where snapshots and workspaces live. */
@@ -144,7 +141,8 @@ export class LocalProvider implements SandboxProvider {
       );
     if (wanted === "overlay" && !overlay)
       throw new SandboxError("FAILED", "overlay workspaces requested but overlayfs cannot be mounted here");
-    this.factory = overlay ? await overlayFactory(this.store) : copyFactory(this.store);
+    const snapshots = { maxEntries: this.limits.maxSnapshotEntries };
+    this.factory = overlay ? await overlayFactory(this.store, snapshots) : copyFactory(this.store, snapshots);
     if (!overlay && wanted === "auto")
       warnings.push("overlayfs is unavailable: fork and rollback copy whole trees");
 
@@ -203,6 +201,10 @@ export class LocalProvider implements SandboxProvider {
   /**
    * Clones on the host, so the URL is checked here (outbound policy) and git connects only to the
    * checked addresses; a network failure says FETCH_FAILED whatever the cause (no port scanning).
+   * git writes what a server sends onto this host, so it runs under a command's write cap (every
+   * clone path: http(s), file:// and local paths): RLIMIT_FSIZE stops the fetched pack (one file) at
+   * the cap, and the write meter on the target stops git once the pack, objects and checkout together
+   * pass it, or the disk's free floor is crossed: QUOTA_EXCEEDED, and the sandbox is thrown away.
    */
   private async clone(root: string, url: string, ref?: string): Promise<void> {
     const local = url.startsWith("file://") || isAbsolute(url) || url.startsWith(".");
@@ -216,35 +218,44 @@ export class LocalProvider implements SandboxProvider {
     const source = target ? target.url.href : url.startsWith("file://") ? url : resolve(url);
     const args = ["clone", "--quiet", "--no-hardlinks", "--", source, root];
     if (ref) args.splice(2, 0, "--branch", ref);
-    try {
-      await run(
-        "git",
-        ["-c", "core.hooksPath=/dev/null", ...(target ? gitNetworkConfig(target) : []), ...args],
-        {
-          timeout: 5 * 60_000,
-          // No ext:: or other command-running transports; no prompts for credentials; no system or
-          // user git config (a proxy or url.insteadOf there would undo the checks).
-          env: {
-            PATH: DEFAULT_PATH,
-            GIT_ALLOW_PROTOCOL: target ? "http:https" : "file",
-            GIT_TERMINAL_PROMPT: "0",
-            GIT_CONFIG_NOSYSTEM: "1",
-            HOME: "/nonexistent",
-          },
-          maxBuffer: 1024 * 1024,
+    const cap = writeCap(this.limits, this.limits.maxWriteBytes, this.limits.maxSnapshotEntries);
+    const result = await runCapped(
+      ["git", "-c", "core.hooksPath=/dev/null", ...(target ? gitNetworkConfig(target) : []), ...args],
+      {
+        target: root,
+        cap,
+        timeoutMs: 5 * 60_000,
+        // No ext:: or other command-running transports; no prompts for credentials; no system or
+        // user git config (a proxy or url.insteadOf there would undo the checks).
+        env: {
+          PATH: DEFAULT_PATH,
+          GIT_ALLOW_PROTOCOL: target ? "http:https" : "file",
+          GIT_TERMINAL_PROMPT: "0",
+          GIT_CONFIG_NOSYSTEM: "1",
+          HOME: "/nonexistent",
         },
+      },
+    );
+    if (result.over) {
+      this.options.log?.("warn", `git clone stopped at the write cap (${result.over.reason})`);
+      throw new SandboxError(
+        "QUOTA_EXCEEDED",
+        result.over.reason === "disk"
+          ? "The server ran low on disk space while cloning the repository; try again later"
+          : result.over.reason === "bytes"
+            ? `The repository is larger than the ${Math.floor(cap.maxBytes / 1024 / 1024)} MB one clone may write`
+            : `The repository has more files than one snapshot may hold (${cap.maxEntries})`,
       );
-    } catch (error) {
-      const stderr = String((error as { stderr?: string }).stderr ?? (error as Error).message);
-      this.options.log?.(
-        "warn",
-        `git clone failed: ${stderr.trim().split("\n").slice(-3).join(" ").slice(0, 500)}`,
-      );
-      // Local paths are the operator's own machine: their errors may stay specific.
-      if (!target)
-        throw new SandboxError("BAD_BASE", `git clone failed: ${stderr.trim().split("\n").at(-1)}`);
-      throw cloneFailure(stderr, ref);
     }
+    if (result.code === 0 && !result.timedOut) return;
+    const stderr = result.timedOut ? "timed out" : result.stderr;
+    this.options.log?.(
+      "warn",
+      `git clone failed: ${stderr.trim().split("\n").slice(-3).join(" ").slice(0, 500)}`,
+    );
+    // Local paths are the operator's own machine: their errors may stay specific.
+    if (!target) throw new SandboxError("BAD_BASE", `git clone failed: ${stderr.trim().split("\n").at(-1)}`);
+    throw cloneFailure(stderr, ref);
   }
 
   async exec(sandboxId: string, options: ExecOptions): Promise<ExecResult> {
@@ -262,6 +273,7 @@ export class LocalProvider implements SandboxProvider {
           options,
           {
             dir: ws.writeDir,
+            maxEntries: ws.entryRoom,
           },
         );
       } finally {
@@ -291,10 +303,7 @@ export class LocalProvider implements SandboxProvider {
   watchWrites(sandboxId: string, maxBytes: number, onOver: () => void): WriteWatch {
     const { workspace } = this.live(sandboxId);
     const since = Date.now();
-    const cap = {
-      maxBytes: Math.min(maxBytes, this.limits.maxWriteBytes),
-      maxEntries: this.limits.maxWriteEntries,
-    };
+    const cap = writeCap(this.limits, maxBytes, workspace.entryRoom);
     let over = false;
     const watch = watchWrites(workspace.writeDir, since, cap, () => {
       over = true;
@@ -341,7 +350,12 @@ export class LocalProvider implements SandboxProvider {
       });
       ws.base = id;
       const parentManifest = parent ? await this.store.manifest(parent) : null;
-      return { ...info(record), addedBytes: addedBytes(parentManifest, frozen.delta) };
+      // A record that stores the listing whole (every so often along a chain) pays for that copy.
+      const listing = record.full && parent ? listingBytes(frozen.manifest) : 0;
+      return {
+        ...info(record),
+        addedBytes: addedBytes(parentManifest, frozen.delta, frozen.extraBytes + listing),
+      };
     });
   }
 

@@ -6,6 +6,7 @@ import type { FileHandle } from "node:fs/promises";
 import * as fs from "node:fs/promises";
 import { join } from "node:path";
 import { type Manifest, type ManifestDelta, type ManifestEntry, parentOf } from "../manifest.ts";
+import { excessBytes, releaseExcess } from "./allocation.ts";
 import {
   at,
   type Dir,
@@ -34,16 +35,25 @@ const PERM = 0o7777;
 /** Files hashed or stored at once, across all the directories of a walk. */
 const FILE_PARALLEL = 32;
 
+/** Disk space kept beyond the content of the files a scan stored (charged with the snapshot). */
+export interface Tally {
+  extraBytes: number;
+}
+
 /**
  * Stores entry `name` of `dir` (a regular file) through a descriptor opened without following it;
- * set-id bits are cleared on that descriptor first, before a layer file is linked into the store.
+ * set-id bits are cleared on that descriptor first, before a layer file is linked into the store, and
+ * space reserved past its end is given back (allocation.ts), so a layer or live workspace keeps only
+ * its content; what stays past it is added to `tally`.
  */
-async function storeFile(store: Store, dir: Dir, name: string, link: boolean) {
+async function storeFile(store: Store, dir: Dir, name: string, link: boolean, tally?: Tally) {
   const file = await openEntry(dir, name);
   if (!file) return null;
   try {
-    const stat = await file.stat({ bigint: true });
+    let stat = await file.stat({ bigint: true });
     if (!stat.isFile()) return null;
+    stat = await releaseExcess(dir, name, stat);
+    if (tally) tally.extraBytes += excessBytes(stat);
     let mode = Number(stat.mode) & PERM;
     if (mode & SETID) {
       mode = safeMode(mode);
@@ -60,7 +70,7 @@ async function storeFile(store: Store, dir: Dir, name: string, link: boolean) {
   }
 }
 
-type EntryOptions = { link: boolean; index?: FileIndex; newIndex?: FileIndex };
+type EntryOptions = { link: boolean; index?: FileIndex; newIndex?: FileIndex; tally?: Tally };
 
 /**
  * The manifest entry for one entry of a directory being walked, when it needs no I/O beyond a
@@ -108,7 +118,7 @@ async function entryOf(
     const quick = quickEntry(dir, entry, opts);
     if (quick !== undefined) return quick;
   }
-  const stored = await storeFile(store, dir, name, opts.link);
+  const stored = await storeFile(store, dir, name, opts.link, opts.tally);
   if (!stored) return null;
   opts.newIndex?.set(path, {
     size: stored.size,
@@ -121,17 +131,19 @@ async function entryOf(
 
 /**
  * Walks a whole tree into a manifest. Files whose size, mtime and inode match `index` keep their
- * hash without being read; the returned index describes the tree as walked. The walk goes by
- * descriptor (walkDirs): a command swapping directories for symlinks cannot pull host files in.
+ * hash without being read; the returned index describes the tree as walked, `extraBytes` the space
+ * the files read (new or changed) hold beyond their content. The walk goes by descriptor (walkDirs):
+ * a command swapping directories for symlinks cannot pull host files in.
  */
 export async function walkTree(
   store: Store,
   root: string,
   index?: FileIndex,
-): Promise<{ manifest: Manifest; index: FileIndex }> {
+): Promise<{ manifest: Manifest; index: FileIndex; extraBytes: number }> {
   const manifest: Manifest = new Map();
   const newIndex: FileIndex = new Map();
-  const opts: EntryOptions = { link: false, index, newIndex };
+  const tally: Tally = { extraBytes: 0 };
+  const opts: EntryOptions = { link: false, index, newIndex, tally };
   const limit = limiter(FILE_PARALLEL);
   await walkDirs(root, async ({ dir, entries }) => {
     const slow: DirEntry[] = [];
@@ -150,19 +162,26 @@ export async function walkTree(
       ),
     );
   });
-  return { manifest, index: newIndex };
+  return { manifest, index: newIndex, extraBytes: tally.extraBytes };
 }
 
 /**
  * Clears setuid/setgid bits on every file and directory under `root`, by descriptor. With `via`
  * (an overlay's merged view of the upper directory `root`), the changes are made through it, so
  * the mounted overlay never sees its upper change underneath. Returns how many were cleared.
+ * With `releaseSpace`, space files reserved past their end is given back in the same walk (content,
+ * size and times unchanged; see allocation.ts), so a live workspace does not keep it between runs.
  */
-export async function clearSetIdBits(root: string, via?: string): Promise<number> {
+export async function clearSetIdBits(
+  root: string,
+  via?: string,
+  { releaseSpace = false }: { releaseSpace?: boolean } = {},
+): Promise<number> {
   const found: string[] = [];
   let cleared = 0;
   await walkDirs(root, async ({ dir, entries }) => {
     for (const { name, path, stat } of entries) {
+      if (releaseSpace) await releaseExcess(dir, name, stat);
       if (!(Number(stat.mode) & SETID) || !(stat.isFile() || stat.isDirectory())) continue;
       if (via) found.push(path);
       else if (await dropSetId(dir, name)) cleared++;
@@ -206,13 +225,15 @@ async function mergedNames(merged: FileHandle, path: string): Promise<Set<string
  * The changes an overlay upper directory holds against `lower` (the manifest the lower layers show).
  * Reads only the upper tree: the lower is never walked. A lower child missing from the merged view
  * is deleted (whiteouts and opaque directories alike), so no overlay xattrs need reading.
- * Objects are hard-linked from the upper, which is about to be frozen as a read-only layer.
+ * Objects are hard-linked from the upper, which is about to be frozen as a read-only layer; space its
+ * files hold beyond their content is added to `tally`.
  */
 export async function scanUpper(
   store: Store,
   upper: string,
   merged: string,
   lower: Manifest,
+  tally?: Tally,
 ): Promise<ManifestDelta> {
   const delta: ManifestDelta = {};
   const lowerChildren = new Map<string, string[]>();
@@ -267,7 +288,7 @@ export async function scanUpper(
       await Promise.all(
         upperFiles.map((item) =>
           limit(async () => {
-            const entry = await entryOf(store, handle, item, { link: true });
+            const entry = await entryOf(store, handle, item, { link: true, tally });
             if (entry) files.push([item.path, entry]);
           }),
         ),
@@ -282,6 +303,31 @@ export async function scanUpper(
     delta[path] = entry;
   }
   return delta;
+}
+
+/**
+ * At most how many entries a snapshot of `lower` with the changes in overlay upper `upper` holds: the
+ * lower's, plus the upper's entries that are not whiteouts and not in the lower (deletions are not
+ * subtracted). Counted with lstat only, before anything is stored; the walk stops once past `limit`.
+ */
+export async function entriesAtMost(upper: string, lower: Manifest, limit: number): Promise<number> {
+  let count = lower.size;
+  class Past extends Error {}
+  try {
+    await walkDirs(
+      upper,
+      async ({ entries }) => {
+        for (const { path, stat } of entries) {
+          if (isWhiteout(stat) || lower.has(path)) continue;
+          if (++count > limit) throw new Past();
+        }
+      },
+      { parallel: 1 },
+    );
+  } catch (error) {
+    if (!(error instanceof Past)) throw error;
+  }
+  return count;
 }
 
 /** Runs `fn` over items with at most `limit` in flight. */

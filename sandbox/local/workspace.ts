@@ -10,7 +10,15 @@ import { promisify } from "node:util";
 import { applyDelta, deltaBetween, type Manifest, type ManifestDelta } from "../manifest.ts";
 import { SandboxError } from "../provider.ts";
 import type { Store } from "./store.ts";
-import { clearSetIdBits, type FileIndex, materialise, scanUpper, walkTree } from "./tree.ts";
+import {
+  clearSetIdBits,
+  entriesAtMost,
+  type FileIndex,
+  materialise,
+  scanUpper,
+  type Tally,
+  walkTree,
+} from "./tree.ts";
 
 const run = promisify(execFile);
 
@@ -18,6 +26,23 @@ export interface Frozen {
   manifest: Manifest;
   delta: ManifestDelta;
   layers: string[];
+  /** Disk space the kept files hold beyond their content (charged with the snapshot: added-bytes.ts). */
+  extraBytes: number;
+}
+
+export interface WorkspaceOptions {
+  /** Entries one snapshot may hold; a freeze past it is refused (QUOTA_EXCEEDED) before anything is stored. */
+  maxEntries?: number;
+}
+
+/** The default of SANDBOX_MAX_SNAPSHOT_ENTRIES. */
+export const MAX_SNAPSHOT_ENTRIES = 500_000;
+
+function tooManyEntries(count: number, max: number): SandboxError {
+  return new SandboxError(
+    "QUOTA_EXCEEDED",
+    `This snapshot would hold ${count >= max ? "more than " : ""}${max.toLocaleString("en")} files, directories and links, the most one snapshot may hold; delete some first`,
+  );
 }
 
 export interface Workspace {
@@ -27,6 +52,8 @@ export interface Workspace {
   readonly writeDir: string;
   /** The snapshot this workspace started from or last froze (null before the first snapshot). */
   base: string | null;
+  /** Entries the next snapshot may add over `base` (what a command may create: its write meter's cap). */
+  readonly entryRoom: number;
   /** After a command: clears set-id bits it left, so none outlives the run on the host. */
   settle(): Promise<void>;
   /** Captures the current files as snapshot `id` (the caller commits the record). */
@@ -107,11 +134,18 @@ class OverlayWorkspace implements Workspace {
     private readonly dir: string,
     public base: string | null,
     private layers: string[],
+    private readonly maxEntries: number,
+    /** Entries of `base`. */
+    private baseEntries: number,
   ) {
     this.root = join(dir, "merged");
     this.upper = join(dir, "upper");
     this.writeDir = this.upper;
     this.work = join(dir, "work");
+  }
+
+  get entryRoom(): number {
+    return this.maxEntries - this.baseEntries;
   }
 
   async mount(): Promise<void> {
@@ -121,13 +155,22 @@ class OverlayWorkspace implements Workspace {
   }
 
   async settle(): Promise<void> {
-    // Only the upper can hold what a command made; the change goes through the mount.
-    await clearSetIdBits(this.upper, this.root);
+    // Only the upper can hold what a command made; the change goes through the mount. Space files
+    // reserved past their end is given back on the upper's own inodes (same content, same size).
+    await clearSetIdBits(this.upper, this.root, { releaseSpace: true });
+  }
+
+  /** Refuses a freeze whose snapshot would hold too many entries, before anything is linked or moved. */
+  private async checkEntries(upper: string, lower: Manifest): Promise<void> {
+    const count = await entriesAtMost(upper, lower, this.maxEntries);
+    if (count > this.maxEntries) throw tooManyEntries(count, this.maxEntries);
   }
 
   async freeze(id: string): Promise<Frozen> {
     const lower = this.base ? await this.store.manifest(this.base) : new Map();
-    const delta = await scanUpper(this.store, this.upper, this.root, lower);
+    await this.checkEntries(this.upper, lower);
+    const tally: Tally = { extraBytes: 0 };
+    const delta = await scanUpper(this.store, this.upper, this.root, lower, tally);
     const manifest = applyDelta(lower, delta);
     await unmount(this.root);
     // The upper becomes the snapshot's own layer: it is never written again.
@@ -137,25 +180,29 @@ class OverlayWorkspace implements Workspace {
     await fs.rm(this.work, { recursive: true, force: true });
     this.layers = layers;
     this.base = id;
+    this.baseEntries = manifest.size;
     await this.mount();
-    return { manifest, delta, layers };
+    return { manifest, delta, layers, extraBytes: tally.extraBytes };
   }
 
   async freezeInPlace(id: string): Promise<Frozen> {
     // The upper keeps serving the mount: a copy of it (whiteouts and opaque-dir xattrs included)
     // becomes the snapshot's layer, and store objects are linked from that copy only. The mount is
     // unchanged, so the upper stays relative to the mounted layers, which the new layer sits on.
+    const mounted = this.mountedBase ? await this.store.manifest(this.mountedBase) : new Map();
+    await this.checkEntries(this.upper, mounted);
     const copy = this.store.tempPath();
     await run("cp", ["-a", "--reflink=auto", this.upper, copy]);
-    const mounted = this.mountedBase ? await this.store.manifest(this.mountedBase) : new Map();
-    const delta = await scanUpper(this.store, copy, this.root, mounted);
+    const tally: Tally = { extraBytes: 0 };
+    const delta = await scanUpper(this.store, copy, this.root, mounted, tally);
     const manifest = applyDelta(mounted, delta);
     await fs.rename(copy, join(this.store.layersDir, id));
     let layers = [id, ...this.layers];
     if (layers.length > MAX_LAYERS) layers = [await flatten(this.store, manifest, `${id}.flat`)];
     const parent = this.base ? await this.store.manifest(this.base) : new Map();
     this.base = id;
-    return { manifest, delta: deltaBetween(parent, manifest), layers };
+    this.baseEntries = manifest.size;
+    return { manifest, delta: deltaBetween(parent, manifest), layers, extraBytes: tally.extraBytes };
   }
 
   async reset(id: string): Promise<void> {
@@ -165,6 +212,7 @@ class OverlayWorkspace implements Workspace {
     await discard(this.store, this.upper);
     await fs.rm(this.work, { recursive: true, force: true });
     this.base = id;
+    this.baseEntries = (await this.store.manifest(id)).size;
     this.layers = layers;
     await this.mount();
   }
@@ -191,20 +239,24 @@ async function ensureLayer(store: Store, id: string): Promise<string> {
   return flatten(store, await store.manifest(id), `${id}.flat`);
 }
 
-export async function overlayFactory(store: Store): Promise<WorkspaceFactory> {
+export async function overlayFactory(
+  store: Store,
+  { maxEntries = MAX_SNAPSHOT_ENTRIES }: WorkspaceOptions = {},
+): Promise<WorkspaceFactory> {
   await fs.mkdir(join(store.layersDir, EMPTY_LAYER), { recursive: true });
   store.pinnedLayers.add(EMPTY_LAYER);
   return {
     kind: "overlay",
     async create(dir) {
-      const ws = new OverlayWorkspace(store, dir, null, []);
+      const ws = new OverlayWorkspace(store, dir, null, [], maxEntries, 0);
       await ws.mount();
       return ws;
     },
     async fromSnapshot(dir, id) {
       const record = await store.record(id);
       const layers = record.layers.length > 0 ? record.layers : [await ensureLayer(store, id)];
-      const ws = new OverlayWorkspace(store, dir, id, layers);
+      const entries = (await store.manifest(id)).size;
+      const ws = new OverlayWorkspace(store, dir, id, layers, maxEntries, entries);
       await ws.mount();
       return ws;
     },
@@ -256,20 +308,31 @@ class CopyWorkspace implements Workspace {
     private readonly dir: string,
     public base: string | null,
     private index: FileIndex,
+    private readonly maxEntries: number,
+    /** Entries of `base`. */
+    private baseEntries: number,
   ) {
     this.root = join(dir, "ws");
     this.writeDir = this.root;
   }
 
+  get entryRoom(): number {
+    return this.maxEntries - this.baseEntries;
+  }
+
   async settle(): Promise<void> {
-    await clearSetIdBits(this.root);
+    await clearSetIdBits(this.root, undefined, { releaseSpace: true });
   }
 
   async freeze(_id: string): Promise<Frozen> {
     const lower: Manifest = this.base ? await this.store.manifest(this.base) : new Map();
-    const { manifest, index } = await walkTree(this.store, this.root, this.index);
+    // A walk only copies into the store (objects no snapshot refers to yet, which GC removes), so the
+    // count can be checked on the result.
+    const { manifest, index, extraBytes } = await walkTree(this.store, this.root, this.index);
+    if (manifest.size > this.maxEntries) throw tooManyEntries(manifest.size, this.maxEntries);
     this.index = index;
-    return { manifest, delta: deltaBetween(lower, manifest), layers: [] };
+    this.baseEntries = manifest.size;
+    return { manifest, delta: deltaBetween(lower, manifest), layers: [], extraBytes };
   }
 
   /** A walk moves and links nothing: the same as `freeze`. */
@@ -282,6 +345,7 @@ class CopyWorkspace implements Workspace {
     await discard(this.store, this.root);
     this.index = await materialise(this.store, manifest, this.root);
     this.base = id;
+    this.baseEntries = manifest.size;
   }
 
   async destroy(): Promise<void> {
@@ -289,16 +353,20 @@ class CopyWorkspace implements Workspace {
   }
 }
 
-export function copyFactory(store: Store): WorkspaceFactory {
+export function copyFactory(
+  store: Store,
+  { maxEntries = MAX_SNAPSHOT_ENTRIES }: WorkspaceOptions = {},
+): WorkspaceFactory {
   return {
     kind: "copy",
     async create(dir) {
       await fs.mkdir(join(dir, "ws"), { recursive: true });
-      return new CopyWorkspace(store, dir, null, new Map());
+      return new CopyWorkspace(store, dir, null, new Map(), maxEntries, 0);
     },
     async fromSnapshot(dir, id) {
-      const index = await materialise(store, await store.manifest(id), join(dir, "ws"));
-      return new CopyWorkspace(store, dir, id, index);
+      const manifest = await store.manifest(id);
+      const index = await materialise(store, manifest, join(dir, "ws"));
+      return new CopyWorkspace(store, dir, id, index, maxEntries, manifest.size);
     },
   };
 }

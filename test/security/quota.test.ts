@@ -57,6 +57,12 @@ async function run(ok: Gql, branchId: string, command: string) {
   throw new Error("run did not finish");
 }
 
+/**
+ * What a snapshot charges for a new file (README, Quotas): its content in whole 4 KB blocks, plus
+ * 256 bytes for the entry and the bytes of its path.
+ */
+const fileCost = (path: string, size: number) => Math.ceil(size / 4096) * 4096 + 256 + path.length;
+
 /** Writes `bytes` of random data (random: the store would keep one copy of repeated content). */
 const writeRandom = (name: string, bytes: number) => `head -c ${bytes} /dev/urandom > ${name}`;
 
@@ -138,12 +144,12 @@ describe.each(["auto", "copy"])("per-command write cap (%s workspaces)", (worksp
     expect(branch.head.id).toBe(s.mainBranch.head.id);
     expect((await storeBytes(server)) - before).toBeLessThan(1 * MB);
     const { session } = await ok(`query($s: ID!) { session(id: $s) { storageBytes } }`, { s: s.id });
-    expect(session.storageBytes).toBe(4);
+    expect(session.storageBytes).toBe(fileCost("keep.txt", 4));
 
     // The branch is not wedged: the next command runs and is kept.
     const next = await run(ok, s.mainBranch.id, `${writeRandom("small.bin", MB)}; echo ok`);
     expect(next).toMatchObject({ status: "SUCCEEDED", killedBy: null, errorCode: null });
-    expect(next.snapshot.addedBytes).toBe(MB);
+    expect(next.snapshot.addedBytes).toBe(fileCost("small.bin", MB));
     expect(await fileNames(ok, s.mainBranch.id)).toEqual(["keep.txt", "small.bin"]);
     expect(await healthy(server)).toBe(true);
   }, 120_000);
@@ -180,9 +186,10 @@ describe("storage quotas", () => {
 
     const first = await run(alice.ok, b1, writeRandom("a.bin", 6 * MB));
     expect(first.status).toBe("SUCCEEDED");
-    expect(first.snapshot.addedBytes).toBe(6 * MB);
+    const a = fileCost("a.bin", 6 * MB);
+    expect(first.snapshot.addedBytes).toBe(a);
     let usage = await alice.ok(usageQuery, { s: s1.id });
-    expect(usage.me.usage).toEqual({ storageBytes: 6 * MB, storageLimitBytes: 20 * MB });
+    expect(usage.me.usage).toEqual({ storageBytes: a, storageLimitBytes: 20 * MB });
     expect(usage.me.quota).toEqual({
       commandWriteBytes: 8 * MB,
       sessionStorageBytes: 12 * MB,
@@ -191,8 +198,8 @@ describe("storage quotas", () => {
       branchesPerSession: 3,
     });
     expect(usage.session).toEqual({
-      storageBytes: 6 * MB,
-      usage: { storageBytes: 6 * MB, storageLimitBytes: 12 * MB },
+      storageBytes: a,
+      usage: { storageBytes: a, storageLimitBytes: 12 * MB },
     });
 
     // The store keeps whole files: appending one byte would keep a second full copy (6 MB + 1), which
@@ -206,6 +213,7 @@ describe("storage quotas", () => {
     expect(branch.file.size).toBe(6 * MB);
 
     expect((await run(alice.ok, b1, writeRandom("b.bin", 4 * MB))).status).toBe("SUCCEEDED");
+    const b = fileCost("b.bin", 4 * MB);
     // A write that does not fit is refused before anything is stored.
     const write = await alice.raw(
       `mutation($b: ID!, $c: String!) { writeFile(branchId: $b, path: "c.txt", content: $c) { id } }`,
@@ -215,13 +223,29 @@ describe("storage quotas", () => {
       code: "QUOTA_EXCEEDED",
       scope: "session",
       limit: 12 * MB,
-      used: 10 * MB,
+      used: a + b,
     });
 
-    // A command may fill the quota to the byte; after that, everything that would store is refused.
-    expect((await run(alice.ok, b1, writeRandom("c.bin", 2 * MB))).status).toBe("SUCCEEDED");
+    // A command may fill the quota up to its last block (a file costs whole blocks and its entry)...
+    const cSize = 2 * MB - 4096;
+    expect(a + b + fileCost("c.bin", cSize)).toBeLessThanOrEqual(12 * MB);
+    expect(a + b + fileCost("c.bin", cSize + 1)).toBeGreaterThan(12 * MB);
+    expect((await run(alice.ok, b1, writeRandom("c.bin", cSize))).status).toBe("SUCCEEDED");
+    const c = fileCost("c.bin", cSize);
+    // ...and a write of the bytes left is accepted and charged in full, which takes usage just over the
+    // quota; after that, everything that would store is refused.
+    const left = 12 * MB - (a + b + c);
+    await alice.ok(
+      `mutation($b: ID!, $c: String!) { writeFile(branchId: $b, path: "x.txt", content: $c) { id } }`,
+      {
+        b: b1,
+        c: "x".repeat(left),
+      },
+    );
+    const x = fileCost("x.txt", left);
     usage = await alice.ok(usageQuery, { s: s1.id });
-    expect(usage.session.storageBytes).toBe(12 * MB);
+    expect(usage.session.storageBytes).toBe(a + b + c + x);
+    expect(usage.session.storageBytes).toBeGreaterThan(12 * MB);
     const refused = [
       await alice.raw(`mutation($b: ID!) { exec(branchId: $b, command: "true") { id } }`, { b: b1 }),
       await alice.raw(`mutation($b: ID!) { checkpoint(branchId: $b) { id } }`, { b: b1 }),
@@ -230,13 +254,14 @@ describe("storage quotas", () => {
     for (const res of refused)
       expect(errorOf(res)).toMatchObject({ code: "QUOTA_EXCEEDED", scope: "session" });
     // Reads still work.
-    expect(await fileNames(alice.ok, b1)).toEqual(["a.bin", "b.bin", "c.bin"]);
+    expect(await fileNames(alice.ok, b1)).toEqual(["a.bin", "b.bin", "c.bin", "x.txt"]);
 
     // The user quota (20 MB) spans sessions: 12 MB kept above, 7 MB more in a second session...
     const s2 = await newSession(alice.ok);
     const b2 = s2.mainBranch.id;
     expect((await run(alice.ok, b2, writeRandom("d.bin", 7 * MB))).status).toBe("SUCCEEDED");
-    // ...leaves 1 MB for the next command, which writes 2 MB and is stopped.
+    const d = fileCost("d.bin", 7 * MB);
+    // ...leaves under 1 MB for the next command, which writes 2 MB and is stopped.
     const userCapped = await run(alice.ok, b2, writeRandom("e.bin", 2 * MB));
     expect(userCapped).toMatchObject({ status: "FAILED", killedBy: "disk", errorCode: "QUOTA_EXCEEDED" });
     expect(userCapped.error).toContain("owner's");
@@ -248,7 +273,7 @@ describe("storage quotas", () => {
       code: "QUOTA_EXCEEDED",
       scope: "user",
       limit: 20 * MB,
-      used: 19 * MB,
+      used: a + b + c + x + d,
     });
     const importing = await alice.raw(
       `mutation($f: JSON) { createSession(input: { title: "too big", files: $f }) { id } }`,
@@ -264,7 +289,7 @@ describe("storage quotas", () => {
     // Deleting a session frees its share, and work resumes.
     await alice.ok(`mutation($s: ID!) { deleteSession(id: $s) }`, { s: s1.id });
     usage = await alice.ok(usageQuery, { s: s2.id });
-    expect(usage.me.usage.storageBytes).toBe(7 * MB);
+    expect(usage.me.usage.storageBytes).toBe(d);
     expect((await run(alice.ok, b2, writeRandom("e.bin", 2 * MB))).status).toBe("SUCCEEDED");
     expect((await newSession(alice.ok, { "ok.txt": "fits" })).id).toBeString();
   }, 180_000);
