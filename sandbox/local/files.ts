@@ -7,9 +7,10 @@ import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import * as fs from "node:fs/promises";
-import { cleanPath, firstIndexWhere } from "../manifest.ts";
+import { cleanPath } from "../manifest.ts";
 import type { FileEntry, ListPage, ReadOptions } from "../provider.ts";
 import { SandboxError } from "../provider.ts";
+import { smallestInOrder, sortInSlices } from "../sorting.ts";
 import {
   at,
   errnoOf,
@@ -37,21 +38,30 @@ export async function listLive(root: string, dir: string, page?: ListPage): Prom
     if (!handle) throw new SandboxError("NOT_FOUND", `No directory "${clean || "/"}"`);
     try {
       const pathOf = (name: string) => (clean ? `${clean}/${name}` : name);
-      let names = (await fs.readdir(at(handle))).sort();
-      // A page: only its names are stat'ed, so a directory of 150,000 entries costs one readdir and
-      // a sort, not 150,000 lstat calls and objects.
-      if (page?.after !== undefined) {
-        const after = page.after;
-        names = names.slice(firstIndexWhere(names, (name) => pathOf(name) > after));
-      }
-      const limit = page?.limit ?? names.length;
+      const names = await fs.readdir(at(handle));
+      const stat = async (batch: string[], out: FileEntry[]) => {
+        for (let i = 0; i < batch.length; i += STAT_BATCH) {
+          const slice = batch.slice(i, i + STAT_BATCH);
+          const entries = await Promise.all(slice.map((name) => statEntry(handle, name, pathOf(name))));
+          for (const entry of entries) if (entry) out.push(entry);
+        }
+        return out;
+      };
+      // Awaited here, not returned as a promise: the handle closes in `finally`.
+      if (!page) return await stat(await sortInSlices(names), []);
+      // A page: only its names are picked out (without sorting the rest) and stat'ed, so a directory
+      // of 150,000 entries costs one readdir, not 150,000 lstat calls, objects and a long sort.
       const out: FileEntry[] = [];
-      // Entries may vanish, or be sockets and FIFOs that are not listed: fetch more until the page is full.
-      for (let i = 0; i < names.length && out.length < limit; ) {
-        const batch = names.slice(i, i + Math.min(limit - out.length, STAT_BATCH));
-        i += batch.length;
-        const entries = await Promise.all(batch.map((name) => statEntry(handle, name, pathOf(name))));
-        for (const entry of entries) if (entry) out.push(entry);
+      let after = page.after;
+      while (out.length < page.limit) {
+        const from = after;
+        const rest = from === undefined ? names : names.filter((name) => pathOf(name) > from);
+        const batch = await smallestInOrder(rest, page.limit - out.length);
+        if (batch.length === 0) break;
+        // Entries may vanish meanwhile, or be sockets and FIFOs, which are not listed: then more are
+        // picked after the last one looked at, until the page is full.
+        await stat(batch, out);
+        after = pathOf(batch.at(-1)!);
       }
       return out;
     } finally {

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { MAX_LISTED_FILES } from "../../resolvers/files.ts";
 import { Store } from "../../sandbox/local/store.ts";
 import { type Manifest, manifestWeight } from "../../sandbox/manifest.ts";
+import { smallestInOrder, sortInSlices } from "../../sandbox/sorting.ts";
 import { codeOf, startTestServer, type TestServer } from "../utils/server.ts";
 import { gqlOk, waitForRun } from "../utils/session-fixture.ts";
 
@@ -175,3 +176,12 @@ test("the store's manifest cache is bounded by bytes, keeps the newest, and reco
   expect(again.get("d/a-59999")).toMatchObject({ t: "f", s: 1 });
   expect(store.cachedManifestBytes).toBeLessThanOrEqual(64 * 1024 * 1024);
 }, 60_000);
+
+test("sorting in slices orders as Array#sort does (UTF-16 code units), whole or the first few", async () => {
+  const names = Array.from({ length: 35_003 }, (_, i) => `${(i * 7919) % 35_003}-${"éa€😀Z_"[i % 6]}`);
+  const expected = [...names].sort();
+  expect(await sortInSlices([...names])).toEqual(expected);
+  expect(await smallestInOrder(names, 1001)).toEqual(expected.slice(0, 1001));
+  expect(await smallestInOrder(names.slice(0, 10), 1001)).toEqual([...names.slice(0, 10)].sort());
+  expect(await smallestInOrder(names, 0)).toEqual([]);
+});
