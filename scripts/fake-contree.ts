@@ -3,7 +3,7 @@
 //   bun scripts/fake-contree.ts [--port 8765] [--token T] [--project P | --no-project]
 //
 // Prints the base URL and credentials (a client appends /v1 itself); Ctrl-C stops it and removes
-// its data. Commands run under bubblewrap, which must be installed.
+// its data. Commands run under bubblewrap; without it every spawn fails (with the reason) and the rest works.
 import { parseArgs } from "node:util";
 import { startFakeContree } from "./fake-contree/index.ts";
 
@@ -33,6 +33,7 @@ console.log(`CONTREE_URL=${fake.url}`);
 console.log(`CONTREE_TOKEN=${fake.token}`);
 if (fake.project !== null) console.log(`CONTREE_PROJECT=${fake.project}`);
 console.log("seed images: tag:busybox:latest, tag:ubuntu:latest");
+if (fake.cannotRunProcesses) console.warn(`no processes (spawns end FAILED): ${fake.cannotRunProcesses}`);
 
 let stopping = false;
 const stop = async () => {

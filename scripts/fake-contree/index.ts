@@ -1,6 +1,7 @@
 // A faithful fake of the ConTree HTTP API (Nebius's microVM sandboxes) for development and tests:
 // the 24 operations under /v1 with the real wire shapes, commands really run (bubblewrap over a copy
-// of the image), immutable images with parent links, content-addressed files, the SSE event log,
+// of the image; without a usable bubblewrap spawns end FAILED with the reason and all else works:
+// `cannotRunProcesses`), immutable images with parent links, content-addressed files, the SSE event log,
 // subprocesses of a kept-alive VM, inspect (list/download/tar/grep), auth, gzip and fault injection.
 // See docs in contree-api.md §7 and the header comments of the modules next to this one.
 //
@@ -19,7 +20,7 @@ import { Operations } from "./operations.ts";
 import { startServer } from "./server.ts";
 import type { Limits } from "./spawn.ts";
 import { removeTree } from "./tree.ts";
-import { detectBwrap } from "./vm.ts";
+import { probeSandbox, type Sandbox } from "./vm.ts";
 
 export { ROUTES, type RouteSpec } from "./routes.ts";
 
@@ -51,6 +52,11 @@ export interface FakeContreeOptions {
   goneAfterCompletionMs?: number;
   /** How often a quiet event stream sends `: keepalive`. Default 1000 ms. */
   keepaliveMs?: number;
+  /**
+   * false = run no processes even where bubblewrap works (what the fake does without it: spawns
+   * end FAILED). Default: processes run when bubblewrap can build a sandbox here.
+   */
+  processes?: boolean;
 }
 
 export interface FaultRule {
@@ -103,6 +109,8 @@ export interface FakeContree {
   url: string;
   token: string;
   project: string | null;
+  /** Why this fake cannot run processes (every spawn ends FAILED with it), or null when it can. */
+  cannotRunProcesses: string | null;
   /** Every request received: method, pathname + search, and headers, in order. */
   requests: { method: string; path: string; headers: Record<string, string> }[];
   fail(rule: FaultRule): void;
@@ -135,7 +143,10 @@ const ALL_PERMISSIONS: ContreePermission[] = [
 ];
 
 export async function startFakeContree(options: FakeContreeOptions = {}): Promise<FakeContree> {
-  const bwrap = await detectBwrap();
+  const sandbox: Sandbox =
+    options.processes === false
+      ? { bwrap: null, unavailable: "processes are turned off (processes: false)" }
+      : await probeSandbox();
   const ownDataDir = !options.dataDir;
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), "fake-contree-")));
   const dirs = {
@@ -157,7 +168,7 @@ export async function startFakeContree(options: FakeContreeOptions = {}): Promis
     clock,
     images,
     workDir: dirs.work,
-    bwrap,
+    sandbox,
     limits,
     delays: {
       pendingMs: options.delays?.pendingMs ?? 20,
@@ -201,6 +212,7 @@ export async function startFakeContree(options: FakeContreeOptions = {}): Promis
     url: server.url,
     token,
     project,
+    cannotRunProcesses: sandbox.unavailable,
     requests,
     fail: (rule) => faults.add(rule),
     dropStream: (fault) => faults.addStream(fault),

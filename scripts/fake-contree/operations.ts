@@ -5,7 +5,9 @@
 //
 // Choices where the real service is undocumented: over instance_max_concurrency the spawn is either
 // refused with 429 or waits in PENDING (`overConcurrency`); the layer-size cap is checked when the
-// run ends (a `size_cap` event, then FAILED without an image); list order is creation order.
+// run ends (a `size_cap` event, then FAILED without an image); list order is creation order. Where
+// the fake has no sandbox (no usable bubblewrap) a spawn ends FAILED once assigned, the reason as
+// its error, as a VM that cannot boot would.
 import { randomUUID } from "node:crypto";
 import { chown, copyFile, chmod as fsChmod, lstat, mkdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -16,7 +18,7 @@ import { EventLog } from "./events.ts";
 import type { ImageStore } from "./images.ts";
 import type { ExecSpec, Limits, SpawnSpec } from "./spawn.ts";
 import { copyTree, diffTrees, removeMountStubs, removeTree, resolveInRoot, treeSize } from "./tree.ts";
-import { DEFAULT_PATH, type ExecRequest, signalNumber, Vm, type VmProcess } from "./vm.ts";
+import { DEFAULT_PATH, type ExecRequest, type Sandbox, signalNumber, Vm, type VmProcess } from "./vm.ts";
 import { queryInt } from "./wire.ts";
 
 export type OperationStatus = "PENDING" | "ASSIGNED" | "EXECUTING" | "SUCCESS" | "FAILED" | "CANCELLED";
@@ -56,7 +58,8 @@ export interface OperationsConfig {
   clock: Clock;
   images: ImageStore;
   workDir: string;
-  bwrap: string;
+  /** No bwrap: every spawn ends FAILED with the reason once assigned (the VM "cannot boot"). */
+  sandbox: Sandbox;
   limits: Limits;
   delays: { pendingMs: number; assignedMs: number; importMs: number };
   overConcurrency: "429" | "queue";
@@ -229,6 +232,8 @@ export class Operations {
     if (op.abort.signal.aborted) return this.cancelled(op);
     op.log = new EventLog(this.config.clock);
     if (!(await delay(delays.assignedMs, op.abort.signal))) return this.cancelled(op);
+    const { bwrap, unavailable } = this.config.sandbox;
+    if (bwrap === null) return this.fail(op, `cannot start the instance: ${unavailable}`);
     op.status = "EXECUTING";
     const spec = op.spawn!;
     const work = join(this.config.workDir, op.uuid);
@@ -241,10 +246,8 @@ export class Operations {
       return this.fail(op, `cannot prepare the instance: ${error instanceof Error ? error.message : error}`);
     }
     const log = op.log;
-    const vm = new Vm(
-      work,
-      { bwrap: this.config.bwrap, network: spec.network, hostname: spec.hostname },
-      (t, s, d) => log.emit(t, s, d),
+    const vm = new Vm(work, { bwrap, network: spec.network, hostname: spec.hostname }, (t, s, d) =>
+      log.emit(t, s, d),
     );
     op.vm = vm;
     log.emit("init", 0, {

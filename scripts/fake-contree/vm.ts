@@ -53,15 +53,18 @@ const ROOT_CAPS = [
 const REDACT_RE = /(token|secret|password|api_key|credentials|authorization)$/i;
 const AS_ROOT = process.getuid?.() === 0;
 
-/** The bwrap binary, after checking that it can build a sandbox here. */
-export async function detectBwrap(): Promise<string> {
+/** Whether the fake can run processes: the bwrap binary, or why not (then spawns end FAILED). */
+export type Sandbox = { bwrap: string; unavailable: null } | { bwrap: null; unavailable: string };
+
+/**
+ * The bwrap binary, after checking that it can build the fake's kind of sandbox here. Without one
+ * the fake still serves everything but processes (images, files, inspect, operations, events): it is
+ * a test double of a remote service, which has no reason to need bubblewrap on the caller's machine.
+ */
+export async function probeSandbox(): Promise<Sandbox> {
   const candidates = ["/usr/bin/bwrap", "/usr/local/bin/bwrap", "/bin/bwrap"];
   const found = candidates.find((c) => existsSync(c));
-  if (!found) {
-    throw new Error(
-      "fake ConTree needs bubblewrap (bwrap) to run commands; install it (apt-get install bubblewrap)",
-    );
-  }
+  if (!found) return { bwrap: null, unavailable: "bubblewrap (bwrap) is not installed" };
   // The same kind of sandbox the fake builds, on an empty root (binding the host's / would also bind
   // whatever other programs mount and unmount meanwhile).
   const args = [...namespaceArgs(false, 0, 0), "--die-with-parent", "--ro-bind", "/usr", "/usr"];
@@ -75,9 +78,12 @@ export async function detectBwrap(): Promise<string> {
   try {
     await run(found, args, { timeout: 10_000 });
   } catch (error) {
-    throw new Error(`fake ConTree: bubblewrap at ${found} cannot create a sandbox here: ${String(error)}`);
+    // A spawn error names itself by code (EACCES, ENOENT); bwrap's own failure says why on stderr.
+    const { code, stderr, message } = error as { code?: unknown; stderr?: string; message: string };
+    const detail = typeof code === "string" ? code : stderr?.trim() || message;
+    return { bwrap: null, unavailable: `bubblewrap at ${found} cannot create a sandbox here (${detail})` };
   }
-  return found;
+  return { bwrap: found, unavailable: null };
 }
 
 /** Namespaces and identity: as root, real uids with Docker's capabilities; otherwise a user namespace. */

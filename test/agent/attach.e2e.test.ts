@@ -2,7 +2,7 @@
 // drives a branch through the platform's proxy, and its turn is a PROMPT run like `prompt` (the
 // user's text as input, streamed, metered, ended as a snapshot). Two clients attached to one branch
 // see each other's turns live.
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { afterAll, beforeAll, expect } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -10,12 +10,14 @@ import { join } from "node:path";
 import { opencodeBinary } from "../../agent/opencode-binary.ts";
 import type { FakeModel } from "../../scripts/fake-model.ts";
 import { type AgentHarness, startAgentHarness } from "../utils/agent.ts";
+import { agentUnavailable, skip, testUnless } from "../utils/isolation.ts";
 import { collect, wsClient } from "../utils/ws.ts";
 
 let h: AgentHarness;
 let fake: FakeModel;
-let available = false;
 const hasTmux = spawnSync("tmux", ["-V"]).status === 0;
+// The TUI test needs the agent (bubblewrap, opencode) and tmux: skipped with the reason otherwise.
+const it = testUnless(agentUnavailable ?? (hasTmux ? null : "tmux is not installed"));
 
 beforeAll(async () => {
   h = await startAgentHarness([
@@ -28,7 +30,7 @@ beforeAll(async () => {
     },
     { steps: [{ text: "a plain answer" }] },
   ]);
-  ({ fake, available } = h);
+  ({ fake } = h);
 });
 afterAll(() => h?.close());
 
@@ -105,9 +107,7 @@ function startTui(url: string, password: string) {
   };
 }
 
-test("opencode attach: a turn typed in the real TUI is a PROMPT run through agentUrl, ending as a snapshot", async () => {
-  if (!available || !hasTmux)
-    return console.warn("attach e2e skipped: needs bubblewrap, the opencode binary and tmux");
+it("opencode attach: a turn typed in the real TUI is a PROMPT run through agentUrl, ending as a snapshot", async () => {
   const s = await newBranch();
   expect(s.mainBranch.agentUrl).toBe(`${h.server.url}/agent/${s.mainBranch.id}`);
   const tui = startTui(s.mainBranch.agentUrl, await apiKey());
@@ -140,8 +140,7 @@ test("opencode attach: a turn typed in the real TUI is a PROMPT run through agen
   }
 }, 300_000);
 
-test("two clients attached to one branch see each other's turns live; the turn streams on runOutput", async () => {
-  if (!available) return;
+skip.unlessAgent("two clients attached to one branch see each other's turns live; the turn streams on runOutput", async () => {
   const s = await newBranch();
   const url = s.mainBranch.agentUrl;
   // A second person, an editor of the session, watching opencode's own event stream.

@@ -9,6 +9,7 @@ import { loadConfig } from "../../api/config.ts";
 import { bunRuntime } from "../../api/runtime/bun.ts";
 import { type StartedServer, startServer } from "../../api/start.ts";
 import { type AgentHarness, startAgentHarness } from "../utils/agent.ts";
+import { skip } from "../utils/isolation.ts";
 import { collect, wsClient } from "../utils/ws.ts";
 
 let h: AgentHarness;
@@ -99,8 +100,7 @@ test("an EXEC run: live, mid-run and finished subscribers see the same chunks, i
   runs.push({ id: run.id, live: liveEvents });
 }, 120_000);
 
-test("a PROMPT run: the replay holds every text delta, tool call (input and output) and step usage", async () => {
-  if (!h.available) return console.warn("agent e2e skipped: needs bubblewrap and the opencode binary");
+skip.unlessAgent("a PROMPT run: the replay holds every text delta, tool call (input and output) and step usage", async () => {
   const s = (await h.gql(`mutation { createSession(input: { title: "agent trail" }) { mainBranch { id } } }`))
     .createSession;
   const run = (

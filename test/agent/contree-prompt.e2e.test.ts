@@ -3,9 +3,9 @@
 // platform's gateway with a per-run token (the provider key never enters the VM). The conversation
 // lives in the workspace image, so the next turn continues it and a fork carries it along.
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { opencodeBinary } from "../../agent/opencode-binary.ts";
 import { type FakeContree, startFakeContree } from "../../scripts/fake-contree/index.ts";
 import { type AgentHarness, startAgentHarness } from "../utils/agent.ts";
+import { agentInFakeContreeUnavailable, skipBecause } from "../utils/isolation.ts";
 import { collect, wsClient } from "../utils/ws.ts";
 
 let contree: FakeContree;
@@ -46,7 +46,7 @@ const RUN_OUTPUT = `subscription($r: ID!) { runOutput(runId: $r) {
   ... on RunFinished { seq status snapshot { id file(path: "hello.txt") { content } } }
 } }`;
 
-test.skipIf(!opencodeBinary())(
+test.skipIf(skipBecause(agentInFakeContreeUnavailable))(
   "a prompt on a contree session runs opencode in the VM through the gateway; the next turn continues",
   async () => {
     const client = wsClient(h.server.wsUrl, h.token);

@@ -2,8 +2,9 @@
 // conversation (prompt, tool calls with input and output, answer, tokens); a fork's snapshot shows the
 // parent's messages and then its own while the parent's stays as it was; a snapshot before any turn
 // has none; viewers may read it, strangers learn nothing.
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { afterAll, beforeAll, expect } from "bun:test";
 import { type AgentHarness, startAgentHarness } from "../utils/agent.ts";
+import { skip } from "../utils/isolation.ts";
 import { codeOf } from "../utils/server.ts";
 
 let h: AgentHarness;
@@ -46,8 +47,7 @@ async function turn(branchId: string, text: string): Promise<string> {
   throw new Error("the turn did not end");
 }
 
-test("a turn's snapshot holds its conversation; a fork's shows the parent's and its own", async () => {
-  if (!h.available) return console.warn("agent e2e skipped: needs bubblewrap and the opencode binary");
+skip.unlessAgent("a turn's snapshot holds its conversation; a fork's shows the parent's and its own", async () => {
   const s = (
     await h.gql(
       `mutation { createSession(input: { title: "conversation" }) { id mainBranch { id } rootSnapshot { id } } }`,

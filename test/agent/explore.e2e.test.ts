@@ -1,7 +1,8 @@
 // An exploration with 4 branches: the fake model writes a different solution per branch, the score
 // command is a real test, the branches run concurrently, and the passing one is picked (and promoted).
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { afterAll, beforeAll, expect } from "bun:test";
 import { type AgentHarness, startAgentHarness } from "../utils/agent.ts";
+import { skip } from "../utils/isolation.ts";
 import type { TestServer } from "../utils/server.ts";
 import { collect, wsClient } from "../utils/ws.ts";
 
@@ -15,7 +16,6 @@ const SOLUTIONS: Record<string, string> = {
 let h: AgentHarness;
 let server: TestServer;
 let token: string;
-let available = false;
 let gql: AgentHarness["gql"];
 
 beforeAll(async () => {
@@ -29,12 +29,11 @@ beforeAll(async () => {
     })),
     { RUNS_MAX_PARALLEL: "4" },
   );
-  ({ server, token, available, gql } = h);
+  ({ server, token, gql } = h);
 });
 afterAll(() => h.close());
 
-test("4 strategies explored concurrently; the one that passes the test wins and is promoted", async () => {
-  if (!available) return console.warn("exploration e2e skipped: needs bubblewrap and the opencode binary");
+skip.unlessAgent("4 strategies explored concurrently; the one that passes the test wins and is promoted", async () => {
   const test =
     "const add = require('./solution.js');\nconst ok = add(2, 3) === 5 && add(-1, 1) === 0;\nconsole.log(ok ? 100 : 0);\nprocess.exit(ok ? 0 : 1);\n";
   const s = (
@@ -91,8 +90,7 @@ test("4 strategies explored concurrently; the one that passes the test wins and 
   await client.dispose();
 }, 180_000);
 
-test("depth 2: the second round expands the first round's best branch (a tree search)", async () => {
-  if (!available) return;
+skip.unlessAgent("depth 2: the second round expands the first round's best branch (a tree search)", async () => {
   const score =
     "node -e \"const v = require('fs').existsSync('solution.js') ? require('./solution.js')(2, 3) : 0; console.log(v)\"";
   const s = (await gql(`mutation { createSession(input: { title: "deep" }) { mainBranch { head { id } } } }`))

@@ -7,12 +7,12 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { FakeModel } from "../../scripts/fake-model.ts";
 import { type AgentHarness, startAgentHarness } from "../utils/agent.ts";
+import { skip } from "../utils/isolation.ts";
 import type { TestServer } from "../utils/server.ts";
 
 let h: AgentHarness;
 let fake: FakeModel;
 let server: TestServer;
-let available = false;
 let gql: AgentHarness["gql"];
 
 // Long enough that nothing here stops for idleness on a slow machine; the idle test has its own server.
@@ -37,7 +37,7 @@ beforeAll(async () => {
     ],
     { AGENT_IDLE_MS: String(IDLE_MS), AGENT_MAX_LIVE: "2" },
   );
-  ({ fake, server, available, gql } = h);
+  ({ fake, server, gql } = h);
 });
 afterAll(() => h?.close());
 
@@ -88,8 +88,7 @@ test("health says how each provider runs the agent", async () => {
   expect(health.providers).toContainEqual({ name: "local", agentMode: "live" });
 });
 
-test("a warm turn reuses the branch's live server; the conversation goes on", async () => {
-  if (!available) return console.warn("live agent e2e skipped: needs bubblewrap and the opencode binary");
+skip.unlessAgent("a warm turn reuses the branch's live server; the conversation goes on", async () => {
   const s = await newSession("warm");
   const starts = pool().starts;
   const first = await prompt(s.mainBranch.id, "please write hello");
@@ -112,8 +111,7 @@ test("a warm turn reuses the branch's live server; the conversation goes on", as
   expect(file.content).toBe("hello\n");
 }, 180_000);
 
-test("abort stops the turn, not the server", async () => {
-  if (!available) return;
+skip.unlessAgent("abort stops the turn, not the server", async () => {
   const s = await newSession("abort");
   expect((await prompt(s.mainBranch.id, "hi")).status).toBe("SUCCEEDED");
   const pid = pidOf(s.mainBranch.id);
@@ -134,8 +132,7 @@ test("abort stops the turn, not the server", async () => {
   expect(lastUserMessages().at(-1)).toBe("after the abort");
 }, 180_000);
 
-test("a fork continues the conversation in its own server; a rollback restarts on the rolled-back state", async () => {
-  if (!available) return;
+skip.unlessAgent("a fork continues the conversation in its own server; a rollback restarts on the rolled-back state", async () => {
   const s = await newSession("fork");
   const first = await prompt(s.mainBranch.id, "first words");
   const second = await prompt(s.mainBranch.id, "second words");
@@ -158,8 +155,7 @@ test("a fork continues the conversation in its own server; a rollback restarts o
   expect(lastUserMessages()).toEqual(["first words", "after rollback"]);
 }, 240_000);
 
-test("fork -> continue, many times: every snapshot taken under a running server holds a consistent conversation", async () => {
-  if (!available) return;
+skip.unlessAgent("fork -> continue, many times: every snapshot taken under a running server holds a consistent conversation", async () => {
   const s = await newSession("cycles");
   let turn = await prompt(s.mainBranch.id, "cycle 0");
   expect(turn.status).toBe("SUCCEEDED");
@@ -176,8 +172,7 @@ test("fork -> continue, many times: every snapshot taken under a running server 
   expect(pool().size).toBeLessThanOrEqual(2);
 }, 600_000);
 
-test("the least recently used is evicted at the cap; the next turn restarts it transparently", async () => {
-  if (!available) return;
+skip.unlessAgent("the least recently used is evicted at the cap; the next turn restarts it transparently", async () => {
   const a = await newSession("lru-a");
   const b = await newSession("lru-b");
   const c = await newSession("lru-c");
@@ -195,8 +190,7 @@ test("the least recently used is evicted at the cap; the next turn restarts it t
   expect(lastUserMessages()).toEqual(["a one", "a two"]);
 }, 300_000);
 
-test("an idle server stops after AGENT_IDLE_MS; the next turn restarts it on the same conversation", async () => {
-  if (!available) return;
+skip.unlessAgent("an idle server stops after AGENT_IDLE_MS; the next turn restarts it on the same conversation", async () => {
   const idle = await startAgentHarness([{ steps: [{ text: "ok" }] }], { AGENT_IDLE_MS: "2000" });
   try {
     const agents = idle.server.agents!;
@@ -234,8 +228,7 @@ test("an idle server stops after AGENT_IDLE_MS; the next turn restarts it on the
   }
 }, 300_000);
 
-test("copy workspaces (no overlay rights) too: snapshots under the running server, forks and a rollback", async () => {
-  if (!available) return;
+skip.unlessAgent("copy workspaces (no overlay rights) too: snapshots under the running server, forks and a rollback", async () => {
   const copy = await startAgentHarness([{ steps: [{ text: "ok" }] }], { SANDBOX_WORKSPACES: "copy" });
   try {
     const health = (await copy.server.gql("{ health { workspaces } }")).data!.health;

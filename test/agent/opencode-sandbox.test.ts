@@ -6,14 +6,13 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ModelGateway } from "../../agent/gateway.ts";
-import { opencodeBinary } from "../../agent/opencode-binary.ts";
 import { opencodeTurn } from "../../agent/opencode-command.ts";
 import { LocalProvider } from "../../sandbox/local/provider.ts";
 import { type FakeModel, startFakeModel } from "../../scripts/fake-model.ts";
+import { agentUnavailable, skipBecause } from "../utils/isolation.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "occ-agent-sbx-"));
 const provider = await new LocalProvider({ dir: join(dir, "sbx") }).init();
-const ready = provider.status.isolation === "bubblewrap" && opencodeBinary() !== null;
 let fake: FakeModel;
 let gateway: ModelGateway;
 
@@ -76,7 +75,7 @@ const usersSeen = () =>
     .at(-1)!
     .body.messages!.filter((m) => m.role === "user").length;
 
-test.skipIf(!ready)(
+test.skipIf(skipBecause(agentUnavailable))(
   "a turn in the sandbox: tools run, the key never enters, the conversation forks and rolls back",
   async () => {
     const sbx = await provider.create({ kind: "empty" });

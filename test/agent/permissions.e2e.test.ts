@@ -3,8 +3,9 @@
 // ONCE lets it finish; REJECT makes the tool call fail and the turn go on; a viewer's answer is
 // FORBIDDEN, a stranger's NOT_FOUND; the ask and the answer are events of the run (replayed too);
 // back in ALLOW mode nothing is asked.
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { afterAll, beforeAll, expect } from "bun:test";
 import { type AgentHarness, startAgentHarness } from "../utils/agent.ts";
+import { skip } from "../utils/isolation.ts";
 import { codeOf } from "../utils/server.ts";
 import { collect, wsClient } from "../utils/ws.ts";
 
@@ -51,8 +52,7 @@ const RUN_OUTPUT = `subscription($r: ID!) { runOutput(runId: $r) {
 const ANSWER = `mutation($r: ID!, $p: String!, $reply: PermissionReply!, $m: String) {
   answerPermission(runId: $r, permissionId: $p, reply: $reply, message: $m) { id status } }`;
 
-test("ASK: the turn waits for an editor's answer; ONCE runs the call, REJECT fails it and the turn goes on", async () => {
-  if (!h.available) return console.warn("agent e2e skipped: needs bubblewrap and the opencode binary");
+skip.unlessAgent("ASK: the turn waits for an editor's answer; ONCE runs the call, REJECT fails it and the turn goes on", async () => {
   const s = (
     await h.gql(
       `mutation { createSession(input: { title: "asks" }) { id agentPermissions mainBranch { id } } }`,

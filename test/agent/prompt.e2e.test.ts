@@ -5,6 +5,7 @@ import { WebsocketProvider } from "y-websocket";
 import * as Y from "yjs";
 import { type FakeModel, startFakeModel } from "../../scripts/fake-model.ts";
 import { type AgentHarness, startAgentHarness } from "../utils/agent.ts";
+import { skip } from "../utils/isolation.ts";
 import { startTestServer, type TestServer } from "../utils/server.ts";
 import { collect, wsClient } from "../utils/ws.ts";
 
@@ -12,7 +13,6 @@ let h: AgentHarness;
 let fake: FakeModel;
 let server: TestServer;
 let token: string;
-let available = false;
 let gql: AgentHarness["gql"];
 
 beforeAll(async () => {
@@ -32,7 +32,7 @@ beforeAll(async () => {
       steps: [{ text: "one two three four five six seven eight nine ten eleven twelve" }],
     },
   ]);
-  ({ fake, server, token, available, gql } = h);
+  ({ fake, server, token, gql } = h);
 });
 afterAll(() => h.close());
 
@@ -64,8 +64,7 @@ async function promptAndWait(client: ReturnType<typeof wsClient>, branchId: stri
   return { run, events: out.results.map((r) => r.data.runOutput), end: end.data.runOutput };
 }
 
-test("a prompt streams tool calls and text in order and ends with a snapshot holding the file; fork and rollback", async () => {
-  if (!available) return console.warn("agent e2e skipped: needs bubblewrap and the opencode binary");
+skip.unlessAgent("a prompt streams tool calls and text in order and ends with a snapshot holding the file; fork and rollback", async () => {
   const client = wsClient(server.wsUrl, token);
   const s = (
     await gql(
@@ -180,8 +179,7 @@ test("a prompt streams tool calls and text in order and ends with a snapshot hol
   await client.dispose();
 }, 180_000);
 
-test("abortRun stops a long turn within a second", async () => {
-  if (!available) return;
+skip.unlessAgent("abortRun stops a long turn within a second", async () => {
   const client = wsClient(server.wsUrl, token);
   const s = (await gql(`mutation { createSession(input: { title: "abort" }) { mainBranch { id } } }`))
     .createSession;
@@ -199,8 +197,7 @@ test("abortRun stops a long turn within a second", async () => {
   await client.dispose();
 }, 120_000);
 
-test("a user's own model key is sealed at rest and used only for their runs", async () => {
-  if (!available) return;
+skip.unlessAgent("a user's own model key is sealed at rest and used only for their runs", async () => {
   const own = startFakeModel({
     apiKey: "sk-users-own-key",
     scenarios: [{ steps: [{ text: "from your own model" }] }],

@@ -19,6 +19,7 @@ import {
   sha256Hex,
 } from "../../sandbox/contree/index.ts";
 import { type FakeContree, startFakeContree } from "../../scripts/fake-contree/index.ts";
+import { skip } from "../utils/isolation.ts";
 
 let fake: FakeContree;
 let client: ContreeClient;
@@ -131,7 +132,7 @@ describe("operations", () => {
     expect(client.getFile("0".repeat(64))).rejects.toBeInstanceOf(ContreeNotFoundError);
   });
 
-  test("10 spawn, 11 listOperations, 12 getOperation, 14 events (replay, spid, since)", async () => {
+  skip.unlessFakeContreeProcesses("10 spawn, 11 listOperations, 12 getOperation, 14 events (replay, spid, since)", async () => {
     const spawned = await client.spawn({
       command: "echo out; echo err >&2",
       shell: true,
@@ -214,7 +215,7 @@ describe("operations", () => {
   });
 });
 
-describe("run", () => {
+skip.describeUnlessFakeContreeProcesses("run", () => {
   test("files, env, cwd and stdin reach the command; the result image holds its writes", async () => {
     const script = await client.ensureFile('#!/bin/sh\necho "script $1"\n');
     const result = await client.run({
@@ -300,7 +301,7 @@ describe("run", () => {
   });
 });
 
-describe("live instance (15–18)", () => {
+skip.describeUnlessFakeContreeProcesses("live instance (15–18)", () => {
   test("two subprocesses share the VM; stdin, kill, getSubprocess; stop() yields an image with the writes", async () => {
     const instance = await client.startInstance({ image: ubuntu, timeout: 120, cwd: "/workspace" });
     try {
@@ -395,7 +396,7 @@ describe("live instance (15–18)", () => {
   });
 });
 
-describe("over instance_max_concurrency (§8: 429 or queueing)", () => {
+skip.describeUnlessFakeContreeProcesses("over instance_max_concurrency (§8: 429 or queueing)", () => {
   test("429 mode: the spawn is refused before processing, replayed, and creates one operation", async () => {
     const strict = await startFakeContree({
       limits: { instance_max_concurrency: 1 },
@@ -497,7 +498,7 @@ describe("faults", () => {
     expect(requests(mark, "POST", "/v1/instances")).toHaveLength(1);
   });
 
-  test("425 at spawn is retried and exactly one operation exists afterwards", async () => {
+  skip.unlessFakeContreeProcesses("425 at spawn is retried and exactly one operation exists afterwards", async () => {
     const before = (await client.listOperations({ limit: 1000 })).length;
     fake.fail({ method: "POST", path: "/v1/instances", status: 425, retryAfter: 0 });
     const mark = fake.requests.length;
@@ -515,7 +516,7 @@ describe("faults", () => {
     expect(seen).toEqual(["GET /v1/whoami", "GET /v1/whoami"]);
   });
 
-  test("a dropped event stream and an sse_error are resumed with Last-Event-Id, no loss, no repeats", async () => {
+  skip.unlessFakeContreeProcesses("a dropped event stream and an sse_error are resumed with Last-Event-Id, no loss, no repeats", async () => {
     const spawned = await client.spawn({
       command: "for i in 1 2 3 4 5 6; do echo line $i; sleep 0.05; done",
       shell: true,

@@ -9,6 +9,7 @@ import {
   type FakeContreeOptions,
   startFakeContree,
 } from "../../scripts/fake-contree/index.ts";
+import { fakeContreeProcessesUnavailable, skip } from "../utils/isolation.ts";
 
 const TERMINAL = ["SUCCESS", "FAILED", "CANCELLED"];
 
@@ -314,7 +315,7 @@ describe("files", () => {
 });
 
 describe("spawn", () => {
-  test("runs the command; a changed tree becomes a new image with a parent link; same tree, same uuid", async () => {
+  skip.unlessFakeContreeProcesses("runs the command; a changed tree becomes a new image with a parent link; same tree, same uuid", async () => {
     const busybox = (await (await c.api("/images?tag=busybox:latest")).json()).images[0].uuid;
     const op = await c.run({
       command: "echo hi; echo data > /workspace/out.txt",
@@ -355,7 +356,7 @@ describe("spawn", () => {
     expect(op.result).toBeNull();
   });
 
-  test("disposable runs save nothing; a non-zero exit is SUCCESS and still saves changes", async () => {
+  skip.unlessFakeContreeProcesses("disposable runs save nothing; a non-zero exit is SUCCESS and still saves changes", async () => {
     const disposable = await c.run({
       command: "echo x > /root/x",
       shell: true,
@@ -374,7 +375,7 @@ describe("spawn", () => {
     expect((await c.api(`/inspect/${failing.result_image_uuid}/download?path=/root/y`)).status).toBe(200);
   });
 
-  test("timeout kills the command: timed_out, exit -1, status SUCCESS, partial output kept", async () => {
+  skip.unlessFakeContreeProcesses("timeout kills the command: timed_out, exit -1, status SUCCESS, partial output kept", async () => {
     const op = await c.run({
       command: "echo before; sleep 30; echo after",
       shell: true,
@@ -391,7 +392,7 @@ describe("spawn", () => {
     expect(tooLong.status).toBe(400);
   });
 
-  test("truncate_output_at caps captured output with truncated:true and a truncated event", async () => {
+  skip.unlessFakeContreeProcesses("truncate_output_at caps captured output with truncated:true and a truncated event", async () => {
     const id = await c.spawn({
       command: "head -c 5000 /dev/zero | tr '\\0' a",
       shell: true,
@@ -406,7 +407,7 @@ describe("spawn", () => {
     expect(cut?.data.data).toEqual({ stream: "stdout", bytes_emitted: 100, bytes_dropped: 4900 });
   });
 
-  test("files are injected with their mode, uid and gid", async () => {
+  skip.unlessFakeContreeProcesses("files are injected with their mode, uid and gid", async () => {
     const file = await c.upload('#!/bin/sh\necho injected "$@"\n');
     const op = await c.run({
       command: "/opt/tool/run.sh",
@@ -435,7 +436,7 @@ describe("spawn", () => {
     expect(missing.status).toBe(404);
   });
 
-  test("stdin (ascii and base64), env, cwd, argv vs shell, binary output", async () => {
+  skip.unlessFakeContreeProcesses("stdin (ascii and base64), env, cwd, argv vs shell, binary output", async () => {
     const ascii = await c.run({
       command: "cat",
       image: "tag:busybox:latest",
@@ -480,6 +481,29 @@ describe("spawn", () => {
     expect(text(asUser.metadata.result.stdout)).toBe("1000\n");
   });
 
+  test("without a sandbox (no usable bubblewrap) a spawn ends FAILED with the reason; the rest works", async () => {
+    const bare = await client({ processes: false, delays: { pendingMs: 5, assignedMs: 5 } });
+    try {
+      expect(bare.fake.cannotRunProcesses).toContain("processes: false");
+      const op = await bare.run({ command: "true", image: "tag:busybox:latest" });
+      expect(op).toMatchObject({ status: "FAILED", result_image_uuid: null, result: null });
+      expect(op.error).toBe(`cannot start the instance: ${bare.fake.cannotRunProcesses}`);
+      const { frames } = await bare.events(op.uuid);
+      expect(frames.map((f) => f.event)).toEqual(["completion"]);
+      expect(frames[0]!.data.data).toMatchObject({ status: "FAILED", error: op.error });
+      const listed = await (await bare.api("/operations?kind=instance&status=FAILED")).json();
+      expect(listed.map((o: any) => o.uuid)).toEqual([op.uuid]);
+      const seeded = await bare.fake.seedImage({ "/workspace/a.txt": "a\n" }, "bare:1");
+      const file = await bare.api(`/inspect/${seeded}/download?path=/workspace/a.txt`);
+      expect(await file.text()).toBe("a\n");
+      expect((await bare.upload("bytes")).size).toBe(5);
+    } finally {
+      await bare.fake.close();
+    }
+    // Where bubblewrap works, the fake runs processes unless told not to.
+    expect(c.fake.cannotRunProcesses === null).toBe(fakeContreeProcessesUnavailable === null);
+  });
+
   test("request validation: args with shell:true, relative cwd, missing fields, unknown image", async () => {
     const post = (json: unknown) => c.api("/instances", { method: "POST", json });
     expect(
@@ -494,7 +518,7 @@ describe("spawn", () => {
     expect(await bad.json()).toEqual({ status: 400, error: expect.any(String) });
   });
 
-  test("preserve_env bakes the environment into the result image", async () => {
+  skip.unlessFakeContreeProcesses("preserve_env bakes the environment into the result image", async () => {
     const saved = await c.run({
       command: "true",
       image: "tag:busybox:latest",
@@ -518,7 +542,7 @@ describe("spawn", () => {
     expect(plain.result_image_uuid).toBe(plain.image_uuid);
   });
 
-  test("a layer over resources_limits.max_layer_bytes emits size_cap and fails without an image", async () => {
+  skip.unlessFakeContreeProcesses("a layer over resources_limits.max_layer_bytes emits size_cap and fails without an image", async () => {
     const id = await c.spawn({
       command: "head -c 10000 /dev/zero > /root/big",
       shell: true,
@@ -537,7 +561,7 @@ describe("spawn", () => {
     expect(frames.at(-1)?.data.data.status).toBe("FAILED");
   });
 
-  test("cancel: 202, then CANCELLED with no image; 409 on a terminal operation", async () => {
+  skip.unlessFakeContreeProcesses("cancel: 202, then CANCELLED with no image; 409 on a terminal operation", async () => {
     const id = await c.spawn({ command: "sleep 60", image: "tag:busybox:latest" });
     await c.wait(id, (op) => op.status === "EXECUTING");
     const res = await c.api(`/operations/${id}`, { method: "DELETE" });
@@ -550,7 +574,7 @@ describe("spawn", () => {
     expect((await c.api("/operations/00000000-0000-4000-8000-000000000000")).status).toBe(404);
   });
 
-  test("lifecycle goes PENDING → ASSIGNED → EXECUTING → SUCCESS; GET /operations is a bare array", async () => {
+  skip.unlessFakeContreeProcesses("lifecycle goes PENDING → ASSIGNED → EXECUTING → SUCCESS; GET /operations is a bare array", async () => {
     const slow = await client({ delays: { pendingMs: 400, assignedMs: 400 } });
     try {
       const id = await slow.spawn({
@@ -596,7 +620,7 @@ describe("spawn", () => {
     }
   });
 
-  test("over instance_max_concurrency: 429 with Retry-After, or queued in PENDING", async () => {
+  skip.unlessFakeContreeProcesses("over instance_max_concurrency: 429 with Retry-After, or queued in PENDING", async () => {
     const sleeper = { command: "sleep", args: ["60"], image: "tag:busybox:latest" };
     const limited = await client({ limits: { instance_max_concurrency: 1 } });
     try {
@@ -630,7 +654,7 @@ describe("spawn", () => {
   });
 });
 
-describe("events", () => {
+skip.describeUnlessFakeContreeProcesses("events", () => {
   let id: string;
   let all: Sse;
   beforeAll(async () => {
@@ -799,7 +823,7 @@ describe("kept-alive VM and subprocesses", () => {
     }
   });
 
-  test("subprocesses share the VM's tree, stream by spid, take stdin, get killed; their writes land in the result image", async () => {
+  skip.unlessFakeContreeProcesses("subprocesses share the VM's tree, stream by spid, take stdin, get killed; their writes land in the result image", async () => {
     const id = await c.spawn({
       command: "sleep",
       args: ["2147483647"],
@@ -880,11 +904,14 @@ describe("kept-alive VM and subprocesses", () => {
     expect(
       await (await c.api(`/inspect/${op.result_image_uuid}/download?path=/workspace/sub.txt`)).text(),
     ).toBe("from-sub\n");
-    const late = await c.api(`/operations/${id}/subprocesses`, { method: "POST", json: { command: "true" } });
+    const late = await c.api(`/operations/${id}/subprocesses`, {
+      method: "POST",
+      json: { command: "true" },
+    });
     expect(late.status).toBe(409);
   });
 
-  test("stdin of the main process is spid 1; remaining subprocesses die with it", async () => {
+  skip.unlessFakeContreeProcesses("stdin of the main process is spid 1; remaining subprocesses die with it", async () => {
     const id = await c.spawn({
       command: "cat > /workspace/in.txt",
       shell: true,
@@ -942,8 +969,8 @@ describe("import", () => {
     });
     const image = await (await c.api("/inspect/?tag=alpine:3.19")).headers.get("location");
     expect(image).toBe(`${op.result_image_uuid}/`);
-    const run = await c.run({ command: "cat", args: ["/etc/hostname"], image: "tag:alpine:3.19" });
-    expect(text(run.metadata.result.stdout)).toBe("linuxkit\n");
+    const hostname = await c.api(`/inspect/${op.result_image_uuid}/download?path=/etc/hostname`);
+    expect(await hostname.text()).toBe("linuxkit\n");
 
     const again = await c.wait(
       (
@@ -978,7 +1005,7 @@ describe("import", () => {
   });
 });
 
-describe("inspect", () => {
+skip.describeUnlessFakeContreeProcesses("inspect", () => {
   let image: string;
   beforeAll(async () => {
     const op = await c.run({
@@ -1132,7 +1159,7 @@ describe("fault injection", () => {
     expect(c.fake.requests.at(-1)!.headers.authorization).toBe(`Bearer ${c.fake.token}`);
   });
 
-  test("stream faults: sse_error after K events, then resume with Last-Event-Id; drop cuts the stream", async () => {
+  skip.unlessFakeContreeProcesses("stream faults: sse_error after K events, then resume with Last-Event-Id; drop cuts the stream", async () => {
     const id = await c.spawn({ command: "echo a; echo b", shell: true, image: "tag:busybox:latest" });
     await c.wait(id);
     c.fake.dropStream({ operation: id, afterEvents: 2, mode: "sse_error" });

@@ -16,6 +16,7 @@ import { ContreeProvider } from "../../sandbox/contree/provider.ts";
 import { scanTar } from "../../sandbox/contree/tar.ts";
 import { SandboxError } from "../../sandbox/provider.ts";
 import { type FakeContree, startFakeContree } from "../../scripts/fake-contree/index.ts";
+import { skip } from "../utils/isolation.ts";
 
 const IDLE_MS = 400;
 
@@ -159,7 +160,7 @@ describe("tar reader: archives cut short without gzip to notice", () => {
   });
 });
 
-describe("client: event streams", () => {
+skip.describeUnlessFakeContreeProcesses("client: event streams", () => {
   async function runWithEvents(client: ContreeClient, fault: (operation: string) => void) {
     const busybox = await client.resolveTag("busybox:latest");
     const spawned = await client.spawn({

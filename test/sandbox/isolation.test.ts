@@ -1,11 +1,12 @@
 // What a command in a local sandbox cannot do. Needs bubblewrap (CI installs it); the suite says so
-// and skips where it is missing rather than passing vacuously.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+// and skips where it is missing (test/utils/isolation.ts) rather than passing vacuously.
+import { afterAll, beforeAll, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LocalProvider } from "../../sandbox/local/provider.ts";
+import { isolationUnavailable, skip } from "../utils/isolation.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "occ-iso-"));
 const provider = new LocalProvider({
@@ -19,7 +20,6 @@ const provider = new LocalProvider({
 });
 await provider.init();
 const isolated = provider.status.isolation === "bubblewrap";
-if (!isolated) console.warn(`isolation tests skipped: ${provider.status.warnings.join("; ")}`);
 
 afterAll(async () => {
   await provider.close();
@@ -50,7 +50,7 @@ const countProcesses = (pattern: string) => {
   }
 };
 
-describe.skipIf(!isolated)("local sandbox isolation (bubblewrap)", () => {
+skip.describeUnlessIsolated("local sandbox isolation (bubblewrap)", () => {
   let sbx: string;
   beforeAll(async () => {
     sbx = await provider.create({ kind: "files", files: { "in.txt": "inside\n" } });
@@ -153,6 +153,10 @@ describe.skipIf(!isolated)("local sandbox isolation (bubblewrap)", () => {
   test("cgroup limits are available on this machine (CI installs and runs as root)", () => {
     expect(provider.status.warnings).toEqual([]);
   });
+});
+
+test("the tests' isolation gate agrees with the provider (what it skips, the server cannot isolate)", () => {
+  expect(isolationUnavailable === null).toBe(isolated);
 });
 
 test("without bubblewrap a provider that requires isolation refuses to start", async () => {

@@ -6,9 +6,9 @@
 // an event stream opened through the proxy ends when the access it was opened with ends.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { type AgentHarness, startAgentHarness } from "../utils/agent.ts";
+import { skip } from "../utils/isolation.ts";
 
 let h: AgentHarness;
-let available = false;
 let owner: { token: string; userId: string; email: string };
 let sessionId: string;
 let branchId: string;
@@ -27,7 +27,6 @@ async function as(token: string | null, query: string, variables: Record<string,
 
 beforeAll(async () => {
   h = await startAgentHarness([{ steps: [{ text: "fine" }] }]);
-  available = h.available;
   owner = { token: h.token, userId: "", email: "" };
   const s = (
     await h.gql(`mutation { createSession(input: { title: "attach" }) { id mainBranch { id agentUrl } } }`)
@@ -102,8 +101,7 @@ test("a stranger's valid credential reads exactly like a branch that does not ex
   ).toBe(404);
 });
 
-test("viewers read; every write is 403 (members, read-only keys of editors, viewer share links)", async () => {
-  if (!available) return console.warn("attach security skipped: needs bubblewrap and the opencode binary");
+skip.unlessAgent("viewers read; every write is 403 (members, read-only keys of editors, viewer share links)", async () => {
   const viewer = await member("VIEWER");
   const editor = await member("EDITOR");
   const readOnlyKey = (await keyOf(editor.token, ["read"])).secret;
@@ -171,8 +169,7 @@ test("what would act outside runs or past the sandbox is refused, owners include
   }
 });
 
-test("the client's credential never reaches opencode; the server's password and gateway token never come back", async () => {
-  if (!available) return;
+skip.unlessAgent("the client's credential never reaches opencode; the server's password and gateway token never come back", async () => {
   const key = (await keyOf(owner.token, ["read", "write"])).secret;
   const bodies: string[] = [];
   const read = async (path: string, init: RequestInit = {}) => {
@@ -208,8 +205,7 @@ test("the client's credential never reaches opencode; the server's password and 
   expect(all).toContain("opencode.cloud"); // the placeholder the config holds instead of the token
 }, 120_000);
 
-test("an event stream opened through the proxy ends when the access it was opened with ends", async () => {
-  if (!available) return;
+skip.unlessAgent("an event stream opened through the proxy ends when the access it was opened with ends", async () => {
   const open = async (credential: string) => {
     const res = await fetch(`${url}/global/event`, { headers: basic(credential) });
     expect(res.status).toBe(200);

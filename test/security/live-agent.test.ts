@@ -2,11 +2,12 @@
 // the socket the platform reaches the server through cannot be redirected from inside the sandbox
 // (it is moved out of the directory the sandbox can write before it is ever used), and the server's
 // gateway token is not in the agent's environment.
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { afterAll, beforeAll, expect } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type AgentHarness, startAgentHarness } from "../utils/agent.ts";
+import { skip } from "../utils/isolation.ts";
 import { collect, wsClient } from "../utils/ws.ts";
 
 let h: AgentHarness;
@@ -61,9 +62,7 @@ async function prompt(branchId: string, text: string) {
   }
 }
 
-test("the agent cannot redirect the platform's connection to its server, nor read the gateway token", async () => {
-  if (!h.available)
-    return console.warn("live agent security skipped: needs bubblewrap and the opencode binary");
+skip.unlessAgent("the agent cannot redirect the platform's connection to its server, nor read the gateway token", async () => {
   const s = (
     await h.gql(`mutation { createSession(input: { title: "canary" }) { mainBranch { id agentUrl } } }`)
   ).createSession;

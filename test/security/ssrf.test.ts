@@ -8,7 +8,6 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { opencodeBinary } from "../../agent/opencode-binary.ts";
 import { loadConfig } from "../../api/config.ts";
 import { bunRuntime } from "../../api/runtime/bun.ts";
 import { type StartedServer, startServer } from "../../api/start.ts";
@@ -16,6 +15,7 @@ import { LocalProvider } from "../../sandbox/local/provider.ts";
 import { OutboundPolicy } from "../../sandbox/outbound-policy.ts";
 import { FETCH_FAILED } from "../../sandbox/repo-url.ts";
 import { type FakeModel, startFakeModel } from "../../scripts/fake-model.ts";
+import { skip } from "../utils/isolation.ts";
 import { collect, wsClient } from "../utils/ws.ts";
 
 const SECRET = `admin-secret-${crypto.randomUUID()}`;
@@ -234,10 +234,6 @@ test("setModelKey accepts a public address (validation only, no connection) and 
   await prod.gql("mutation { deleteModelKey }", {}, token);
 });
 
-const agentAvailable = async (s: Running) =>
-  opencodeBinary() !== null &&
-  (await s.gql("{ health { isolation } }")).data.health.isolation === "bubblewrap";
-
 const RUN_OUTPUT = `subscription($r: ID!) { runOutput(runId: $r) {
   __typename
   ... on AgentError { seq message }
@@ -301,8 +297,7 @@ async function promptOnce(
   }
 }
 
-test("the gateway re-checks at use time: a key that became disallowed never reaches its target", async () => {
-  if (!(await agentAvailable(prod))) return console.warn("skipped: no opencode binary or bubblewrap here");
+skip.unlessAgent("the gateway re-checks at use time: a key that became disallowed never reaches its target", async () => {
   // The key is set while the operator allows the admin port ...
   const dir = freshDir();
   const before = await start(dir, { OUTBOUND_ALLOW_HOSTS: `127.0.0.1:${admin.port}` });
@@ -324,8 +319,7 @@ test("the gateway re-checks at use time: a key that became disallowed never reac
   }
 }, 180_000);
 
-test("an allowed upstream's error body (with a secret) is not reflected; its redirect to loopback is not followed", async () => {
-  if (!(await agentAvailable(prod))) return console.warn("skipped: no opencode binary or bubblewrap here");
+skip.unlessAgent("an allowed upstream's error body (with a secret) is not reflected; its redirect to loopback is not followed", async () => {
   const userToken = await signUp(prod);
   for (const [path, status] of [
     ["/v1", 400],
