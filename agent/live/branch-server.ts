@@ -254,7 +254,10 @@ export class BranchServer {
   private async ownSession(): Promise<string> {
     if (this.sessionId) return this.sessionId;
     const { provider, sandboxId } = this.options;
-    const saved = await provider.readFile({ sandbox: sandboxId }, SESSION_ID_FILE).catch(() => null);
+    // The workspace is the user's: the file may be anything, so read no more than an id can be.
+    const saved = await provider
+      .readFile({ sandbox: sandboxId }, SESSION_ID_FILE, { maxBytes: 4096 })
+      .catch(() => null);
     const id = saved ? new TextDecoder().decode(saved).trim() : "";
     if (id && /^ses_\w+$/.test(id)) {
       const found = await this.client.call("GET", `/session/${id}`).then(
