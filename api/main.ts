@@ -1,39 +1,5 @@
-// The Bun entry point: load config, start, stop gracefully on SIGTERM/SIGINT.
-import { ConfigError, loadConfig } from "./config.ts";
+// The Bun entry point (`npm start`): the platform through the Bun runtime adapter.
+import { launch } from "./launch.ts";
 import { bunRuntime } from "./runtime/bun.ts";
-import { startServer } from "./start.ts";
 
-/** Status lines for whoever started us; a closed stdout (EPIPE) must not stop a shutdown. */
-process.stdout.on("error", () => {});
-function say(line: string): void {
-  try {
-    process.stdout.write(`${line}\n`);
-  } catch {}
-}
-
-let config: ReturnType<typeof loadConfig>;
-try {
-  config = loadConfig();
-} catch (error) {
-  if (error instanceof ConfigError) {
-    process.stderr.write(`opencode.cloud: invalid configuration: ${error.message}\n`);
-    process.exit(78); // EX_CONFIG
-  }
-  throw error;
-}
-
-const server = await startServer(config, bunRuntime).catch((error: unknown) => {
-  process.stderr.write(
-    `opencode.cloud: failed to start: ${error instanceof Error ? error.message : String(error)}\n`,
-  );
-  process.exit(1);
-});
-
-say(`opencode.cloud is running: GraphiQL at ${server.url}/graphql`);
-
-const unregister = bunRuntime.onShutdownSignal(async (signal) => {
-  unregister();
-  say(`opencode.cloud: ${signal} received, shutting down`);
-  await server.stop();
-  process.exit(0);
-});
+await launch(bunRuntime);

@@ -1,12 +1,30 @@
 // The real server as a child process (what `npm start` runs), for benchmarks and for tests that kill
 // and restart it: a data directory (fresh, or a given one to restart on), the URL read from its
 // start-up line, its output, a GraphQL helper, and a stop that cleans up.
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 
 const ROOT = resolve(import.meta.dir, "../..");
+
+/** The runtimes the platform runs on: Bun (`npm start`) and Deno (`npm run start:deno`). */
+export type ServerRuntime = "bun" | "deno";
+
+/** The deno binary from the npm package (a dependency, like bun), or null when it is not installed. */
+export function denoBinary(): string | null {
+  const bin = join(ROOT, "node_modules", ".bin", "deno");
+  return existsSync(bin) ? bin : null;
+}
+
+/** The command `npm start` / `npm run start:deno` runs, with this checkout's binaries. */
+function entryCommand(runtime: ServerRuntime): string[] {
+  if (runtime === "bun") return [process.execPath, "api/main.ts"];
+  const deno = denoBinary();
+  if (!deno) throw new Error("deno is not installed (npm install: it is a dependency)");
+  // -A: the platform needs all of it (network, files, env, subprocesses, the native libSQL binding).
+  return [deno, "run", "-A", "api/main-deno.ts"];
+}
 
 export interface ServerProcess {
   url: string;
@@ -28,6 +46,8 @@ export interface ServerProcessOptions {
   dataDir?: string;
   /** Also copy the server's stderr to ours (benchmarks, so errors show). */
   echoStderr?: boolean;
+  /** The runtime to start it on (Bun by default). */
+  runtime?: ServerRuntime;
 }
 
 export async function startServerProcess(
@@ -36,7 +56,7 @@ export async function startServerProcess(
 ): Promise<ServerProcess> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "occ-proc-"));
   const t0 = performance.now();
-  const proc = Bun.spawn([process.execPath, "api/main.ts"], {
+  const proc = Bun.spawn(entryCommand(options.runtime ?? "bun"), {
     cwd: ROOT,
     env: { ...process.env, PORT: "0", DATA_DIR: dataDir, LOG_LEVEL: "warn", ...env },
     stdin: "ignore",

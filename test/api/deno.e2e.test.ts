@@ -1,0 +1,275 @@
+// The same platform on Deno (`npm run start:deno`), end to end: the Deno server runs as a child process
+// beside a Bun server sharing its libSQL file and JWT secret, and real clients (fetch, graphql-ws,
+// y-websocket) talk to it. Accounts, tokens and API keys cross runtimes in both directions.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createClient } from "@libsql/client";
+import { printSchema } from "graphql";
+import { schema } from "../../schema/index.ts";
+import { denoBinary, type ServerProcess, startServerProcess } from "../../scripts/lib/server-process.ts";
+import { connectRoom, eventually } from "../utils/collab.ts";
+import { isolationUnavailable } from "../utils/isolation.ts";
+import { codeOf, startTestServer, type TestServer } from "../utils/server.ts";
+import { collect, wsClient } from "../utils/ws.ts";
+
+const noDeno = denoBinary() ? null : "deno is not installed (it is an npm dependency: run npm install)";
+if (noDeno) console.warn(`skipped: ${noDeno}`);
+const denoTest = test.skipIf(noDeno !== null);
+
+let dir: string;
+let dbUrl: string;
+let bun: TestServer;
+let deno: ServerProcess;
+
+beforeAll(async () => {
+  if (noDeno) return;
+  dir = mkdtempSync(join(tmpdir(), "occ-deno-"));
+  dbUrl = `file:${join(dir, "shared.db")}`;
+  const shared = { DATABASE_URL: dbUrl, JWT_SECRET: `deno-e2e-${crypto.randomUUID()}` };
+  bun = await startTestServer(shared);
+  deno = await startServerProcess(
+    { NODE_ENV: "test", LOG_LEVEL: "warn", ...shared },
+    { runtime: "deno", dataDir: join(dir, "deno-data") },
+  );
+}, 60_000);
+
+afterAll(async () => {
+  if (noDeno) return;
+  if (deno.proc.exitCode === null) await deno.stop();
+  await bun?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** GraphQL over HTTP to either server; returns the whole response body. */
+async function gql(
+  base: string,
+  query: string,
+  variables: Record<string, unknown> = {},
+  credential?: string,
+) {
+  const res = await fetch(`${base}/graphql`, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      accept: "application/graphql-response+json",
+      ...(credential ? { authorization: `Bearer ${credential}` } : {}),
+    },
+    body: JSON.stringify({ query, variables }),
+  });
+  return (await res.json()) as { data?: any; errors?: { message: string; extensions?: { code?: string } }[] };
+}
+
+const REGISTER = `mutation($e: String!, $p: String!) { register(email: $e, password: $p) { token user { id } } }`;
+const LOGIN = `mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token user { id } } }`;
+const ME = "{ me { id email } }";
+const email = (tag: string) => `${tag}-${crypto.randomUUID().slice(0, 8)}@example.com`;
+
+denoTest("/healthz, GraphiQL and /schema.graphql are served by Deno", async () => {
+  const health = await fetch(`${deno.url}/healthz`);
+  expect(health.status).toBe(200);
+  const body = await health.json();
+  expect(body).toMatchObject({ ok: true, database: true, provider: "local" });
+  expect(body.runtime).toMatch(/^deno 2\./);
+  expect(["bubblewrap", "none"]).toContain(body.isolation);
+
+  const graphiql = await fetch(`${deno.url}/graphql`, { headers: { accept: "text/html" } });
+  expect(graphiql.status).toBe(200);
+  expect(await graphiql.text()).toContain("GraphiQL");
+
+  const sdl = await fetch(`${deno.url}/schema.graphql`);
+  expect(await sdl.text()).toBe(printSchema(schema));
+
+  // graphql-armor's rejections keep their code: one `graphql` instance is loaded (a second one turns
+  // them into "Unexpected error."), and a bad document is the client's error on Deno too.
+  const aliases = Array.from({ length: 40 }, (_, i) => `a${i}: health { ok }`).join(" ");
+  const rejected = await gql(deno.url, `{ ${aliases} }`);
+  expect(codeOf(rejected)).toBe("BAD_USER_INPUT");
+  expect(rejected.errors![0]!.message).not.toContain("Unexpected error");
+  expect(codeOf(await gql(deno.url, "{ me { id "))).toBe("BAD_USER_INPUT");
+});
+
+denoTest("a user registered on Bun logs in on Deno, and the reverse; the hash format is shared", async () => {
+  const onBun = email("bun");
+  const registered = await gql(bun.url, REGISTER, { e: onBun, p: "bun password 1" });
+  expect(registered.errors).toBeUndefined();
+  const loggedIn = await gql(deno.url, LOGIN, { e: onBun, p: "bun password 1" });
+  expect(loggedIn.errors).toBeUndefined();
+  expect(loggedIn.data.login.user.id).toBe(registered.data.register.user.id);
+  expect(codeOf(await gql(deno.url, LOGIN, { e: onBun, p: "bun password 2" }))).toBe("UNAUTHENTICATED");
+
+  const onDeno = email("deno");
+  const registeredOnDeno = await gql(deno.url, REGISTER, { e: onDeno, p: "deno password 1" });
+  expect(registeredOnDeno.errors).toBeUndefined();
+  const back = await gql(bun.url, LOGIN, { e: onDeno, p: "deno password 1" });
+  expect(back.errors).toBeUndefined();
+  expect(back.data.login.user.id).toBe(registeredOnDeno.data.register.user.id);
+  expect(codeOf(await gql(bun.url, LOGIN, { e: onDeno, p: "deno password 2" }))).toBe("UNAUTHENTICATED");
+
+  // Both write Bun.password's default: argon2id, 64 MiB, 2 passes, 1 lane, in PHC format.
+  const db = createClient({ url: dbUrl });
+  try {
+    const rows = await db.execute({
+      sql: "select email, password_hash from users where email in (?, ?)",
+      args: [onBun, onDeno],
+    });
+    expect(rows.rows).toHaveLength(2);
+    for (const row of rows.rows)
+      expect(String(row.password_hash)).toStartWith("$argon2id$v=19$m=65536,t=2,p=1$");
+  } finally {
+    db.close();
+  }
+});
+
+denoTest("a JWT and an API key work on Deno, whichever runtime issued them", async () => {
+  const user = await bun.signUp(email("keys"));
+  const me = await gql(deno.url, ME, {}, user.token);
+  expect(me.data?.me).toEqual({ id: user.userId, email: user.email });
+  expect(codeOf(await gql(deno.url, ME, {}, `${user.token}x`))).toBe("UNAUTHENTICATED");
+
+  const created = await gql(
+    deno.url,
+    `mutation { createApiKey(name: "on-deno") { secret } }`,
+    {},
+    user.token,
+  );
+  expect(created.errors).toBeUndefined();
+  const secret: string = created.data.createApiKey.secret;
+  for (const base of [deno.url, bun.url])
+    expect((await gql(base, ME, {}, secret)).data?.me.id).toBe(user.userId);
+
+  const fromBun = await gql(bun.url, `mutation { createApiKey(name: "on-bun") { secret } }`, {}, user.token);
+  expect((await gql(deno.url, ME, {}, fromBun.data.createApiKey.secret)).data?.me.id).toBe(user.userId);
+});
+
+denoTest(
+  "a graphql-ws subscription on Deno receives events (the 4406 trap of use/deno avoided)",
+  async () => {
+    const user = await bun.signUp(email("ws"));
+    const client = wsClient(`${deno.url.replace(/^http/, "ws")}/graphql`, user.token);
+    try {
+      const events = collect(client, "subscription { accountEvents { kind apiKey { name } } }");
+      // The subscription is live once a key created after it shows up; retry until the socket is up.
+      let n = 0;
+      await eventually(async () => {
+        await gql(
+          deno.url,
+          `mutation($n: String!) { createApiKey(name: $n) { secret } }`,
+          { n: `k${++n}` },
+          user.token,
+        );
+        return events.results.length > 0;
+      }, 15_000);
+      expect(events.errors).toEqual([]);
+      expect(events.results[0].data.accountEvents.apiKey.name).toMatch(/^k\d+$/);
+      events.dispose();
+    } finally {
+      await client.dispose();
+    }
+  },
+);
+
+denoTest("stock y-websocket clients sync a chat room on Deno; tree.svg is drawn", async () => {
+  const owner = await bun.signUp(email("collab"));
+  const created = await gql(
+    deno.url,
+    `mutation { createSession(input: { title: "deno" }) { id } }`,
+    {},
+    owner.token,
+  );
+  expect(created.errors).toBeUndefined();
+  const sessionId: string = created.data.createSession.id;
+  const room = `sessions/${sessionId}/chat`;
+  const a = connectRoom(deno.url, room, owner.token);
+  const b = connectRoom(deno.url, room, owner.token);
+  try {
+    await Promise.all([a.synced, b.synced]);
+    a.text.insert(0, "hello ");
+    b.text.insert(0, "deno ");
+    await eventually(() => a.text.toString() === b.text.toString() && a.text.length === 11, 10_000);
+    const late = connectRoom(deno.url, room, owner.token);
+    try {
+      await late.synced;
+      await eventually(() => late.text.toString() === a.text.toString(), 10_000);
+    } finally {
+      late.provider.destroy();
+    }
+    // No token: the room refuses (auth happens on the socket, as on Bun).
+    const anonymous = connectRoom(deno.url, room, undefined);
+    try {
+      expect((await anonymous.closed).code).toBeGreaterThanOrEqual(4400);
+    } finally {
+      anonymous.provider.destroy();
+    }
+  } finally {
+    a.provider.destroy();
+    b.provider.destroy();
+  }
+
+  const svg = await fetch(`${deno.url}/sessions/${sessionId}/tree.svg`, {
+    headers: { authorization: `Bearer ${owner.token}` },
+  });
+  expect(svg.status).toBe(200);
+  expect(svg.headers.get("content-type")).toContain("image/svg+xml");
+  expect(await svg.text()).toContain("<svg");
+});
+
+test.skipIf(noDeno !== null || isolationUnavailable !== null)(
+  `a command runs in a bubblewrap sandbox of the local provider on Deno${isolationUnavailable ? ` (skipped: ${isolationUnavailable})` : ""}`,
+  async () => {
+    const owner = await bun.signUp(email("exec"));
+    const session = await gql(
+      deno.url,
+      `mutation($f: JSON) { createSession(input: { title: "run", files: $f }) { mainBranch { id } } }`,
+      { f: { "a.txt": "from deno" } },
+      owner.token,
+    );
+    expect(session.errors).toBeUndefined();
+    const branchId: string = session.data.createSession.mainBranch.id;
+    const run = await gql(
+      deno.url,
+      `mutation($b: ID!) { exec(branchId: $b, command: "cat a.txt; ls /home 2>&1 | wc -l") { id } }`,
+      { b: branchId },
+      owner.token,
+    );
+    expect(run.errors).toBeUndefined();
+    const client = wsClient(`${deno.url.replace(/^http/, "ws")}/graphql`, owner.token);
+    try {
+      const output = collect(
+        client,
+        `subscription($r: ID!) { runOutput(runId: $r) { ... on RunOutputChunk { text } ... on RunFinished { status exitCode } } }`,
+        { r: run.data.exec.id },
+      );
+      const done = await output.until((r) => r.data?.runOutput?.status !== undefined, 20_000);
+      expect(done.data.runOutput).toEqual({ status: "SUCCEEDED", exitCode: 0 });
+      const text = output.results.map((r) => r.data?.runOutput?.text ?? "").join("");
+      expect(text).toContain("from deno");
+    } finally {
+      await client.dispose();
+    }
+  },
+);
+
+denoTest("SIGTERM stops the Deno server gracefully, open sockets included", async () => {
+  const user = await bun.signUp(email("stop"));
+  const client = wsClient(`${deno.url.replace(/^http/, "ws")}/graphql`, user.token);
+  const events = collect(client, "subscription { accountEvents { kind } }");
+  await eventually(async () => {
+    await gql(deno.url, `mutation { createApiKey(name: "before-stop") { secret } }`, {}, user.token);
+    return events.results.length > 0 || events.errors.length > 0;
+  }, 15_000);
+  expect(events.errors).toEqual([]);
+  deno.proc.kill("SIGTERM");
+  const code = await Promise.race([deno.proc.exited, Bun.sleep(15_000).then(() => "still running")]);
+  expect(code).toBe(0);
+  expect(deno.output()).toContain("SIGTERM received, shutting down");
+  // The subscription ended with the server (graphql-ws completes or errors it; it never hangs).
+  await Promise.race([
+    events.completed,
+    Bun.sleep(5000).then(() => Promise.reject(new Error("socket kept open"))),
+  ]);
+  await client.dispose();
+  // The Bun server on the same database is untouched.
+  expect((await gql(bun.url, ME, {}, user.token)).data?.me.id).toBe(user.userId);
+});
