@@ -6,13 +6,17 @@
 // each figure is the median over rounds. Load comes from wrk when it is installed (Debian's `wrk`,
 // one thread, as the issue's measurement did), else from this process over loopback. Bounded in time.
 //
+// With `--runtime deno` the platform is measured on Deno too, beside Bun in the same run (cold starts
+// alternate; load rounds cycle through both), against the same bare-yoga baseline.
+//
 //   npm run bench:server            (defaults: 3 cold starts, 3 rounds of 5 s, 32 connections)
+//   npm run bench:server -- --runtime deno      (Bun and Deno side by side)
 //   bun scripts/bench-server.ts --starts 3 --seconds 8 --rounds 3 --concurrency 32 [--loader fetch]
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { startServerProcess } from "./lib/server-process.ts";
+import { denoBinary, type ServerRuntime, startServerProcess } from "./lib/server-process.ts";
 
 const { values } = parseArgs({
   options: {
@@ -21,8 +25,19 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "3" },
     concurrency: { type: "string", default: "32" },
     loader: { type: "string", default: Bun.which("wrk") ? "wrk" : "fetch" },
+    // "bun" (default), "deno" (Deno beside Bun) or a list: "bun,deno".
+    runtime: { type: "string", default: "bun" },
   },
 });
+const RUNTIMES: ServerRuntime[] =
+  values.runtime === "deno"
+    ? ["bun", "deno"]
+    : [...new Set(values.runtime.split(",").map((r) => r.trim()))].map((r) => {
+        if (r !== "bun" && r !== "deno") throw new Error(`--runtime: expected bun or deno, got ${r}`);
+        return r;
+      });
+if (RUNTIMES.includes("deno") && !denoBinary())
+  throw new Error("--runtime deno: deno is not installed (npm install)");
 const STARTS = Number(values.starts);
 const SECONDS = Number(values.seconds);
 const ROUNDS = Number(values.rounds);
@@ -36,7 +51,7 @@ const median = (xs: number[]) => {
 const fmt = (n: number) => n.toFixed(1);
 
 /** A server process, timed from spawn until /healthz answers (fresh database, migrations included). */
-async function startPlatform() {
+async function startPlatform(runtime: ServerRuntime) {
   const t0 = performance.now();
   // The limits stay on (their cost is part of the hot path) but high enough never to refuse the load.
   const server = await startServerProcess(
@@ -45,7 +60,7 @@ async function startPlatform() {
       REQUESTS_PER_MINUTE_PER_USER: "100000000",
       REQUESTS_PER_MINUTE_PER_API_KEY: "100000000",
     },
-    { echoStderr: true },
+    { echoStderr: true, runtime },
   );
   for (;;) {
     const ok = await fetch(`${server.url}/healthz`).then(
@@ -153,62 +168,104 @@ end
 
 const load = LOADER === "wrk" ? loadWithWrk : loadWithFetch;
 
+interface Platform {
+  runtime: ServerRuntime;
+  server: Awaited<ReturnType<typeof startPlatform>>;
+  jwt: string;
+  key: string;
+}
+
+/** Answers what the load counts as success, or throws. */
+async function sanityCheck(url: string, token: string | null): Promise<void> {
+  const res = await fetch(`${url}/graphql`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify({ query: "{ me { id } }" }),
+  });
+  const text = await res.text();
+  if (!text.includes('"me":{"id"')) throw new Error(`unexpected answer from ${url}: ${text}`);
+}
+
 try {
-  const starts: number[] = [];
+  // Cold starts alternate between runtimes, so drift hits each the same way.
+  const starts = new Map<ServerRuntime, number[]>(RUNTIMES.map((r) => [r, []]));
   for (let i = 0; i < STARTS; i++) {
-    const server = await startPlatform();
-    starts.push(server.coldStartMs);
-    await server.stop();
+    for (const runtime of RUNTIMES) {
+      const server = await startPlatform(runtime);
+      starts.get(runtime)!.push(server.coldStartMs);
+      await server.stop();
+    }
   }
 
-  const platform = await startPlatform();
+  const platforms: Platform[] = [];
   const bare = await startBareYoga();
   try {
-    const reg = await platform.gql(
-      'mutation { register(email: "bench@example.com", password: "password123") { token } }',
-    );
-    const jwt = reg.register.token as string;
-    const key = (await platform.gql('mutation { createApiKey(name: "bench") { secret } }', {}, jwt))
-      .createApiKey.secret as string;
-    // A sanity check that each target answers what the load counts as success.
-    for (const [url, token] of [
-      [bare.url, null],
-      [platform.url, jwt],
-      [platform.url, key],
-    ] as const) {
-      const res = await fetch(`${url}/graphql`, {
-        method: "POST",
-        headers: {
-          "content-type": "application/json",
-          ...(token ? { authorization: `Bearer ${token}` } : {}),
-        },
-        body: JSON.stringify({ query: "{ me { id } }" }),
-      });
-      const text = await res.text();
-      if (!text.includes('"me":{"id"')) throw new Error(`unexpected answer from ${url}: ${text}`);
+    for (const runtime of RUNTIMES) {
+      const server = await startPlatform(runtime);
+      const reg = await server.gql(
+        'mutation { register(email: "bench@example.com", password: "password123") { token } }',
+      );
+      const jwt = reg.register.token as string;
+      const key = (await server.gql('mutation { createApiKey(name: "bench") { secret } }', {}, jwt))
+        .createApiKey.secret as string;
+      platforms.push({ runtime, server, jwt, key });
     }
+    await sanityCheck(bare.url, null);
+    for (const p of platforms) for (const token of [p.jwt, p.key]) await sanityCheck(p.server.url, token);
 
-    const cases = [
-      { name: "bare graphql-yoga { me { id } }", url: bare.url, query: "{ me { id } }", token: null },
-      { name: "platform { me { id } }, JWT", url: platform.url, query: "{ me { id } }", token: jwt },
-      { name: "platform { me { id } }, API key", url: platform.url, query: "{ me { id } }", token: key },
-      { name: "platform { __typename }, anonymous", url: platform.url, query: "{ __typename }", token: null },
-    ];
+    const bareCase = {
+      name: "bare graphql-yoga (bun) { me { id } }",
+      url: bare.url,
+      query: "{ me { id } }",
+      token: null,
+    };
+    const perRuntime = platforms.map((p) => ({
+      runtime: p.runtime,
+      cases: [
+        {
+          name: `platform (${p.runtime}) { me { id } }, JWT`,
+          url: p.server.url,
+          query: "{ me { id } }",
+          token: p.jwt,
+        },
+        {
+          name: `platform (${p.runtime}) { me { id } }, API key`,
+          url: p.server.url,
+          query: "{ me { id } }",
+          token: p.key,
+        },
+        {
+          name: `platform (${p.runtime}) { __typename }, anonymous`,
+          url: p.server.url,
+          query: "{ __typename }",
+          token: null,
+        },
+      ],
+    }));
+    const cases = [bareCase, ...perRuntime.flatMap((r) => r.cases)];
     // Warm-up (JIT, caches), discarded.
     for (const c of cases) await load(c.url, c.query, c.token);
     const results = new Map<string, LoadResult[]>(cases.map((c) => [c.name, []]));
     for (let r = 0; r < ROUNDS; r++)
       for (const c of cases) results.get(c.name)!.push(await load(c.url, c.query, c.token));
-    const rssMb = Number((await Bun.$`ps -o rss= -p ${platform.pid}`.text()).trim()) / 1024;
+    const rssMb = new Map<ServerRuntime, number>();
+    for (const p of platforms)
+      rssMb.set(p.runtime, Number((await Bun.$`ps -o rss= -p ${p.server.pid}`.text()).trim()) / 1024);
 
+    const denoVersion = RUNTIMES.includes("deno")
+      ? `, ${(await Bun.$`${denoBinary()!} --version`.text()).split("\n")[0]}`
+      : "";
     console.log(
-      `machine: ${navigator.hardwareConcurrency} cores, bun ${Bun.version}; load: ${LOADER}` +
+      `machine: ${navigator.hardwareConcurrency} cores, bun ${Bun.version}${denoVersion}; load: ${LOADER}` +
         `${LOADER === "wrk" ? " (1 thread)" : " (in-process fetch)"}, ${CONCURRENCY} connections, ` +
         `${ROUNDS} rounds of ${SECONDS} s, medians`,
     );
-    console.log(
-      `cold start (spawn -> healthy, fresh db + migrations): median ${fmt(median(starts))} ms over ${STARTS} (${starts.map(fmt).join(", ")})`,
-    );
+    for (const runtime of RUNTIMES) {
+      const xs = starts.get(runtime)!;
+      console.log(
+        `cold start on ${runtime} (spawn -> healthy, fresh db + migrations): median ${fmt(median(xs))} ms over ${STARTS} (${xs.map(fmt).join(", ")})`,
+      );
+    }
     const rps = new Map<string, number>();
     for (const c of cases) {
       const rs = results.get(c.name)!;
@@ -220,16 +277,21 @@ try {
           `p99 ${fmt(median(rs.map((x) => x.p99)))} ms, ${errors} errors (rounds: ${rs.map((x) => x.rps.toFixed(0)).join(", ")})`,
       );
     }
-    const base = rps.get(cases[0]!.name)!;
-    for (const c of cases.slice(1)) {
-      const ratio = rps.get(c.name)! / base;
-      const target = c.token ? " (target >= 0.80)" : "";
-      console.log(`ratio ${c.name} / bare: ${ratio.toFixed(2)}${target}`);
-    }
-    console.log(`platform RSS after load: ${fmt(rssMb)} MB`);
+    const base = rps.get(bareCase.name)!;
+    for (const { cases: own } of perRuntime)
+      for (const c of own) {
+        const target = c.token ? " (target >= 0.80)" : "";
+        console.log(`ratio ${c.name} / bare: ${(rps.get(c.name)! / base).toFixed(2)}${target}`);
+      }
+    if (perRuntime.length === 2)
+      for (let i = 0; i < perRuntime[0]!.cases.length; i++) {
+        const [a, b] = [perRuntime[0]!.cases[i]!, perRuntime[1]!.cases[i]!];
+        console.log(`ratio ${b.name} / ${a.name}: ${(rps.get(b.name)! / rps.get(a.name)!).toFixed(2)}`);
+      }
+    for (const [runtime, mb] of rssMb) console.log(`platform RSS on ${runtime} after load: ${fmt(mb)} MB`);
   } finally {
     await bare.stop();
-    await platform.stop();
+    for (const p of platforms) await p.server.stop();
   }
 } finally {
   rmSync(workDir, { recursive: true, force: true });
