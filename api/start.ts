@@ -106,6 +106,7 @@ export async function startServer(
       idleMs: config.agents.idleMs,
       maxLive: config.agents.maxLive,
       log,
+      fetchUnix: runtime.fetchUnix,
     });
   }
   // Every missing piece is named at once, so one look tells an operator all there is to fix.

@@ -11,7 +11,7 @@ import { type AgentEvent, LineSplitter } from "../events.ts";
 import type { ModelGateway, Upstream, Usage } from "../gateway.ts";
 import { AGENT_STATE_DIR } from "../opencode-command.ts";
 import type { PermissionReply, PermissionRule } from "../permissions.ts";
-import { OpencodeClient, OpencodeError } from "./opencode-client.ts";
+import { OpencodeClient, OpencodeError, type UnixFetch } from "./opencode-client.ts";
 import { AGENT_SOCKET_NAME, serverCommand } from "./server-command.ts";
 import { type RawEvent, TurnEvents } from "./turn-events.ts";
 
@@ -39,6 +39,8 @@ export interface BranchServerOptions {
   /** Title of the branch's conversation when it is created (spares the model a title request). */
   title: string;
   log: LiveLog;
+  /** HTTP over the server's unix socket (the runtime's). */
+  fetchUnix: UnixFetch;
 }
 
 /** What a turn runs: the branch's own conversation, or a request from an attached opencode client. */
@@ -112,7 +114,7 @@ export class BranchServer {
     private readonly token: string,
     private readonly password: string,
   ) {
-    this.client = new OpencodeClient(join(privateDir, AGENT_SOCKET_NAME), password);
+    this.client = new OpencodeClient(join(privateDir, AGENT_SOCKET_NAME), password, options.fetchUnix);
     this.exited = new Promise((resolve) => {
       this.markExited = resolve;
     });

@@ -1,7 +1,14 @@
-// HTTP to a live `opencode serve` through the unix socket its sandbox exposes (Bun's fetch dials unix
-// sockets with `unix:`; this is the one Bun-only call of the live agent). Every request carries the
-// server's own Basic credentials, which never leave the platform.
+// HTTP to a live `opencode serve` through the unix socket its sandbox exposes. Dialing a unix socket
+// is runtime-specific (Bun's fetch `unix:`, a Deno HttpClient), so it is handed in: the runtime port's
+// `fetchUnix` (api/runtime). Every request carries the server's own Basic credentials, which never
+// leave the platform.
 import { type RawEvent, SseParser } from "./turn-events.ts";
+
+/**
+ * fetch over a unix socket (the URL's host is ignored). Bodies come back as sent, never decompressed:
+ * the proxy forwards them unchanged.
+ */
+export type UnixFetch = (socketPath: string, url: string, init: RequestInit) => Promise<Response>;
 
 export class OpencodeError extends Error {
   constructor(
@@ -19,6 +26,7 @@ export class OpencodeClient {
   constructor(
     readonly socketPath: string,
     password: string,
+    private readonly dial: UnixFetch,
   ) {
     this.authorization = `Basic ${Buffer.from(`opencode:${password}`).toString("base64")}`;
   }
@@ -27,13 +35,7 @@ export class OpencodeClient {
   fetch(pathAndQuery: string, init: RequestInit = {}): Promise<Response> {
     const headers = new Headers(init.headers);
     headers.set("authorization", this.authorization);
-    return fetch(`http://opencode${pathAndQuery}`, {
-      ...init,
-      headers,
-      unix: this.socketPath,
-      // Bodies are passed on unchanged (the proxy forwards them), so no transparent decompression.
-      decompress: false,
-    } as RequestInit);
+    return this.dial(this.socketPath, `http://opencode${pathAndQuery}`, { ...init, headers });
   }
 
   /** JSON in, JSON out (null for 204); OpencodeError on a non-2xx answer. */

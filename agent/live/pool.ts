@@ -14,6 +14,7 @@ import {
   type TurnRequest,
   type TurnResult,
 } from "./branch-server.ts";
+import type { UnixFetch } from "./opencode-client.ts";
 
 export interface AgentPoolOptions {
   gateway: ModelGateway;
@@ -26,6 +27,8 @@ export interface AgentPoolOptions {
   /** Longest wait for a server to listen. */
   readyTimeoutMs?: number;
   log: LiveLog;
+  /** HTTP over a live server's unix socket: the runtime port's fetchUnix. */
+  fetchUnix: UnixFetch;
 }
 
 /** A branch's live sandbox, as the branch runtime hands it out. */
@@ -84,6 +87,7 @@ export class AgentPool implements PermissionReplier {
       readyTimeoutMs: this.options.readyTimeoutMs ?? 60_000,
       title,
       log: this.options.log,
+      fetchUnix: this.options.fetchUnix,
     });
     this.entries.set(branchId, fresh);
     this.starts++;

@@ -73,6 +73,9 @@ export const bunRuntime: Runtime = {
     hash: (password) => Bun.password.hash(password, { algorithm: "argon2id" }),
     verify: (password, hash) => Bun.password.verify(password, hash),
   },
+  // Bun's fetch dials unix sockets itself; `decompress: false` passes bodies on unchanged.
+  fetchUnix: (socketPath, url, init) =>
+    fetch(url, { ...init, unix: socketPath, decompress: false } as RequestInit),
   onShutdownSignal(handler) {
     const onTerm = () => handler("SIGTERM");
     const onInt = () => handler("SIGINT");

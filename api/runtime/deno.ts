@@ -13,6 +13,9 @@ interface DenoHttpServer {
   finished: Promise<void>;
   shutdown(): Promise<void>;
 }
+interface DenoHttpClient {
+  close(): void;
+}
 interface DenoNamespace {
   version: { deno: string };
   serve(
@@ -28,6 +31,7 @@ interface DenoNamespace {
     request: Request,
     options?: { protocol?: string; idleTimeout?: number },
   ): { socket: WebSocket; response: Response };
+  createHttpClient(options: { proxy: { transport: "unix"; path: string } }): DenoHttpClient;
   addSignalListener(signal: "SIGTERM" | "SIGINT", handler: () => void): void;
   removeSignalListener(signal: "SIGTERM" | "SIGINT", handler: () => void): void;
 }
@@ -148,6 +152,28 @@ function serve(options: ServeOptions): RunningServer {
   };
 }
 
+/** Live agents' sockets in use lately; the oldest client is closed past this many. */
+const MAX_UNIX_CLIENTS = 64;
+const unixClients = new Map<string, DenoHttpClient>();
+
+/**
+ * fetch through a Deno HttpClient whose transport is the unix socket (Deno sends the request line in
+ * absolute form, which opencode's Bun server takes). Deno decompresses only what it asked to have
+ * compressed: callers that pass bodies on send their own accept-encoding.
+ */
+function fetchUnix(socketPath: string, url: string, init: RequestInit): Promise<Response> {
+  let client = unixClients.get(socketPath);
+  if (client) unixClients.delete(socketPath);
+  else client = Deno.createHttpClient({ proxy: { transport: "unix", path: socketPath } });
+  unixClients.set(socketPath, client); // most recently used last
+  if (unixClients.size > MAX_UNIX_CLIENTS) {
+    const [oldest, stale] = unixClients.entries().next().value!;
+    unixClients.delete(oldest);
+    stale.close();
+  }
+  return fetch(url, { ...init, client } as RequestInit);
+}
+
 export const denoRuntime: Runtime = {
   name: `deno ${Deno?.version?.deno ?? "?"}`,
   serve,
@@ -156,6 +182,7 @@ export const denoRuntime: Runtime = {
     // A malformed stored hash is a failed login, never a crash.
     verify: (password, hash) => argon2Verify(hash, password).catch(() => false),
   },
+  fetchUnix,
   onShutdownSignal(handler) {
     const onTerm = () => handler("SIGTERM");
     const onInt = () => handler("SIGINT");

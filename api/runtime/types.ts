@@ -61,6 +61,11 @@ export interface Runtime {
   readonly name: string;
   serve(options: ServeOptions): RunningServer;
   password: PasswordHasher;
+  /**
+   * fetch over a unix socket (live agents' opencode servers; the URL's host is ignored). Response
+   * bodies come back as sent, never decompressed (the agent proxy forwards them).
+   */
+  fetchUnix(socketPath: string, url: string, init: RequestInit): Promise<Response>;
   /** Registers a handler for SIGTERM/SIGINT; returns an unregister function. */
   onShutdownSignal(handler: (signal: string) => void): () => void;
 }

@@ -8,9 +8,10 @@ import { join } from "node:path";
 import { createClient } from "@libsql/client";
 import { printSchema } from "graphql";
 import { schema } from "../../schema/index.ts";
+import { type FakeModel, startFakeModel } from "../../scripts/fake-model.ts";
 import { denoBinary, type ServerProcess, startServerProcess } from "../../scripts/lib/server-process.ts";
 import { connectRoom, eventually } from "../utils/collab.ts";
-import { isolationUnavailable } from "../utils/isolation.ts";
+import { agentUnavailable, isolationUnavailable } from "../utils/isolation.ts";
 import { codeOf, startTestServer, type TestServer } from "../utils/server.ts";
 import { collect, wsClient } from "../utils/ws.ts";
 
@@ -22,6 +23,7 @@ let dir: string;
 let dbUrl: string;
 let bun: TestServer;
 let deno: ServerProcess;
+let fake: FakeModel;
 
 beforeAll(async () => {
   if (noDeno) return;
@@ -29,8 +31,28 @@ beforeAll(async () => {
   dbUrl = `file:${join(dir, "shared.db")}`;
   const shared = { DATABASE_URL: dbUrl, JWT_SECRET: `deno-e2e-${crypto.randomUUID()}` };
   bun = await startTestServer(shared);
+  fake = startFakeModel({
+    apiKey: "sk-platform",
+    scenarios: [
+      {
+        match: "write",
+        steps: [
+          { tool: "write", args: { filePath: "/workspace/hello.txt", content: "hello from deno\n" } },
+          { text: "Written." },
+        ],
+      },
+    ],
+  });
   deno = await startServerProcess(
-    { NODE_ENV: "test", LOG_LEVEL: "warn", ...shared },
+    {
+      NODE_ENV: "test",
+      LOG_LEVEL: "warn",
+      AGENT_MODEL_BASE_URL: fake.baseURL,
+      AGENT_MODEL_API_KEY: "sk-platform",
+      AGENT_MODEL: "fake-model",
+      OUTBOUND_ALLOW_HOSTS: "127.0.0.1",
+      ...shared,
+    },
     { runtime: "deno", dataDir: join(dir, "deno-data") },
   );
 }, 60_000);
@@ -39,6 +61,7 @@ afterAll(async () => {
   if (noDeno) return;
   if (deno.proc.exitCode === null) await deno.stop();
   await bun?.close();
+  await fake?.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -249,6 +272,46 @@ test.skipIf(noDeno !== null || isolationUnavailable !== null)(
       await client.dispose();
     }
   },
+);
+
+test.skipIf(noDeno !== null || agentUnavailable !== null)(
+  `a prompt runs the live agent on Deno (its opencode server over a unix socket)${agentUnavailable ? ` (skipped: ${agentUnavailable})` : ""}`,
+  async () => {
+    const owner = await bun.signUp(email("agent"));
+    const session = await gql(
+      deno.url,
+      `mutation { createSession(input: { title: "agent" }) { mainBranch { id } } }`,
+      {},
+      owner.token,
+    );
+    const run = await gql(
+      deno.url,
+      `mutation($b: ID!) { prompt(branchId: $b, text: "please write") { id } }`,
+      { b: session.data.createSession.mainBranch.id },
+      owner.token,
+    );
+    expect(run.errors).toBeUndefined();
+    const client = wsClient(`${deno.url.replace(/^http/, "ws")}/graphql`, owner.token);
+    try {
+      const output = collect(
+        client,
+        `subscription($r: ID!) { runOutput(runId: $r) { __typename ... on AgentTextDelta { text }
+          ... on RunFinished { status snapshot { file(path: "hello.txt") { content } } } } }`,
+        { r: run.data.prompt.id },
+      );
+      const done = await output.until((r) => r.data?.runOutput?.__typename === "RunFinished", 50_000);
+      expect(done.data.runOutput).toEqual({
+        __typename: "RunFinished",
+        status: "SUCCEEDED",
+        snapshot: { file: { content: "hello from deno\n" } },
+      });
+      const kinds = output.results.map((r) => r.data?.runOutput?.__typename);
+      expect(kinds).toContain("AgentTextDelta");
+    } finally {
+      await client.dispose();
+    }
+  },
+  60_000,
 );
 
 denoTest("SIGTERM stops the Deno server gracefully, open sockets included", async () => {
