@@ -158,8 +158,9 @@ const unixClients = new Map<string, DenoHttpClient>();
 
 /**
  * fetch through a Deno HttpClient whose transport is the unix socket (Deno sends the request line in
- * absolute form, which opencode's Bun server takes). Deno decompresses only what it asked to have
- * compressed: callers that pass bodies on send their own accept-encoding.
+ * absolute form, which opencode's Bun server takes). Deno has no `decompress: false`: it decompresses
+ * a gzip answer to any accept-encoding but `identity` and keeps the content-encoding header, which a
+ * proxy would forward wrongly. Asking for `identity` leaves the body as sent (measured on 2.9.6).
  */
 function fetchUnix(socketPath: string, url: string, init: RequestInit): Promise<Response> {
   let client = unixClients.get(socketPath);
@@ -171,7 +172,9 @@ function fetchUnix(socketPath: string, url: string, init: RequestInit): Promise<
     unixClients.delete(oldest);
     stale.close();
   }
-  return fetch(url, { ...init, client } as RequestInit);
+  const headers = new Headers(init.headers);
+  headers.set("accept-encoding", "identity");
+  return fetch(url, { ...init, headers, client } as RequestInit);
 }
 
 export const denoRuntime: Runtime = {

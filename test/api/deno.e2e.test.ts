@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createClient } from "@libsql/client";
 import { printSchema } from "graphql";
+import { bunRuntime } from "../../api/runtime/bun.ts";
 import { schema } from "../../schema/index.ts";
 import { type FakeModel, startFakeModel } from "../../scripts/fake-model.ts";
 import { denoBinary, type ServerProcess, startServerProcess } from "../../scripts/lib/server-process.ts";
@@ -280,7 +281,7 @@ test.skipIf(noDeno !== null || agentUnavailable !== null)(
     const owner = await bun.signUp(email("agent"));
     const session = await gql(
       deno.url,
-      `mutation { createSession(input: { title: "agent" }) { mainBranch { id } } }`,
+      `mutation { createSession(input: { title: "agent" }) { mainBranch { id agentUrl } } }`,
       {},
       owner.token,
     );
@@ -307,11 +308,69 @@ test.skipIf(noDeno !== null || agentUnavailable !== null)(
       });
       const kinds = output.results.map((r) => r.data?.runOutput?.__typename);
       expect(kinds).toContain("AgentTextDelta");
+      // The agent proxy (opencode attach) reaches the same live server through Deno; bodies pass on as
+      // sent whatever the client accepts.
+      const { agentUrl } = session.data.createSession.mainBranch;
+      expect(agentUrl).toStartWith(deno.url);
+      for (const encoding of ["gzip, deflate, br", "identity"]) {
+        const sessions = await fetch(`${agentUrl}/session`, {
+          headers: { authorization: `Bearer ${owner.token}`, "accept-encoding": encoding },
+        });
+        expect(sessions.status).toBe(200);
+        const listed = (await sessions.json()) as { id: string }[];
+        expect(listed.length).toBeGreaterThan(0);
+      }
     } finally {
       await client.dispose();
     }
   },
   60_000,
+);
+
+denoTest(
+  "fetchUnix passes a compressed body on as sent, on Bun and on Deno (the agent proxy relies on it)",
+  async () => {
+    const socketPath = join(dir, "gzip.sock");
+    const gzipped = Bun.gzipSync("hello over a unix socket");
+    const upstream = Bun.serve({
+      unix: socketPath,
+      fetch: (request) =>
+        new Response(gzipped, {
+          headers: { "content-encoding": "gzip", "x-path": new URL(request.url).pathname },
+        }),
+    });
+    try {
+      const init = { headers: { "accept-encoding": "gzip, br" } };
+      const onBun = await bunRuntime.fetchUnix(socketPath, "http://opencode/a/b?c=1", init);
+      expect(onBun.headers.get("x-path")).toBe("/a/b");
+      expect(new Uint8Array(await onBun.arrayBuffer())).toEqual(gzipped);
+
+      const script = join(dir, "fetch-unix.ts");
+      await Bun.write(
+        script,
+        `import { denoRuntime } from ${JSON.stringify(join(import.meta.dir, "../../api/runtime/deno.ts"))};
+const res = await denoRuntime.fetchUnix(${JSON.stringify(socketPath)}, "http://opencode/a/b?c=1", ${JSON.stringify(init)});
+console.log(JSON.stringify({ path: res.headers.get("x-path"), body: [...new Uint8Array(await res.arrayBuffer())] }));`,
+      );
+      const run = Bun.spawn(
+        [denoBinary()!, "run", "-A", "--config", join(import.meta.dir, "../../deno.json"), script],
+        {
+          cwd: join(import.meta.dir, "../.."),
+          stderr: "pipe",
+        },
+      );
+      const [out, err] = await Promise.all([
+        new Response(run.stdout).text(),
+        new Response(run.stderr).text(),
+      ]);
+      expect({ code: await run.exited, err }).toEqual({ code: 0, err: "" });
+      const onDeno = JSON.parse(out);
+      expect(onDeno.path).toBe("/a/b");
+      expect(new Uint8Array(onDeno.body)).toEqual(gzipped);
+    } finally {
+      upstream.stop(true);
+    }
+  },
 );
 
 denoTest("SIGTERM stops the Deno server gracefully, open sockets included", async () => {
