@@ -97,6 +97,11 @@ denoTest("/healthz, GraphiQL and /schema.graphql are served by Deno", async () =
   expect(body).toMatchObject({ ok: true, database: true, provider: "local" });
   expect(body.runtime).toMatch(/^deno 2\./);
   expect(["bubblewrap", "none"]).toContain(body.isolation);
+  // The local provider finds on Deno what it finds on Bun on this machine (bubblewrap, overlay or
+  // copy workspaces, writable cgroups): nothing is refused or degraded on Deno alone.
+  const onBun = await (await fetch(`${bun.url}/healthz`)).json();
+  expect(body.providers).toEqual(onBun.providers);
+  expect(body.warnings).toEqual(onBun.warnings);
 
   const graphiql = await fetch(`${deno.url}/graphql`, { headers: { accept: "text/html" } });
   expect(graphiql.status).toBe(200);
@@ -239,38 +244,78 @@ denoTest("stock y-websocket clients sync a chat room on Deno; tree.svg is drawn"
   expect(await svg.text()).toContain("<svg");
 });
 
-test.skipIf(noDeno !== null || isolationUnavailable !== null)(
-  `a command runs in a bubblewrap sandbox of the local provider on Deno${isolationUnavailable ? ` (skipped: ${isolationUnavailable})` : ""}`,
+/** A command in a fresh session on a Deno server: its output, its snapshot, its cgroup's CPU time. */
+async function execOnDeno(base: string, token: string) {
+  const session = await gql(
+    base,
+    `mutation($f: JSON) { createSession(input: { title: "run", files: $f }) { mainBranch { id } } }`,
+    { f: { "a.txt": "from deno" } },
+    token,
+  );
+  expect(session.errors).toBeUndefined();
+  const run = await gql(
+    base,
+    `mutation($b: ID!) { exec(branchId: $b, command: "cat a.txt; echo; echo written > b.txt; test -e /work/main && echo seen || echo hidden") { id } }`,
+    { b: session.data.createSession.mainBranch.id },
+    token,
+  );
+  expect(run.errors).toBeUndefined();
+  const client = wsClient(`${base.replace(/^http/, "ws")}/graphql`, token);
+  try {
+    const output = collect(
+      client,
+      `subscription($r: ID!) { runOutput(runId: $r) { ... on RunOutputChunk { text }
+        ... on RunFinished { status exitCode snapshot { file(path: "b.txt") { content } } } } }`,
+      { r: run.data.exec.id },
+    );
+    const done = await output.until((r) => r.data?.runOutput?.status !== undefined, 20_000);
+    expect(done.data.runOutput).toEqual({
+      status: "SUCCEEDED",
+      exitCode: 0,
+      snapshot: { file: { content: "written\n" } },
+    });
+    // The host's files (this checkout) are not in the sandbox (bubblewrap).
+    expect(output.results.map((r) => r.data?.runOutput?.text ?? "").join("")).toBe("from deno\nhidden\n");
+    // CPU time comes from the run's cgroup, where this machine lets the server create one.
+    const health = await (await fetch(`${base}/healthz`)).json();
+    const cgroups = !health.warnings.some((w: string) => w.includes("cgroups"));
+    const measured = await gql(
+      base,
+      `query($r: ID!) { run(id: $r) { cpuMs } }`,
+      { r: run.data.exec.id },
+      token,
+    );
+    if (cgroups) expect(measured.data.run.cpuMs).toBeGreaterThanOrEqual(0);
+    return health;
+  } finally {
+    await client.dispose();
+  }
+}
+
+const isolatedDenoTest = test.skipIf(noDeno !== null || isolationUnavailable !== null);
+const isolationSkipped = isolationUnavailable ? ` (skipped: ${isolationUnavailable})` : "";
+
+isolatedDenoTest(
+  `a command runs in a bubblewrap sandbox of the local provider on Deno${isolationSkipped}`,
   async () => {
     const owner = await bun.signUp(email("exec"));
-    const session = await gql(
-      deno.url,
-      `mutation($f: JSON) { createSession(input: { title: "run", files: $f }) { mainBranch { id } } }`,
-      { f: { "a.txt": "from deno" } },
-      owner.token,
+    await execOnDeno(deno.url, owner.token);
+  },
+);
+
+isolatedDenoTest(
+  `copy workspaces work on Deno too (SANDBOX_WORKSPACES=copy)${isolationSkipped}`,
+  async () => {
+    const copy = await startServerProcess(
+      { NODE_ENV: "test", LOG_LEVEL: "warn", SANDBOX_WORKSPACES: "copy" },
+      { runtime: "deno", dataDir: join(dir, "deno-copy") },
     );
-    expect(session.errors).toBeUndefined();
-    const branchId: string = session.data.createSession.mainBranch.id;
-    const run = await gql(
-      deno.url,
-      `mutation($b: ID!) { exec(branchId: $b, command: "cat a.txt; ls /home 2>&1 | wc -l") { id } }`,
-      { b: branchId },
-      owner.token,
-    );
-    expect(run.errors).toBeUndefined();
-    const client = wsClient(`${deno.url.replace(/^http/, "ws")}/graphql`, owner.token);
     try {
-      const output = collect(
-        client,
-        `subscription($r: ID!) { runOutput(runId: $r) { ... on RunOutputChunk { text } ... on RunFinished { status exitCode } } }`,
-        { r: run.data.exec.id },
-      );
-      const done = await output.until((r) => r.data?.runOutput?.status !== undefined, 20_000);
-      expect(done.data.runOutput).toEqual({ status: "SUCCEEDED", exitCode: 0 });
-      const text = output.results.map((r) => r.data?.runOutput?.text ?? "").join("");
-      expect(text).toContain("from deno");
+      const { register } = await copy.gql(REGISTER, { e: email("copy"), p: "copy password 1" });
+      const health = await execOnDeno(copy.url, register.token);
+      expect(health).toMatchObject({ isolation: "bubblewrap", workspaces: "copy" });
     } finally {
-      await client.dispose();
+      await copy.stop();
     }
   },
 );
