@@ -244,6 +244,42 @@ denoTest("stock y-websocket clients sync a chat room on Deno; tree.svg is drawn"
   expect(await svg.text()).toContain("<svg");
 });
 
+denoTest(
+  "limits hold on Deno: an oversized body is a 413 (declared or chunked), an oversized socket message 1009",
+  async () => {
+    const big = new TextEncoder().encode(
+      JSON.stringify({ query: "{ __typename }", variables: { x: "a".repeat(2 * 1024 * 1024) } }),
+    );
+    const post = (body: BodyInit) =>
+      fetch(`${deno.url}/graphql`, { method: "POST", headers: { "content-type": "application/json" }, body });
+    const declared = await post(big);
+    expect(declared.status).toBe(413);
+    expect(codeOf(await declared.json())).toBe("PAYLOAD_TOO_LARGE");
+    // Deno.serve has no transport cap: the app's own check stops reading a chunked body at its limit.
+    const chunked = await post(
+      new ReadableStream({
+        start(controller) {
+          for (let i = 0; i < big.length; i += 16_384) controller.enqueue(big.slice(i, i + 16_384));
+          controller.close();
+        },
+      }),
+    );
+    expect(chunked.status).toBe(413);
+    expect(codeOf(await chunked.json())).toBe("PAYLOAD_TOO_LARGE");
+
+    // A message larger than any socket may take (largest room or body, plus framing) closes it.
+    const socket = new WebSocket(`${deno.url.replace(/^http/, "ws")}/graphql`, "graphql-transport-ws");
+    const closed = new Promise<number>((resolve) => {
+      socket.onclose = (event) => resolve(event.code);
+    });
+    await new Promise((resolve) => {
+      socket.onopen = resolve;
+    });
+    socket.send("x".repeat(8 * 1024 * 1024));
+    expect(await closed).toBe(1009);
+  },
+);
+
 /** A command in a fresh session on a Deno server: its output, its snapshot, its cgroup's CPU time. */
 async function execOnDeno(base: string, token: string) {
   const session = await gql(
