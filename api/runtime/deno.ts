@@ -73,7 +73,7 @@ function adapt(socket: WebSocket, handler: SocketHandler): SocketLike {
 function serve(options: ServeOptions): RunningServer {
   // options.maxRequestBodySize has no Deno.serve counterpart: the app's own, tighter limit applies
   // (it refuses on Content-Length at once and stops reading a chunked body at its limit). Incoming
-  // WebSocket messages are capped below, after Deno has read them (its own frame limit is 64 MiB).
+  // WebSocket messages are capped below, once Deno has read them (Deno has no per-socket option).
   const maxMessage = options.maxSocketMessageBytes ?? 16 * 1024 * 1024;
   const sockets = new Set<WebSocket>();
 
