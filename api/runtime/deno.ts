@@ -93,7 +93,13 @@ function serve(options: ServeOptions): RunningServer {
     socket.onopen = () => handler.open(adapted);
     socket.onmessage = (event: MessageEvent) => {
       const data = event.data;
-      const size = typeof data === "string" ? data.length : (data as ArrayBuffer).byteLength;
+      const size =
+        typeof data !== "string"
+          ? (data as ArrayBuffer).byteLength
+          : // UTF-8 takes at most 3 bytes per UTF-16 unit: only a long text is measured exactly.
+            data.length * 3 <= maxMessage
+            ? data.length
+            : new TextEncoder().encode(data).byteLength;
       // Deno has no per-socket message cap: apply the app's (Bun closes with 1009 the same way).
       if (size > maxMessage) {
         adapted.close(1009, "Message too big");
