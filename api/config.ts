@@ -51,6 +51,8 @@ export interface Config {
   };
   /** Runs executing at once on this instance (runs on one branch always queue). */
   maxParallelRuns: number;
+  /** Worker threads computing diff patches off the event loop. */
+  diffWorkers: number;
   /** Storage quotas (bytes of snapshot content kept), creation caps and the host's free-disk floor. */
   quota: {
     sessionBytes: number;
@@ -74,8 +76,6 @@ export interface Config {
     | { kind: "upstash"; url: string; token: string };
   /** Prefix of every Redis/Upstash key; bus topics keep at least `retentionEvents` for `retentionMs` idle. */
   sharedKeys: { prefix: string; busRetentionMs: number; busRetentionEvents: number };
-  /** Worker threads computing diff patches off the event loop. */
-  diffWorkers: number;
   /** Key material for sealing per-user secrets (SECRETS_KEY); null: derived from the JWT secret. */
   secretsKey: string | undefined;
   /**
@@ -323,6 +323,7 @@ export function loadConfig(env: Env = process.env): Config {
       minFreeDiskBytes,
     },
     maxParallelRuns: int(env, "RUNS_MAX_PARALLEL", 4, 1, 1000),
+    diffWorkers: int(env, "DIFF_WORKERS", 2, 1, 64),
     // Sized for a shared host with a 50 GB disk: a few active users fit, and the floor keeps the
     // database and logs writable whatever they do.
     quota: {
@@ -340,7 +341,6 @@ export function loadConfig(env: Env = process.env): Config {
       busRetentionMs: int(env, "BUS_RETENTION_MS", 10 * 60_000, 1000, 7 * 24 * 3600_000),
       busRetentionEvents: int(env, "BUS_RETENTION_EVENTS", 1000, 10, 10_000_000),
     },
-    diffWorkers: int(env, "DIFF_WORKERS", 2, 1, 64),
     collabUnloadGraceMs: int(env, "COLLAB_UNLOAD_GRACE_MS", 2000, 0, 3_600_000),
     collabMaxFileBytes: int(env, "COLLAB_MAX_FILE_BYTES", 1024 * 1024, 1, 64 * 1024 * 1024),
     collabFileFlushMs: int(env, "COLLAB_FILE_FLUSH_MS", 300, 0, 60_000),

@@ -250,6 +250,8 @@ export async function startServer(
       64 * 1024,
   });
   const url = `http://${server.hostname.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
+  // PORT=0 (tests, benchmarks) picks the port now: links handed out (agentUrl, share links) use it.
+  if (/:0\/?$/.test(services.publicUrl)) services.publicUrl = url;
   log.info("listening", {
     url,
     graphql: `${url}/graphql`,
