@@ -70,7 +70,9 @@ export const sessions = sqliteTable(
     /** Set once the main branch exists (right after the session row). */
     mainBranchId: text("main_branch_id"),
     /** How the agent's tool calls are approved: ALLOW (unattended) or ASK (answerPermission). */
-    agentPermissions: text("agent_permissions", { enum: ["ALLOW", "ASK"] }).notNull().default("ALLOW"),
+    agentPermissions: text("agent_permissions", { enum: ["ALLOW", "ASK"] })
+      .notNull()
+      .default("ALLOW"),
     rootSnapshotId: text("root_snapshot_id"),
     createdAt: createdAt(),
   },
