@@ -12,6 +12,7 @@ import {
   readConversation,
 } from "../agent/conversation.ts";
 import type { SnapshotRow } from "../db/schema.ts";
+import { limiter } from "../sandbox/concurrency.ts";
 import { FileTooLargeError, SandboxError } from "../sandbox/provider.ts";
 import { providerOf } from "./branch.ts";
 import type { Context } from "./context.ts";
@@ -34,19 +35,7 @@ const cache = new LRUCache<string, Conversation | typeof NONE>({
   sizeCalculation: (value) => conversationWeight(value === NONE ? null : value),
 });
 const reading = new Map<string, Promise<Conversation | null>>();
-let active = 0;
-const waiting: (() => void)[] = [];
-
-async function limited<T>(work: () => Promise<T>): Promise<T> {
-  if (active >= PARALLEL_READS) await new Promise<void>((resolve) => waiting.push(resolve));
-  active++;
-  try {
-    return await work();
-  } finally {
-    active--;
-    waiting.shift()?.();
-  }
-}
+const limited = limiter(PARALLEL_READS);
 
 /** The agent's conversation as the snapshot holds it: its latest `last` messages (null: none held). */
 export async function snapshotConversation(

@@ -2,6 +2,8 @@
 // capped, and directories of any size paged by path. A sandbox's user controls its files (a sparse
 // 900 MB file costs them nothing; so does a directory of 150,000 entries), so every size here is
 // checked against what the server will hold, not what the client asked for.
+
+import { limiter } from "../sandbox/concurrency.ts";
 import { utf8Text } from "../sandbox/diff.ts";
 import {
   type FileEntry,
@@ -50,19 +52,7 @@ export function toFileContent(path: string, data: Uint8Array | null): FileConten
   return { path, content: Buffer.from(data).toString("base64"), encoding: "base64", size: data.byteLength };
 }
 
-let active = 0;
-const waiting: (() => void)[] = [];
-
-async function limited<T>(work: () => Promise<T>): Promise<T> {
-  if (active >= PARALLEL_READS) await new Promise<void>((resolve) => waiting.push(resolve));
-  active++;
-  try {
-    return await work();
-  } finally {
-    active--;
-    waiting.shift()?.();
-  }
-}
+const limited = limiter(PARALLEL_READS);
 
 /** Bytes of files each operation has read so far. */
 const readSoFar = new WeakMap<Context, number>();

@@ -5,6 +5,7 @@ import { readlinkSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import * as fs from "node:fs/promises";
 import { join } from "node:path";
+import { limiter } from "../concurrency.ts";
 import { type Manifest, type ManifestDelta, type ManifestEntry, parentOf } from "../manifest.ts";
 import { excessBytes, releaseExcess } from "./allocation.ts";
 import {
@@ -12,7 +13,6 @@ import {
   type Dir,
   type DirEntry,
   isGone,
-  limiter,
   openDirBeneath,
   openEntry,
   openParentBeneath,
