@@ -11,7 +11,7 @@ import { sessionTreeSvg } from "../resolvers/tree-svg.ts";
 import { createAgentProxy } from "./agent-proxy.ts";
 import type { Authenticator } from "./auth/authenticate.ts";
 import type { Config } from "./config.ts";
-import { createContext } from "./context.ts";
+import { createContext, createInheritingContext } from "./context.ts";
 import { createErrorMasker, errorResponse, requestScope, useErrorCodes, withErrorBody } from "./errors.ts";
 import { createGraphQLWebSocket, GRAPHQL_WS_PROTOCOL } from "./graphql-ws.ts";
 import { createRequestLimiter, limitBody } from "./limits.ts";
@@ -32,12 +32,11 @@ export interface App {
   close(): Promise<void>;
 }
 
-/** Server context handed to yoga per request; yoga merges it into its context factory's input. */
-interface ServerContext {
-  viewer: Viewer | null;
-  clientAddress: string;
-  requestId: string;
-}
+/**
+ * Server context handed to yoga per request: over HTTP the whole Context (services inherited, see
+ * createInheritingContext); over graphql-ws only the request's facts, which the context factory builds on.
+ */
+type ServerContext = Pick<Context, "viewer" | "clientAddress" | "requestId"> & Partial<Context>;
 
 const DEFAULT_QUERY = `# Welcome to opencode.cloud.
 # 1. Run the register (or login) mutation below.
@@ -71,16 +70,23 @@ export function createApp(deps: AppDeps): App {
     schema,
     graphqlEndpoint: "/graphql",
     landingPage: false,
+    // limitBody (api/limits.ts) caps every body before yoga sees it; yoga's own cap would pipe each
+    // body through a counting TransformStream and a new Request, the largest share of the hot path.
+    maxRequestBodySize: false,
     // GraphiQL is bundled (no CDN), so it works offline; subscriptions in it use graphql-ws. The bundle
     // is ~18 MB of JavaScript (~75 MB resident, ~75 ms to load), so it loads on the first page view.
     renderGraphiQL: async (options) =>
       (await import("@graphql-yoga/render-graphiql")).renderGraphiQL(options),
     graphiql: { title: "opencode.cloud", subscriptionsProtocol: "WS", defaultQuery: DEFAULT_QUERY },
-    context: ({ viewer, clientAddress, requestId }) =>
-      createContext(services, { viewer, clientAddress, requestId }),
+    // HTTP requests arrive with their context built already (nothing to add); graphql-ws passes facts.
+    context: (initial) => (initial.loaders ? ({} as Context) : createContext(services, initial)),
     maskedErrors: { maskError: (error) => maskError(error) },
     logging: {
-      debug: (...args) => log.debug(String(args[0]), { args: args.slice(1).map(String) }),
+      // Yoga logs at debug several times a request: skipped outright unless debug logs are on.
+      debug:
+        config.logLevel === "debug"
+          ? (...args) => log.debug(String(args[0]), { args: args.slice(1).map(String) })
+          : () => {},
       info: (...args) => log.info(String(args[0])),
       warn: (...args) => log.warn(String(args[0])),
       // Client errors (GraphQLError) are expected traffic; unexpected ones are logged by the masker.
@@ -147,7 +153,7 @@ export function createApp(deps: AppDeps): App {
       // False: a revocation from another instance just arrived, so the credential is checked again.
       if (viewer && !(await limitRequests.check(viewer, applied)))
         viewer = await auth.fromAuthorizationHeader(request.headers.get("authorization"));
-      return yoga.fetch(limited, { viewer, clientAddress, requestId });
+      return yoga.fetch(limited, createInheritingContext(services, { viewer, clientAddress, requestId }));
     }
     const tree = /^\/sessions\/([^/]+)\/tree\.svg$/.exec(url.pathname);
     if (tree && request.method === "GET") {

@@ -42,31 +42,95 @@ function grouped<T>(load: (keys: string[]) => Promise<T[]>, keyOf: (row: T) => s
   });
 }
 
-export function createLoaders(db: Db, viewerId: string | null) {
-  return {
-    user: byId<UserRow>((ids) => db.select().from(users).where(inArray(users.id, ids))),
-    session: byId<SessionRow>((ids) => db.select().from(sessions).where(inArray(sessions.id, ids))),
-    branch: byId<BranchRow>((ids) => db.select().from(branches).where(inArray(branches.id, ids))),
-    snapshot: byId<SnapshotRow>((ids) => db.select().from(snapshots).where(inArray(snapshots.id, ids))),
-    run: byId<RunRow>((ids) => db.select().from(runs).where(inArray(runs.id, ids))),
-    exploration: byId<ExplorationRow>((ids) =>
+/**
+ * The loaders of one request, each created on first access: most requests touch one or two of them
+ * (`{ me { id } }` only `user`), and a dozen DataLoaders built per request were a measurable share of
+ * the hot path. The viewer's own row, when known, is primed into `user` as that loader is created.
+ */
+export class Loaders {
+  #user?: DataLoader<string, UserRow | null>;
+  #session?: DataLoader<string, SessionRow | null>;
+  #branch?: DataLoader<string, BranchRow | null>;
+  #snapshot?: DataLoader<string, SnapshotRow | null>;
+  #run?: DataLoader<string, RunRow | null>;
+  #exploration?: DataLoader<string, ExplorationRow | null>;
+  #branchesOfSession?: DataLoader<string, BranchRow[]>;
+  #childrenOfSnapshot?: DataLoader<string, SnapshotRow[]>;
+  #membersOfSession?: DataLoader<string, (typeof members.$inferSelect)[]>;
+  #role?: DataLoader<string, Role | null>;
+
+  constructor(
+    private readonly db: Db,
+    private readonly viewerId: string | null,
+    private readonly viewerRow: UserRow | null = null,
+  ) {}
+
+  get user() {
+    if (!this.#user) {
+      const db = this.db;
+      this.#user = byId<UserRow>((ids) => db.select().from(users).where(inArray(users.id, ids)));
+      if (this.viewerId && this.viewerRow) this.#user.prime(this.viewerId, this.viewerRow);
+    }
+    return this.#user;
+  }
+  get session() {
+    const db = this.db;
+    this.#session ??= byId<SessionRow>((ids) => db.select().from(sessions).where(inArray(sessions.id, ids)));
+    return this.#session;
+  }
+  get branch() {
+    const db = this.db;
+    this.#branch ??= byId<BranchRow>((ids) => db.select().from(branches).where(inArray(branches.id, ids)));
+    return this.#branch;
+  }
+  get snapshot() {
+    const db = this.db;
+    this.#snapshot ??= byId<SnapshotRow>((ids) =>
+      db.select().from(snapshots).where(inArray(snapshots.id, ids)),
+    );
+    return this.#snapshot;
+  }
+  get run() {
+    const db = this.db;
+    this.#run ??= byId<RunRow>((ids) => db.select().from(runs).where(inArray(runs.id, ids)));
+    return this.#run;
+  }
+  get exploration() {
+    const db = this.db;
+    this.#exploration ??= byId<ExplorationRow>((ids) =>
       db.select().from(explorations).where(inArray(explorations.id, ids)),
-    ),
-    branchesOfSession: grouped(
+    );
+    return this.#exploration;
+  }
+  get branchesOfSession() {
+    const db = this.db;
+    this.#branchesOfSession ??= grouped(
       (ids) => db.select().from(branches).where(inArray(branches.sessionId, ids)).orderBy(branches.createdAt),
       (b) => b.sessionId,
-    ),
-    childrenOfSnapshot: grouped(
+    );
+    return this.#branchesOfSession;
+  }
+  get childrenOfSnapshot() {
+    const db = this.db;
+    this.#childrenOfSnapshot ??= grouped(
       (ids) =>
         db.select().from(snapshots).where(inArray(snapshots.parentId, ids)).orderBy(snapshots.createdAt),
       (s) => s.parentId!,
-    ),
-    membersOfSession: grouped(
+    );
+    return this.#childrenOfSnapshot;
+  }
+  get membersOfSession() {
+    const db = this.db;
+    this.#membersOfSession ??= grouped(
       (ids) => db.select().from(members).where(inArray(members.sessionId, ids)).orderBy(members.createdAt),
       (m) => m.sessionId,
-    ),
-    /** The viewer's role in each session (null: not a member). */
-    role: new DataLoader<string, Role | null>(async (sessionIds) => {
+    );
+    return this.#membersOfSession;
+  }
+  /** The viewer's role in each session (null: not a member). */
+  get role() {
+    const { db, viewerId } = this;
+    this.#role ??= new DataLoader<string, Role | null>(async (sessionIds) => {
       if (!viewerId) return sessionIds.map(() => null);
       const rows = await db
         .select({ sessionId: members.sessionId, role: members.role })
@@ -74,8 +138,11 @@ export function createLoaders(db: Db, viewerId: string | null) {
         .where(and(eq(members.userId, viewerId), inArray(members.sessionId, [...sessionIds])));
       const map = new Map(rows.map((r) => [r.sessionId, r.role]));
       return sessionIds.map((id) => map.get(id) ?? null);
-    }),
-  };
+    });
+    return this.#role;
+  }
 }
 
-export type Loaders = ReturnType<typeof createLoaders>;
+export function createLoaders(db: Db, viewerId: string | null, viewerRow: UserRow | null = null): Loaders {
+  return new Loaders(db, viewerId, viewerRow);
+}
