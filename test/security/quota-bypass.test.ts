@@ -15,6 +15,7 @@ import * as fs from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { watchWrites } from "../../sandbox/local/write-meter.ts";
+import { errorOf, type Gql, newSession, run as runPolling, userOf } from "../utils/quota-user.ts";
 import { startTestServer, type TestServer } from "../utils/server.ts";
 
 const MB = 1024 * 1024;
@@ -24,52 +25,14 @@ const LIMITS = {
   QUOTA_USER_BYTES: "20mb",
   RUNS_MAX_PARALLEL: "2",
 };
+/** These attacks run longer than ordinary commands: wait up to 5 minutes for a run to end. */
+const run = (ok: Gql, branchId: string, command: string) => runPolling(ok, branchId, command, 6000);
 /** Charged per entry besides content (README, Quotas). */
 const ENTRY = 256;
 const BLOCK = 4096;
 
-type Gql = (query: string, variables?: Record<string, unknown>) => Promise<any>;
-
-async function userOf(server: TestServer) {
-  const { token, userId } = await server.signUp();
-  const raw = (query: string, variables: Record<string, unknown> = {}) => server.gql(query, variables, token);
-  const ok: Gql = async (query, variables = {}) => {
-    const res = await raw(query, variables);
-    if (res.errors) throw new Error(JSON.stringify(res.errors));
-    return res.data!;
-  };
-  return { token, userId, raw, ok };
-}
-
-async function newSession(ok: Gql, files: Record<string, string> = {}) {
-  return (
-    await ok(
-      `mutation($f: JSON) { createSession(input: { title: "bypass", files: $f }) { id mainBranch { id head { id } } } }`,
-      { f: files },
-    )
-  ).createSession as { id: string; mainBranch: { id: string; head: { id: string } } };
-}
-
-async function run(ok: Gql, branchId: string, command: string) {
-  const { exec } = await ok(`mutation($b: ID!, $c: String!) { exec(branchId: $b, command: $c) { id } }`, {
-    b: branchId,
-    c: command,
-  });
-  for (let i = 0; i < 6000; i++) {
-    const { run } = await ok(
-      `query($r: ID!) { run(id: $r) { status exitCode killedBy errorCode error output snapshot { id addedBytes } } }`,
-      { r: exec.id },
-    );
-    if (!["QUEUED", "RUNNING"].includes(run.status)) return run;
-    await Bun.sleep(50);
-  }
-  throw new Error("run did not finish");
-}
-
 const storageOf = async (ok: Gql, sessionId: string): Promise<number> =>
   (await ok(`query($s: ID!) { session(id: $s) { storageBytes } }`, { s: sessionId })).session.storageBytes;
-
-const errorOf = (res: { errors?: { extensions?: Record<string, unknown> }[] }) => res.errors?.[0]?.extensions;
 
 /** Disk space allocated under `dir` (st_blocks, each inode once): what is really kept, sparse or not. */
 async function allocated(dir: string): Promise<number> {
@@ -113,7 +76,7 @@ describe.each(["auto", "copy"])("space reserved past a file's end (%s workspaces
 
   test("fallocate --keep-size past the cap stops the command; nothing is kept or charged", async () => {
     const { ok } = await userOf(server);
-    const s = await newSession(ok, { "a.txt": "x" });
+    const s = await newSession(ok, { "a.txt": "x" }, "bypass");
     const charged = await storageOf(ok, s.id);
     const before = await allocated(server.dataDir);
 
@@ -148,7 +111,7 @@ describe.each(["auto", "copy"])("space reserved past a file's end (%s workspaces
 
   test("space reserved under the cap is given back before a snapshot keeps the file", async () => {
     const { ok } = await userOf(server);
-    const s = await newSession(ok);
+    const s = await newSession(ok, {}, "bypass");
     const before = await allocated(server.dataDir);
     // Three runs of 6 MB reserved each: 18 MB would be kept, over the session's 12 MB, if layers or
     // live workspaces kept the reservation. Each run is under the 8 MB cap, so each succeeds.
@@ -175,7 +138,7 @@ test("a command is stopped when the disk falls below the server's free-disk floo
   });
   try {
     const { ok } = await userOf(server);
-    const s = await newSession(ok);
+    const s = await newSession(ok, {}, "bypass");
     const res = await run(ok, s.mainBranch.id, "touch f && fallocate -n -l 1G f; sleep 30; echo finished");
     expect(res).toMatchObject({ status: "FAILED", errorCode: "QUOTA_EXCEEDED", snapshot: null });
     expect(res.output).not.toContain("finished");
@@ -220,7 +183,7 @@ describe("symlinks, empty files and directories are charged", () => {
 
   test("the review's attack: 40,000 symlinks with 4,000-byte targets stop at the cap, nothing kept", async () => {
     const { ok } = await userOf(server);
-    const s = await newSession(ok);
+    const s = await newSession(ok, {}, "bypass");
     const before = await allocated(server.dataDir);
     const res = await run(
       ok,
@@ -240,7 +203,7 @@ describe("symlinks, empty files and directories are charged", () => {
 
   test("150,000 empty files in one run stop at the cap", async () => {
     const { ok } = await userOf(server);
-    const s = await newSession(ok);
+    const s = await newSession(ok, {}, "bypass");
     const before = await allocated(server.dataDir);
     const res = await run(
       ok,
@@ -259,7 +222,7 @@ describe("symlinks, empty files and directories are charged", () => {
 
   test("entries under the cap are charged: links their target, directories their block, and the quota ends it", async () => {
     const { ok } = await userOf(server);
-    const s = await newSession(ok);
+    const s = await newSession(ok, {}, "bypass");
     const b = s.mainBranch.id;
 
     // 800 links with 4,000-byte targets: about 6.7 MB charged (entry, path, target in the listing, and
@@ -307,7 +270,7 @@ test("a run that changes nothing pays for the listing when the store keeps it wh
   const server = await startTestServer(LIMITS);
   try {
     const { ok } = await userOf(server);
-    const s = await newSession(ok);
+    const s = await newSession(ok, {}, "bypass");
     const b = s.mainBranch.id;
     const target = "t".repeat(2000);
     const links = await run(ok, b, `T=${target}; for i in $(seq 1 300); do ln -s "$T$i" l$i; done`);
@@ -342,7 +305,7 @@ describe("a snapshot holds a bounded number of entries", () => {
 
   test("a run past the cap is stopped typed; a write past it is refused typed", async () => {
     const { ok, raw } = await userOf(server);
-    const s = await newSession(ok);
+    const s = await newSession(ok, {}, "bypass");
     const b = s.mainBranch.id;
     const over = await run(ok, b, "for i in $(seq 1 1200); do echo > f$i; done; echo finished");
     expect(over).toMatchObject({

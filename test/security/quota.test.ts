@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs/promises";
 import { join } from "node:path";
+import { errorOf, type Gql, newSession, run, userOf } from "../utils/quota-user.ts";
 import { startTestServer, type TestServer } from "../utils/server.ts";
 
 const MB = 1024 * 1024;
@@ -17,45 +18,6 @@ const LIMITS = {
   QUOTA_SESSION_BRANCHES: "3",
   RUNS_MAX_PARALLEL: "2",
 };
-
-type Gql = (query: string, variables?: Record<string, unknown>) => Promise<any>;
-
-/** A signed-up user's GraphQL: `ok` throws on errors, `raw` returns the whole response. */
-async function userOf(server: TestServer) {
-  const { token, userId } = await server.signUp();
-  const raw = (query: string, variables: Record<string, unknown> = {}) => server.gql(query, variables, token);
-  const ok: Gql = async (query, variables = {}) => {
-    const res = await raw(query, variables);
-    if (res.errors) throw new Error(JSON.stringify(res.errors));
-    return res.data!;
-  };
-  return { token, userId, raw, ok };
-}
-
-async function newSession(ok: Gql, files: Record<string, string> = {}) {
-  return (
-    await ok(
-      `mutation($f: JSON) { createSession(input: { title: "quota", files: $f }) { id mainBranch { id head { id } } } }`,
-      { f: files },
-    )
-  ).createSession as { id: string; mainBranch: { id: string; head: { id: string } } };
-}
-
-async function run(ok: Gql, branchId: string, command: string) {
-  const { exec } = await ok(`mutation($b: ID!, $c: String!) { exec(branchId: $b, command: $c) { id } }`, {
-    b: branchId,
-    c: command,
-  });
-  for (let i = 0; i < 2400; i++) {
-    const { run } = await ok(
-      `query($r: ID!) { run(id: $r) { status exitCode killedBy errorCode error output snapshot { id addedBytes } } }`,
-      { r: exec.id },
-    );
-    if (!["QUEUED", "RUNNING"].includes(run.status)) return run;
-    await Bun.sleep(50);
-  }
-  throw new Error("run did not finish");
-}
 
 /**
  * What a snapshot charges for a new file (README, Quotas): its content in whole 4 KB blocks, plus
@@ -95,8 +57,6 @@ async function healthy(server: TestServer): Promise<boolean> {
   const res = await fetch(`${server.url}/healthz`);
   return res.status === 200 && (await res.json()).ok === true;
 }
-
-const errorOf = (res: { errors?: { extensions?: Record<string, unknown> }[] }) => res.errors?.[0]?.extensions;
 
 // The per-command cap on both kinds of workspace: overlay (the upper directory is measured) where this
 // machine can mount, and copy (the whole workspace is walked) everywhere.
