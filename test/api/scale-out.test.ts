@@ -9,29 +9,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type ServerProcess, startServerProcess } from "../../scripts/lib/server-process.ts";
-import {
-  type FakeUpstash,
-  type RedisServer,
-  sharedEnv,
-  skipWithoutRedis,
-  startFakeUpstash,
-  startRedisServer,
-} from "../utils/shared-state.ts";
+import { sharedEnv, useSharedBackends } from "../utils/shared-state.ts";
 import { collect, wsClient } from "../utils/ws.ts";
 
-const skip = skipWithoutRedis();
-let redis: RedisServer;
-let upstash: FakeUpstash;
-
-beforeAll(async () => {
-  if (skip) return;
-  redis = await startRedisServer();
-  upstash = await startFakeUpstash({ redisUrl: redis.url });
-});
-afterAll(async () => {
-  await upstash?.stop();
-  await redis?.stop();
-});
+const shared = useSharedBackends();
+const { skip } = shared;
 
 interface Reply {
   status: number;
@@ -113,7 +95,7 @@ for (const kind of ["redis", "upstash"] as const) {
         DATABASE_URL: `file:${join(dir, "shared.db")}`,
         JWT_SECRET: `scale-out-secret-${crypto.randomUUID()}`,
         REDIS_KEY_PREFIX: `${kind}:`,
-        ...sharedEnv(kind, redis, upstash),
+        ...sharedEnv(kind, shared.redis, shared.upstash),
         AUTH_RATE_LIMIT_PER_MINUTE: "10",
         REQUESTS_PER_MINUTE_PER_USER: "60",
         REQUESTS_PER_MINUTE_PER_API_KEY: "10",
@@ -363,8 +345,8 @@ for (const kind of ["redis", "upstash"] as const) {
       });
       for (const n of [1, 2]) await write(a, me.token, branch, `before-kill-${n}`);
       // Every Redis connection of both instances (and of the fake Upstash) is cut.
-      await redis.cli("CLIENT", "KILL", "TYPE", "normal");
-      if (kind === "upstash") upstash.dropSubscriptions();
+      await shared.redis.cli("CLIENT", "KILL", "TYPE", "normal");
+      if (kind === "upstash") shared.upstash.dropSubscriptions();
       for (const n of [3, 4]) await write(a, me.token, branch, `after-kill-${n}`);
       const cursorOf = async () =>
         (await ok(a, `query($s: ID!) { session(id: $s) { eventCursor } }`, { s: session.id }, me.token))

@@ -1,33 +1,16 @@
 // The bus over Redis Streams, against a real redis-server: directly (ioredis, REDIS_URL) and through
 // the fake Upstash REST server. Two bus objects stand for two server instances sharing one Redis.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { Redis as Upstash } from "@upstash/redis";
 import { type BusEvent, CursorExpiredError } from "../../bus/bus.ts";
 import { connectRedis, createRedisBus } from "../../bus/redis.ts";
 import { ioredisCommands, upstashCommands } from "../../bus/redis-commands.ts";
 import type { StreamBus } from "../../bus/stream-bus.ts";
 import { createUpstashBus } from "../../bus/upstash.ts";
-import {
-  type FakeUpstash,
-  type RedisServer,
-  skipWithoutRedis,
-  startFakeUpstash,
-  startRedisServer,
-} from "../utils/shared-state.ts";
+import { useSharedBackends } from "../utils/shared-state.ts";
 
-const skip = skipWithoutRedis();
-let redis: RedisServer;
-let upstash: FakeUpstash;
-
-beforeAll(async () => {
-  if (skip) return;
-  redis = await startRedisServer();
-  upstash = await startFakeUpstash({ redisUrl: redis.url });
-});
-afterAll(async () => {
-  await upstash?.stop();
-  await redis?.stop();
-});
+const shared = useSharedBackends();
+const { skip } = shared;
 
 interface Opened {
   bus: StreamBus;
@@ -38,7 +21,7 @@ type Options = { prefix?: string; maxLen?: number; retentionMs?: number };
 
 const backends: Record<"redis" | "upstash", (options?: Options) => Opened> = {
   redis(options = {}) {
-    const client = connectRedis(redis.url);
+    const client = connectRedis(shared.redis.url);
     const bus = createRedisBus({
       client,
       commands: ioredisCommands(client),
@@ -56,15 +39,15 @@ const backends: Record<"redis" | "upstash", (options?: Options) => Opened> = {
   },
   upstash(options = {}) {
     const client = new Upstash({
-      url: upstash.url,
-      token: upstash.token,
+      url: shared.upstash.url,
+      token: shared.upstash.token,
       automaticDeserialization: false,
       enableAutoPipelining: false,
       enableTelemetry: false,
     });
     const bus = createUpstashBus({
-      url: upstash.url,
-      token: upstash.token,
+      url: shared.upstash.url,
+      token: shared.upstash.token,
       commands: upstashCommands(client),
       prefix: options.prefix ?? "t:",
       maxLen: options.maxLen ?? 1000,
@@ -175,10 +158,10 @@ for (const kind of ["redis", "upstash"] as const) {
       for (let i = 0; i < 30; i++) {
         if (i === 10) {
           // Every client connection to Redis is cut (the fake's own too, so its SSE streams end).
-          await redis.cli("CLIENT", "KILL", "TYPE", "normal");
-          if (kind === "upstash") upstash.dropSubscriptions();
+          await shared.redis.cli("CLIENT", "KILL", "TYPE", "normal");
+          if (kind === "upstash") shared.upstash.dropSubscriptions();
         }
-        if (i === 20 && kind === "upstash") upstash.dropSubscriptions();
+        if (i === 20 && kind === "upstash") shared.upstash.dropSubscriptions();
         sent.push(a.bus.publish(topic, i));
         await Bun.sleep(5);
       }
@@ -217,7 +200,8 @@ for (const kind of ["redis", "upstash"] as const) {
     });
 
     test("one reader per process serves many topics, and ending subscriptions releases them", async () => {
-      const clients = async () => (await redis.cli("CLIENT", "LIST", "TYPE", "normal")).split("\n").length;
+      const clients = async () =>
+        (await shared.redis.cli("CLIENT", "LIST", "TYPE", "normal")).split("\n").length;
       await Bun.sleep(200); // connections of the buses closed above are gone
       const before = await clients();
       const a = open({ prefix: "many:" });
@@ -228,7 +212,7 @@ for (const kind of ["redis", "upstash"] as const) {
       // 40 topics tailed: with Redis, this process holds two connections (commands, one blocking
       // reader); through Upstash's REST, one SSE stream.
       if (kind === "redis") expect((await clients()) - before).toBe(2);
-      else expect(upstash.stats().subscriptions).toBeGreaterThan(0);
+      else expect(shared.upstash.stats().subscriptions).toBeGreaterThan(0);
       expect(a.bus.stats()).toEqual({ topics: 40, subscribers: 40 });
       for (const sub of subs) await sub.return?.();
       expect(a.bus.stats()).toEqual({ topics: 0, subscribers: 0 });

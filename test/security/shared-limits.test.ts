@@ -1,47 +1,31 @@
 // Limits counted in Redis are atomic across instances: many clients (standing for instances) hitting
 // one counter at once never let more through than the limit, on a real redis-server and through the
 // fake Upstash REST server in front of it. Run-quota slots likewise, and expired leases free their slot.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { Redis as Upstash } from "@upstash/redis";
 import { createSharedRateLimiter } from "../../api/limits.ts";
 import { createSharedRunCounters } from "../../api/run-counters.ts";
 import { connectRedis } from "../../bus/redis.ts";
 import { ioredisCommands, type RedisCommands, upstashCommands } from "../../bus/redis-commands.ts";
-import {
-  type FakeUpstash,
-  type RedisServer,
-  skipWithoutRedis,
-  startFakeUpstash,
-  startRedisServer,
-} from "../utils/shared-state.ts";
+import { useSharedBackends } from "../utils/shared-state.ts";
 
-const skip = skipWithoutRedis();
-let redis: RedisServer;
-let upstash: FakeUpstash;
 const closers: (() => void)[] = [];
-
-beforeAll(async () => {
-  if (skip) return;
-  redis = await startRedisServer();
-  upstash = await startFakeUpstash({ redisUrl: redis.url });
-});
-afterAll(async () => {
+const shared = useSharedBackends(() => {
   for (const close of closers) close();
-  await upstash?.stop();
-  await redis?.stop();
 });
+const { skip } = shared;
 
 const clients: Record<"redis" | "upstash", () => RedisCommands> = {
   redis() {
-    const client = connectRedis(redis.url);
+    const client = connectRedis(shared.redis.url);
     closers.push(() => client.disconnect());
     return ioredisCommands(client);
   },
   upstash: () =>
     upstashCommands(
       new Upstash({
-        url: upstash.url,
-        token: upstash.token,
+        url: shared.upstash.url,
+        token: shared.upstash.token,
         automaticDeserialization: false,
         enableAutoPipelining: false,
         enableTelemetry: false,
