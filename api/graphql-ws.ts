@@ -3,6 +3,9 @@
 // connectionParams; a socket closes (4401) when its credential is revoked, signed out everywhere or
 // expires, so a dead credential is refused here as everywhere else. A bad operation (syntax,
 // validation, depth/cost/alias limits) fails only itself; the socket and its other operations go on.
+// Each operation of an authenticated socket counts against the same per-user and per-API-key request
+// limits as an HTTP request (api/limits.ts, shared across instances): one over the limit fails alone
+// with RATE_LIMITED and retryAfterSeconds, so switching transports or instances dodges nothing.
 import { type DocumentNode, type ExecutionArgs, GraphQLError } from "graphql";
 import { CloseCode, makeServer } from "graphql-ws";
 import type { YogaServerInstance } from "graphql-yoga";
@@ -12,6 +15,7 @@ import { CredentialWatch } from "../resolvers/credential-watch.ts";
 import { AppError } from "../resolvers/errors.ts";
 import type { Authenticator } from "./auth/authenticate.ts";
 import { normaliseGraphQLError } from "./errors.ts";
+import type { RequestLimiter } from "./limits.ts";
 import type { SocketHandler, SocketLike } from "./runtime/types.ts";
 
 export const GRAPHQL_WS_PROTOCOL = "graphql-transport-ws";
@@ -37,8 +41,15 @@ function credentialFrom(params: Readonly<Record<string, unknown>> | undefined): 
   return raw.replace(/^Bearer\s+/i, "").trim();
 }
 
-export function createGraphQLWebSocket(deps: { yoga: AnyYoga; auth: Authenticator; bus: Bus; log: Logger }) {
-  const { yoga, auth, bus, log } = deps;
+export function createGraphQLWebSocket(deps: {
+  yoga: AnyYoga;
+  auth: Authenticator;
+  bus: Bus;
+  log: Logger;
+  /** The request limits HTTP requests count against; each operation counts as one request. */
+  limitRequests: RequestLimiter;
+}) {
+  const { yoga, auth, bus, log, limitRequests } = deps;
   /** Open sockets, and how to stop watching each one's credential. */
   const sockets = new Map<TrackedSocket, () => void>();
   const credentials = new CredentialWatch(bus, log);
@@ -70,6 +81,10 @@ export function createGraphQLWebSocket(deps: { yoga: AnyYoga; auth: Authenticato
         return [
           new GraphQLError("Token expired: sign in again", { extensions: { code: "UNAUTHENTICATED" } }),
         ];
+      }
+      if (viewer) {
+        const refused = await countOperation(viewer, ctx.extra.socket);
+        if (refused) return [refused];
       }
       const enveloped = yoga.getEnveloped({
         viewer,
@@ -108,6 +123,28 @@ export function createGraphQLWebSocket(deps: { yoga: AnyYoga; auth: Authenticato
     subscribe: (args) =>
       (args.rootValue as { subscribe: (a: ExecutionArgs) => unknown }).subscribe(args) as never,
   });
+
+  /**
+   * Counts the operation against the viewer's request limits; the error that fails it, if any. When
+   * the check says a revocation from another instance just arrived, it has been applied by now: the
+   * credential watch closed this socket if the revocation was of its credential.
+   */
+  async function countOperation(viewer: Viewer, socket: TrackedSocket): Promise<GraphQLError | null> {
+    try {
+      if (!(await limitRequests.check(viewer, limitRequests.before())) && socket.closed)
+        return new GraphQLError("Credential revoked: sign in again", {
+          extensions: { code: "UNAUTHENTICATED", reason: "revoked" },
+        });
+      return null;
+    } catch (error) {
+      // As over HTTP: { code: RATE_LIMITED, retryAfterSeconds } (no `http` extension on a socket).
+      if (error instanceof AppError)
+        return new GraphQLError(error.message, {
+          extensions: { code: error.code, ...(error.details ?? {}) },
+        });
+      throw error;
+    }
+  }
 
   function forget(socket: TrackedSocket) {
     sockets.get(socket)?.();

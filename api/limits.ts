@@ -125,7 +125,8 @@ const REVOCATIONS = [topics.revokedCredentials, topics.tokensRevoked];
 
 /**
  * The request limits of an authenticated caller: per user (all their credentials together) and, for an
- * API key, per key too. RATE_LIMITED (HTTP 429 with Retry-After) past either. If the shared store is
+ * API key, per key too; an HTTP request and a graphql-ws operation count alike, in the same counters.
+ * RATE_LIMITED (HTTP 429 with Retry-After; over graphql-ws, that operation's error) past either. If the shared store is
  * down, requests go through (logged at most once a minute): a rate limit protects, it does not gate.
  *
  * With a shared store the same round trip says whether a revocation happened that this instance had
@@ -134,17 +135,20 @@ const REVOCATIONS = [topics.revokedCredentials, topics.tokensRevoked];
  * authenticates the request again. So a credential revoked on one instance is refused on every other
  * at once, not one bus delivery later. Call `before()` before authenticating and pass its result.
  */
+export interface RequestLimiter {
+  /** What this instance has applied of the revocation topics, taken before authenticating. */
+  before(): Record<string, number> | undefined;
+  /** Counts one request; RATE_LIMITED past a limit; false when the credential must be checked again. */
+  check(viewer: Viewer, applied: Record<string, number> | undefined): Promise<boolean>;
+}
+
 export function createRequestLimiter(deps: {
   rateLimiter: RateLimiter;
   bus: Bus;
   perUser: number;
   perApiKey: number;
   log: Logger;
-}): {
-  /** What this instance has applied of the revocation topics, taken before authenticating. */
-  before(): Record<string, number> | undefined;
-  check(viewer: Viewer, applied: Record<string, number> | undefined): Promise<boolean>;
-} {
+}): RequestLimiter {
   const { rateLimiter, bus, perUser, perApiKey, log } = deps;
   const shared = bus.waitFor !== undefined && bus.position !== undefined;
   let warnedAt = 0;

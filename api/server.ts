@@ -112,7 +112,6 @@ export function createApp(deps: AppDeps): App {
     ],
   });
 
-  const ws = createGraphQLWebSocket({ yoga, auth, bus: services.bus, log });
   // `opencode attach <Branch.agentUrl>`: the branch's live opencode server, behind the platform's auth.
   const agentProxy = createAgentProxy({ services, auth, maxBodyBytes: config.limits.maxBodyBytes });
   // Per user and per API key, over every instance when the limiter is shared (one call per request).
@@ -123,6 +122,8 @@ export function createApp(deps: AppDeps): App {
     perApiKey: services.limits.requestsPerMinutePerApiKey,
     log,
   });
+  // graphql-ws operations count against the same request limits.
+  const ws = createGraphQLWebSocket({ yoga, auth, bus: services.bus, log, limitRequests });
   const sdl = printSchema(schema);
 
   let inFlight = 0;
