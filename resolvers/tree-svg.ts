@@ -1,17 +1,15 @@
 // A picture of a session's snapshot tree for dashboards: snapshots as nodes (oldest on the left),
 // branch heads labelled, the main branch's line of history highlighted, failed runs marked.
-// Linear in the snapshots drawn, without recursion (a history can be deeper than the call stack),
-// and at most MAX_TREE_NODES of them (the newest): it runs on the event loop.
+// Laid out by web/session-page/tree-layout.js (linear, without recursion: a history can be deeper
+// than the call stack; labels never cover a node or each other), at most MAX_TREE_NODES snapshots
+// (the newest): it runs on the event loop.
 import { and, count, desc, eq, inArray } from "drizzle-orm";
 import { type BranchRow, branches, runs, type SnapshotRow, snapshots } from "../db/schema.ts";
+import { LABEL_PADDING, layoutTree, NODE_RADIUS, PAD } from "../web/session-page/tree-layout.js";
 import { requireRole } from "./access.ts";
 import type { Context } from "./context.ts";
 import { notFound } from "./errors.ts";
 
-const DX = 56;
-const DY = 34;
-const PAD = 24;
-const LABEL_ROOM = 170;
 /** Snapshots drawn at most (the newest); a note says how many older ones are left out. */
 export const MAX_TREE_NODES = 2000;
 
@@ -33,29 +31,18 @@ export function renderTree(input: {
   /** Older snapshots left out of `snapshots`. */
   omitted?: number;
 }): string {
-  const known = new Set(input.snapshots.map((s) => s.id));
-  const children = new Map<string | null, SnapshotRow[]>();
-  for (const s of input.snapshots) {
-    const key = s.parentId && known.has(s.parentId) ? s.parentId : null;
-    const siblings = children.get(key);
-    if (siblings) siblings.push(s);
-    else children.set(key, [s]);
-  }
-  // Rows: depth-first, each leaf a new row; a parent sits on its first child's row, which is the row
-  // its subtree starts on (an explicit stack rather than recursion).
-  const pos = new Map<string, { x: number; y: number }>();
-  let nextRow = 0;
-  let maxX = 0;
-  const stack = (children.get(null) ?? []).map((node) => ({ node, depth: 0 })).reverse();
-  while (stack.length > 0) {
-    const { node, depth } = stack.pop()!;
-    const x = PAD + depth * DX;
-    maxX = Math.max(maxX, x);
-    pos.set(node.id, { x, y: PAD + nextRow * DY });
-    const kids = children.get(node.id);
-    if (!kids) nextRow++;
-    else for (let i = kids.length - 1; i >= 0; i--) stack.push({ node: kids[i]!, depth: depth + 1 });
-  }
+  const omitted = input.omitted ?? 0;
+  // The session page draws the same layout in the browser (web/session-page/tree-layout.js).
+  const {
+    positions: pos,
+    labels,
+    width,
+    height,
+  } = layoutTree({
+    snapshots: input.snapshots,
+    heads: input.branches.map((b) => ({ key: b.id, snapshotId: b.headSnapshotId, text: b.name })),
+    extraRows: omitted > 0 ? 1 : 0,
+  });
 
   const byId = new Map(input.snapshots.map((s) => [s.id, s]));
   const main = input.branches.find((b) => b.id === input.mainBranchId);
@@ -67,9 +54,6 @@ export function renderTree(input: {
   )
     mainLine.add(id);
 
-  const omitted = input.omitted ?? 0;
-  const width = maxX + PAD + LABEL_ROOM;
-  const height = (Math.max(nextRow, 1) + (omitted > 0 ? 1 : 0)) * DY + PAD;
   const parts: string[] = [];
   for (const s of input.snapshots) {
     const p = pos.get(s.id);
@@ -84,36 +68,23 @@ export function renderTree(input: {
     const p = pos.get(s.id);
     if (!p) continue;
     const failed = s.runId !== null && input.failedRuns.has(s.runId);
-    const title = `${s.origin.toLowerCase()}${s.label ? `: ${s.label}` : ""} (${s.id}, ${s.fileCount} files)`;
+    const title = `${s.origin.toLowerCase()}${s.label ? `: ${s.label}` : ""} (${s.id}, ${s.fileCount} files)${failed ? ", run failed" : ""}`;
     parts.push(
-      `<g class="snapshot" data-id="${s.id}"><title>${escapeXml(title)}</title>` +
-        `<circle cx="${p.x}" cy="${p.y}" r="9" fill="${failed ? "#dc2626" : COLORS[s.origin]}" stroke="#fff" stroke-width="2"/>` +
+      `<g class="snapshot" data-id="${escapeXml(s.id)}"><title>${escapeXml(title)}</title>` +
+        `<circle cx="${p.x}" cy="${p.y}" r="${NODE_RADIUS}" fill="${failed ? "#dc2626" : COLORS[s.origin]}" stroke="#fff" stroke-width="2"/>` +
         (failed
           ? `<path d="M${p.x - 4},${p.y - 4} L${p.x + 4},${p.y + 4} M${p.x + 4},${p.y - 4} L${p.x - 4},${p.y + 4}" stroke="#fff" stroke-width="2"/>`
           : "") +
         "</g>",
     );
   }
-  const labels = new Map<string, BranchRow[]>();
-  for (const b of input.branches) {
-    const heads = labels.get(b.headSnapshotId);
-    if (heads) heads.push(b);
-    else labels.set(b.headSnapshotId, [b]);
-  }
-  for (const [snapshotId, heads] of labels) {
-    const p = pos.get(snapshotId);
-    if (!p) continue;
-    let x = p.x + 16;
-    for (const b of heads) {
-      const isMain = b.id === input.mainBranchId;
-      const w = 12 + b.name.length * 7.2;
-      parts.push(
-        `<g class="branch${isMain ? " main" : ""}" data-id="${b.id}"><rect x="${x}" y="${p.y - 10}" width="${w}" height="20" rx="10" ` +
-          `fill="${isMain ? "#f59e0b" : "#e2e8f0"}"/><text x="${x + 6}" y="${p.y + 4}" font-size="12" font-family="ui-monospace,monospace" ` +
-          `font-weight="${isMain ? 700 : 400}" fill="#0f172a">${escapeXml(b.name)}</text></g>`,
-      );
-      x += w + 6;
-    }
+  for (const l of labels) {
+    const isMain = l.key === input.mainBranchId;
+    parts.push(
+      `<g class="branch${isMain ? " main" : ""}" data-id="${escapeXml(l.key)}"><rect x="${l.x}" y="${l.y}" width="${l.width}" height="${l.height}" rx="10" ` +
+        `fill="${isMain ? "#f59e0b" : "#e2e8f0"}"/><text x="${l.x + LABEL_PADDING}" y="${l.y + 14}" font-size="12" font-family="ui-monospace,monospace" ` +
+        `font-weight="${isMain ? 700 : 400}" fill="#0f172a">${escapeXml(l.text)}</text></g>`,
+    );
   }
   if (omitted > 0)
     parts.push(
