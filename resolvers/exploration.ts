@@ -2,6 +2,19 @@
 // parallel up to `parallelism`), score each with a command in its own sandbox (exit 0 = pass; a
 // number on the last output line = score), keep the best, and with depth > 1 expand the best again
 // (a tree search under a budget). Every branch it made stays in the tree with its score.
+//
+// Its runs (each candidate's agent turn and its score run) count in the user's run quotas like any
+// `exec` or `prompt` (run-quota.ts): each takes a slot of the user's runs at once while it lives, its
+// seconds count in the day's run-seconds, and it lasts at most what is left of the day. `explore`
+// takes the first run's slot itself, so an exploration the quotas cannot start is refused with
+// QUOTA_EXCEEDED before anything is recorded or forked. Past that:
+// - all slots taken (parallelism above the limit, or the user's other runs): the candidate waits for a
+//   slot before it forks (queued, not failed), as long as a slot must come free (the longest run plus a
+//   lease); a score run waits the same way after its turn;
+// - the day's run-seconds used up, a slot never coming free, or a shutdown: the exploration stops
+//   cleanly. No new candidate starts, the running ones finish and are scored (a turn whose score run
+//   was refused stays unscored), and it ends FAILED with `error` saying why; `best` is the best scored
+//   so far, and it is not promoted (a partial search is no reason to change the main branch).
 import { and, eq } from "drizzle-orm";
 import type { Upstream } from "../agent/gateway.ts";
 import { payloadsOf, topics } from "../bus/bus.ts";
@@ -23,6 +36,7 @@ import type { Context } from "./context.ts";
 import { AppError, badInput } from "./errors.ts";
 import { publishSessionEvent } from "./events.ts";
 import { modelFor } from "./model-keys.ts";
+import { type RunTicket, startCounted } from "./run-quota.ts";
 
 export interface ExploreInput {
   snapshotId: string;
@@ -83,6 +97,8 @@ export async function explore(ctx: Context, input: ExploreInput): Promise<Explor
   if (!input.scoreCommand.trim()) throw badInput("scoreCommand is empty", "scoreCommand");
   await ctx.quota.assertCanBranch(from.sessionId, prompts.length * samples * depth);
   const upstream = await modelFor(ctx, ctx.viewer!.userId);
+  // The first run's slot, taken now: QUOTA_EXCEEDED (runs at once, run-seconds) before anything is made.
+  const first = await ctx.runQuota.begin(ctx.viewer!.userId, null);
 
   const [row] = await ctx.db
     .insert(explorations)
@@ -100,8 +116,14 @@ export async function explore(ctx: Context, input: ExploreInput): Promise<Explor
       promote: input.promote ?? false,
       createdAt: new Date(),
     })
-    .returning();
-  void search(ctx, row!, from, upstream).catch(async (error) => {
+    .returning()
+    .catch((error: unknown) => {
+      first.cancel();
+      throw error;
+    });
+  const tickets = runTickets(ctx, row!, first);
+  void search(ctx, row!, from, upstream, tickets).catch(async (error) => {
+    tickets.stop(null);
     ctx.log.error("exploration failed", {
       explorationId: row!.id,
       error: String(error),
@@ -123,15 +145,67 @@ export async function explore(ctx: Context, input: ExploreInput): Promise<Explor
 const publish = (ctx: Context, event: ExplorationEvent) =>
   ctx.bus.publish(topics.exploration(event.explorationId), event);
 
+/** The run quotas as an exploration meets them: tickets for its runs, and why it stopped early. */
+interface RunTickets {
+  /** A ticket for the next run (the one `explore` took first, then queued ones); null once stopped. */
+  next(): Promise<RunTicket | null>;
+  /** Stops the exploration: no further ticket (the reason, if any, becomes its error). */
+  stop(reason: string | null): void;
+  /** Why it stopped early, or null. */
+  readonly stopped: string | null;
+}
+
+function runTickets(ctx: Context, exploration: ExplorationRow, first: RunTicket): RunTickets {
+  let pending: RunTicket | null = first;
+  let stopped: string | null = null;
+  let halted = false;
+  const stop = (reason: string | null) => {
+    if (!halted) stopped = reason;
+    halted = true;
+    pending?.cancel();
+    pending = null;
+  };
+  return {
+    async next() {
+      if (halted) return null;
+      if (pending) {
+        const ticket = pending;
+        pending = null;
+        return ticket;
+      }
+      try {
+        const ticket = await ctx.runQuota.beginWhenFree(exploration.userId, null);
+        // Stopped while it waited (another worker was refused): the slot goes back.
+        if (!halted) return ticket;
+        ticket.cancel();
+        return null;
+      } catch (error) {
+        if (!(error instanceof AppError))
+          ctx.log.warn("run quotas could not be checked; exploration stopped", {
+            explorationId: exploration.id,
+            error: String(error),
+          });
+        stop(error instanceof AppError ? error.message : "Run quotas could not be checked");
+        return null;
+      }
+    },
+    stop,
+    get stopped() {
+      return stopped;
+    },
+  };
+}
+
 async function search(
   ctx: Context,
   exploration: ExplorationRow,
   start: SnapshotRow,
   upstream: Upstream,
+  tickets: RunTickets,
 ): Promise<void> {
   let from = start;
   let best: ExplorationBranchRow | null = null;
-  for (let level = 1; level <= exploration.depth; level++) {
+  for (let level = 1; level <= exploration.depth && !tickets.stopped; level++) {
     const tasks = exploration.prompts.flatMap((prompt) =>
       Array.from({ length: exploration.samples }, () => prompt),
     );
@@ -140,7 +214,13 @@ async function search(
     const worker = async () => {
       while (next < tasks.length) {
         const index = next++;
-        results.push(await candidate(ctx, exploration, from, level, index, tasks[index]!, upstream));
+        const ticket = await tickets.next();
+        if (!ticket) return;
+        const scored = await candidate(ctx, exploration, from, level, index, tasks[index]!, upstream, {
+          turn: ticket,
+          tickets,
+        });
+        if (scored) results.push(scored);
       }
     };
     await Promise.all(Array.from({ length: Math.min(exploration.parallelism, tasks.length) }, worker));
@@ -153,6 +233,7 @@ async function search(
     });
     if (!levelBest) break;
     if (!best || rank(levelBest, best) <= 0) best = levelBest;
+    if (tickets.stopped) break;
     // The next level starts from the best candidate's head (after its score run).
     const [head] = await ctx.db
       .select({ snapshot: snapshots })
@@ -160,6 +241,22 @@ async function search(
       .innerJoin(snapshots, eq(snapshots.id, branches.headSnapshotId))
       .where(eq(branches.id, levelBest.branchId));
     from = head!.snapshot;
+  }
+  // No ticket is handed out past here (the first one goes back if no run ever took it).
+  tickets.stop(null);
+  const stopped = tickets.stopped;
+  if (stopped) {
+    await ctx.db
+      .update(explorations)
+      .set({
+        status: "FAILED",
+        error: `Stopped before every candidate ran: ${stopped}`,
+        bestBranchId: best?.branchId ?? null,
+        finishedAt: new Date(),
+      })
+      .where(eq(explorations.id, exploration.id));
+    await publish(ctx, { kind: "FINISHED", explorationId: exploration.id, branchId: best?.branchId ?? null });
+    return;
   }
   // Checked again at the end: the explorer may have lost ownership while it ran.
   if (best && exploration.promote && (await stillOwner(ctx, exploration))) {
@@ -192,7 +289,11 @@ async function stillOwner(ctx: Context, exploration: ExplorationRow): Promise<bo
   return false;
 }
 
-/** One candidate: a fork, an agent turn on it, then the score command; recorded with its score. */
+/**
+ * One candidate: a fork, an agent turn on it (on the `turn` ticket, taken before the fork), then the
+ * score command (on a ticket of its own); recorded with its score. Null when the score run got no
+ * ticket (the exploration stopped): the candidate stays, unscored.
+ */
 async function candidate(
   ctx: Context,
   exploration: ExplorationRow,
@@ -201,7 +302,66 @@ async function candidate(
   index: number,
   prompt: string,
   upstream: Upstream,
-): Promise<ExplorationBranchRow> {
+  quota: { turn: RunTicket; tickets: RunTickets },
+): Promise<ExplorationBranchRow | null> {
+  const branch = await fork(ctx, exploration, from, level, index, prompt).catch((error: unknown) => {
+    quota.turn.cancel(); // its run never started: the slot goes back
+    throw error;
+  });
+  const common = {
+    sessionId: exploration.sessionId,
+    branchId: branch.id,
+    userId: exploration.userId,
+    timeoutMs: null,
+  };
+  const thisCandidate = and(
+    eq(explorationBranches.explorationId, exploration.id),
+    eq(explorationBranches.branchId, branch.id),
+  );
+  const turn = await startCounted(ctx.runner, quota.turn, {
+    ...common,
+    kind: "PROMPT",
+    input: prompt,
+    upstream,
+  });
+  await ctx.runner.wait(turn.id);
+  const scoreTicket = await quota.tickets.next();
+  if (!scoreTicket) {
+    await ctx.db.update(explorationBranches).set({ runId: turn.id }).where(thisCandidate);
+    return null;
+  }
+  const scoring = await startCounted(ctx.runner, scoreTicket, {
+    ...common,
+    kind: "EXEC",
+    input: exploration.scoreCommand,
+  });
+  const scored = await ctx.runner.wait(scoring.id);
+  const { passed, score } = scoreOf(scored.exitCode, scored.output);
+  const [updated] = await ctx.db
+    .update(explorationBranches)
+    .set({ runId: turn.id, scoreRunId: scoring.id, passed, score })
+    .where(thisCandidate)
+    .returning();
+  await publish(ctx, {
+    kind: "BRANCH_SCORED",
+    explorationId: exploration.id,
+    branchId: branch.id,
+    level,
+    passed,
+    score,
+  });
+  return updated!;
+}
+
+/** A candidate's branch forked from `from`, with its row; announced on the session and the exploration. */
+async function fork(
+  ctx: Context,
+  exploration: ExplorationRow,
+  from: SnapshotRow,
+  level: number,
+  index: number,
+  prompt: string,
+): Promise<{ id: string }> {
   const [branch] = await ctx.db
     .insert(branches)
     .values({
@@ -219,41 +379,10 @@ async function candidate(
     snapshotId: from.id,
   });
   await publish(ctx, { kind: "BRANCH_STARTED", explorationId: exploration.id, branchId: branch!.id, level });
-  const [row] = await ctx.db
+  await ctx.db
     .insert(explorationBranches)
-    .values({ explorationId: exploration.id, branchId: branch!.id, level, prompt, createdAt: new Date() })
-    .returning();
-
-  const common = {
-    sessionId: exploration.sessionId,
-    branchId: branch!.id,
-    userId: exploration.userId,
-    timeoutMs: null,
-  };
-  const turn = await ctx.runner.start({ ...common, kind: "PROMPT", input: prompt, upstream });
-  await ctx.runner.wait(turn.id);
-  const scoring = await ctx.runner.start({ ...common, kind: "EXEC", input: exploration.scoreCommand });
-  const scored = await ctx.runner.wait(scoring.id);
-  const { passed, score } = scoreOf(scored.exitCode, scored.output);
-  const [updated] = await ctx.db
-    .update(explorationBranches)
-    .set({ runId: turn.id, scoreRunId: scoring.id, passed, score })
-    .where(
-      and(
-        eq(explorationBranches.explorationId, exploration.id),
-        eq(explorationBranches.branchId, row!.branchId),
-      ),
-    )
-    .returning();
-  await publish(ctx, {
-    kind: "BRANCH_SCORED",
-    explorationId: exploration.id,
-    branchId: branch!.id,
-    level,
-    passed,
-    score,
-  });
-  return updated!;
+    .values({ explorationId: exploration.id, branchId: branch!.id, level, prompt, createdAt: new Date() });
+  return branch!;
 }
 
 export const loadExploration = (ctx: Context, id: string): Promise<ExplorationRow> =>

@@ -1,13 +1,14 @@
 // Run quotas, beside the storage quotas of quota.ts: how many runs one user may have queued or running
 // at once, and how many seconds of runs a user may use per UTC day, both counted over every instance
 // (RunCounters: in memory for one process, in Redis/Upstash for several). A run takes a slot where it
-// starts (exec, prompt) and gives it back when it ends. Slots are leases the starting instance renews
-// while the run lives, so the runs of a killed instance stop counting within LEASE_MS. A run's seconds
-// are added when it ends, and a run may last at most what is left of the day. Both refusals are
-// QUOTA_EXCEEDED with `retryAfterSeconds`.
+// starts (exec, prompt, attached turns, an exploration's turns and score runs) and gives it back when
+// it ends. Slots are leases the starting instance renews while the run lives, so the runs of a killed
+// instance stop counting within LEASE_MS. A run's seconds are added when it ends, and a run may last at
+// most what is left of the day. Both refusals are QUOTA_EXCEEDED with `retryAfterSeconds`. Work that
+// starts many runs on its own (an exploration) may instead wait for a slot (beginWhenFree).
 import type { RunRow } from "../db/schema.ts";
 import type { Logger } from "./context.ts";
-import { quotaExceeded } from "./errors.ts";
+import { AppError, quotaExceeded } from "./errors.ts";
 import type { Runner } from "./runner.ts";
 
 /** Shared counters the quotas are kept in (api/run-counters.ts implements them). */
@@ -46,6 +47,9 @@ export interface RunTicket {
 
 const LEASE_MS = 60_000;
 const DAY_MS = 24 * 3600_000;
+/** A waiter for a slot asks again this often at first, then less often (runs on other instances). */
+const FIRST_RETRY_MS = 500;
+const MAX_RETRY_MS = 5_000;
 
 /** Seconds until the next UTC midnight (when the day's run-seconds start again). */
 export const secondsUntilUtcMidnight = (now = Date.now()) =>
@@ -54,6 +58,9 @@ export const secondsUntilUtcMidnight = (now = Date.now()) =>
 export class RunQuotas {
   /** Slot key -> members held by runs on this instance (renewed together). */
   private readonly held = new Map<string, Set<string>>();
+  /** userId -> callers of beginWhenFree waiting for a slot, oldest first; woken as this instance's runs end. */
+  private readonly waiters = new Map<string, (() => void)[]>();
+  private closed = false;
   private readonly renewer: ReturnType<typeof setInterval>;
 
   constructor(
@@ -110,7 +117,8 @@ export class RunQuotas {
       if (members.size === 0 && this.held.get(slotKey) === members) this.held.delete(slotKey);
       void this.counters
         .release(slotKey, member)
-        .catch((error) => this.log?.warn("could not release a run slot", { error: String(error) }));
+        .catch((error) => this.log?.warn("could not release a run slot", { error: String(error) }))
+        .finally(() => this.wakeOne(userId));
       return true;
     };
     return {
@@ -128,6 +136,55 @@ export class RunQuotas {
     };
   }
 
+  /**
+   * Like `begin`, but when the user's runs at once are at their limit it waits for a slot instead of
+   * refusing: woken (oldest waiter first) as soon as a run of the user ends on this instance, and
+   * asking again every few seconds for runs ending elsewhere. A slot must come free within the longest
+   * run plus a lease (`maxWaitMs`) unless the user keeps starting others; past that, the refusal is
+   * thrown. A used-up day is refused at once (waiting would not help), and so is a shutdown
+   * (UNAVAILABLE).
+   */
+  async beginWhenFree(
+    userId: string,
+    requestedTimeoutMs: number | null,
+    maxWaitMs = this.limits.maxRunTimeoutMs + LEASE_MS,
+  ): Promise<RunTicket> {
+    const deadline = Date.now() + maxWaitMs;
+    let retryMs = FIRST_RETRY_MS;
+    for (;;) {
+      if (this.closed) throw new AppError("UNAVAILABLE", "Server is shutting down", { retryAfterSeconds: 1 });
+      try {
+        return await this.begin(userId, requestedTimeoutMs);
+      } catch (error) {
+        const full = error instanceof AppError && error.details?.scope === "concurrentRuns";
+        if (!full || Date.now() + retryMs > deadline) throw error;
+      }
+      await this.waitForSlot(userId, retryMs);
+      retryMs = Math.min(MAX_RETRY_MS, retryMs * 2);
+    }
+  }
+
+  /** Resolves when a run of the user ends here (or on close), or after `ms` at most. */
+  private waitForSlot(userId: string, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const queue = this.waiters.get(userId) ?? [];
+      this.waiters.set(userId, queue);
+      const wake = () => {
+        clearTimeout(timer);
+        const at = queue.indexOf(wake);
+        if (at >= 0) queue.splice(at, 1);
+        if (queue.length === 0 && this.waiters.get(userId) === queue) this.waiters.delete(userId);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      queue.push(wake);
+    });
+  }
+
+  private wakeOne(userId: string) {
+    this.waiters.get(userId)?.[0]?.();
+  }
+
   private async renew() {
     for (const [key, members] of this.held)
       await this.counters
@@ -136,7 +193,9 @@ export class RunQuotas {
   }
 
   close(): void {
+    this.closed = true;
     clearInterval(this.renewer);
+    for (const queue of [...this.waiters.values()]) for (const wake of [...queue]) wake();
   }
 }
 

@@ -1,5 +1,6 @@
 // Run quotas on the in-process counters (what one instance uses): slots taken and given back, the
-// day's run-seconds counted when runs end, a run's timeout capped by what is left, typed refusals.
+// day's run-seconds counted when runs end, a run's timeout capped by what is left, typed refusals, and
+// the queue for a slot that explorations use (beginWhenFree).
 import { expect, test } from "bun:test";
 import { createMemoryRunCounters } from "../../api/run-counters.ts";
 import { AppError } from "../../resolvers/errors.ts";
@@ -62,4 +63,67 @@ test("run-seconds: a run lasts at most what is left of the day, then runs are re
     Math.abs((refused.details!.retryAfterSeconds as number) - secondsUntilUtcMidnight()),
   ).toBeLessThanOrEqual(1);
   q.close();
+});
+
+/** Whether the promise has settled by the time the event loop has turned a few times. */
+async function settled(promise: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  promise.then(
+    () => {
+      done = true;
+    },
+    () => {
+      done = true;
+    },
+  );
+  for (let i = 0; i < 20; i++) await Bun.sleep(0);
+  return done;
+}
+
+test("beginWhenFree queues for a slot: woken when a run of the user ends here, oldest waiter first", async () => {
+  const q = quotas(1, 3600);
+  const running = await q.begin("u", null);
+  const first = q.beginWhenFree("u", null);
+  const second = q.beginWhenFree("u", null);
+  expect(await settled(first)).toBe(false);
+  expect(await settled(second)).toBe(false);
+  running.finish(10);
+  expect(await settled(first)).toBe(true); // woken by the run's end, not by its retry 500 ms later
+  const got = await first;
+  expect(await settled(second)).toBe(false); // still only one slot
+  got.cancel();
+  (await second).cancel();
+  q.close();
+});
+
+test("beginWhenFree sees slots freed on another instance, gives up after maxWaitMs, and refuses a used-up day at once", async () => {
+  const counters = createMemoryRunCounters();
+  const limits = { userConcurrentRuns: 1, userRunSecondsPerDay: 5, maxRunTimeoutMs: 600_000 };
+  const here = new RunQuotas(counters, limits);
+  const there = new RunQuotas(counters, limits);
+  const elsewhere = await there.begin("u", null);
+  const waiting = here.beginWhenFree("u", null);
+  expect(await settled(waiting)).toBe(false);
+  elsewhere.cancel(); // no wake-up reaches `here`: its retry finds the slot
+  (await waiting).cancel();
+
+  const held = await there.begin("u", null);
+  const refused = await refusal(here.beginWhenFree("u", null, 800));
+  expect(refused.details).toMatchObject({ scope: "concurrentRuns", limit: 1 });
+  held.finish(5_000);
+  await Bun.sleep(0);
+  const day = await refusal(here.beginWhenFree("u", null));
+  expect(day.details).toMatchObject({ scope: "runSeconds", limit: 5, used: 5 });
+  here.close();
+  there.close();
+});
+
+test("beginWhenFree ends with UNAVAILABLE when the server shuts down", async () => {
+  const q = quotas(1, 3600);
+  const running = await q.begin("u", null);
+  const waiting = q.beginWhenFree("u", null);
+  expect(await settled(waiting)).toBe(false);
+  q.close();
+  expect((await refusal(waiting)).code).toBe("UNAVAILABLE");
+  running.cancel();
 });
