@@ -216,10 +216,8 @@ async function search(
         const index = next++;
         const ticket = await tickets.next();
         if (!ticket) return;
-        const scored = await candidate(ctx, exploration, from, level, index, tasks[index]!, upstream, {
-          turn: ticket,
-          tickets,
-        });
+        const task = { from, level, index, prompt: tasks[index]! };
+        const scored = await candidate(ctx, exploration, task, upstream, { turn: ticket, tickets });
         if (scored) results.push(scored);
       }
     };
@@ -289,6 +287,14 @@ async function stillOwner(ctx: Context, exploration: ExplorationRow): Promise<bo
   return false;
 }
 
+/** Where a candidate starts: the snapshot, its round, its place in the round, its prompt. */
+interface Task {
+  from: SnapshotRow;
+  level: number;
+  index: number;
+  prompt: string;
+}
+
 /**
  * One candidate: a fork, an agent turn on it (on the `turn` ticket, taken before the fork), then the
  * score command (on a ticket of its own); recorded with its score. Null when the score run got no
@@ -297,14 +303,12 @@ async function stillOwner(ctx: Context, exploration: ExplorationRow): Promise<bo
 async function candidate(
   ctx: Context,
   exploration: ExplorationRow,
-  from: SnapshotRow,
-  level: number,
-  index: number,
-  prompt: string,
+  task: Task,
   upstream: Upstream,
   quota: { turn: RunTicket; tickets: RunTickets },
 ): Promise<ExplorationBranchRow | null> {
-  const branch = await fork(ctx, exploration, from, level, index, prompt).catch((error: unknown) => {
+  const { level, prompt } = task;
+  const branch = await fork(ctx, exploration, task).catch((error: unknown) => {
     quota.turn.cancel(); // its run never started: the slot goes back
     throw error;
   });
@@ -354,14 +358,8 @@ async function candidate(
 }
 
 /** A candidate's branch forked from `from`, with its row; announced on the session and the exploration. */
-async function fork(
-  ctx: Context,
-  exploration: ExplorationRow,
-  from: SnapshotRow,
-  level: number,
-  index: number,
-  prompt: string,
-): Promise<{ id: string }> {
+async function fork(ctx: Context, exploration: ExplorationRow, task: Task): Promise<{ id: string }> {
+  const { from, level, index, prompt } = task;
   const [branch] = await ctx.db
     .insert(branches)
     .values({
