@@ -2,7 +2,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { generateKeyPairSync } from "node:crypto";
 import { printSchema } from "graphql";
 import { schema } from "../../schema/index.ts";
-import { startTestServer, type TestServer } from "../utils/server.ts";
+import { startTestServer, type TestServer, testRuntime } from "../utils/server.ts";
 
 let server: TestServer;
 beforeAll(async () => {
@@ -19,7 +19,7 @@ test("/healthz reports the database, version and runtime", async () => {
   expect(["overlay", "copy"]).toContain(body.workspaces);
   // No isolation must be said out loud.
   if (body.isolation === "none") expect(body.warnings.join(" ")).toContain("bubblewrap");
-  expect(body.runtime).toStartWith("bun ");
+  expect(body.runtime).toStartWith(`${testRuntime} `); // "bun 1.…" or "deno 2.…" (TEST_RUNTIME)
   expect(res.headers.get("x-request-id")).toBeTruthy();
 });
 
