@@ -2,8 +2,11 @@
 // related rows in one query per kind, not one per item. Fresh per request, so no cross-request cache.
 import DataLoader from "dataloader";
 import { and, eq, inArray } from "drizzle-orm";
+import { alias } from "drizzle-orm/sqlite-core";
 import type { Db } from "../db/client.ts";
 import {
+  type ApiKeyRow,
+  apiKeys,
   type BranchRow,
   branches,
   type ExplorationRow,
@@ -13,8 +16,10 @@ import {
   type RunRow,
   runs,
   type SessionRow,
+  type ShareLinkRow,
   type SnapshotRow,
   sessions,
+  shareLinks,
   snapshots,
   type UserRow,
   users,
@@ -58,6 +63,9 @@ export class Loaders {
   #childrenOfSnapshot?: DataLoader<string, SnapshotRow[]>;
   #membersOfSession?: DataLoader<string, (typeof members.$inferSelect)[]>;
   #role?: DataLoader<string, Role | null>;
+  #apiKey?: DataLoader<string, ApiKeyRow | null>;
+  #shareLink?: DataLoader<string, ShareLinkRow | null>;
+  #sharesSessionWith?: DataLoader<string, boolean>;
 
   constructor(
     private readonly db: Db,
@@ -140,6 +148,36 @@ export class Loaders {
       return sessionIds.map((id) => map.get(id) ?? null);
     });
     return this.#role;
+  }
+  /** API keys by id, of any account: callers check the owner. */
+  get apiKey() {
+    const db = this.db;
+    this.#apiKey ??= byId<ApiKeyRow>((ids) => db.select().from(apiKeys).where(inArray(apiKeys.id, ids)));
+    return this.#apiKey;
+  }
+  /** Share links by id, of any session: callers check the role. */
+  get shareLink() {
+    const db = this.db;
+    this.#shareLink ??= byId<ShareLinkRow>((ids) =>
+      db.select().from(shareLinks).where(inArray(shareLinks.id, ids)),
+    );
+    return this.#shareLink;
+  }
+  /** Whether the viewer is a member of a session the user (by id) is a member of too. */
+  get sharesSessionWith() {
+    const { db, viewerId } = this;
+    this.#sharesSessionWith ??= new DataLoader<string, boolean>(async (userIds) => {
+      if (!viewerId) return userIds.map(() => false);
+      const mine = alias(members, "mine");
+      const rows = await db
+        .selectDistinct({ userId: members.userId })
+        .from(members)
+        .innerJoin(mine, and(eq(mine.sessionId, members.sessionId), eq(mine.userId, viewerId)))
+        .where(inArray(members.userId, [...userIds]));
+      const shared = new Set(rows.map((r) => r.userId));
+      return userIds.map((id) => shared.has(id));
+    });
+    return this.#sharesSessionWith;
   }
 }
 

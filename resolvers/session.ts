@@ -18,7 +18,7 @@ import { atLeast, requireRole } from "./access.ts";
 import { type Context, requireScope } from "./context.ts";
 import { AppError, badInput, conflict, notFound } from "./errors.ts";
 import { publishSessionEvent, type SessionEventPayload } from "./events.ts";
-import { afterCursor, decodeCursor, orderBy, type Page, pageSize, toPage } from "./pagination.ts";
+import { keysetPage, type Page, type PageArgs } from "./pagination.ts";
 import { ShareLinkRefused, verifyShareLink } from "./share-links.ts";
 import { addedBytesOf } from "./snapshot-records.ts";
 
@@ -117,22 +117,18 @@ export async function session(ctx: Context, id: string): Promise<SessionRow> {
 }
 
 /** The viewer's sessions (any role), newest first. */
-export async function listSessions(
-  ctx: Context,
-  args: { first?: number | null; after?: string | null },
-): Promise<Page<SessionRow>> {
+export async function listSessions(ctx: Context, args: PageArgs): Promise<Page<SessionRow>> {
   const viewer = requireScope(ctx, "read");
-  const size = pageSize(args.first);
-  const rows = await ctx.db
-    .select({ session: sessions })
-    .from(sessions)
-    .innerJoin(members, and(eq(members.sessionId, sessions.id), eq(members.userId, viewer.userId)))
-    .where(afterCursor(sessions.createdAt, sessions.id, decodeCursor(args.after), "desc"))
-    .orderBy(...orderBy(sessions.createdAt, sessions.id, "desc"))
-    .limit(size + 1);
-  return toPage(
-    rows.map((r) => r.session),
-    size,
+  return keysetPage(args, { createdAt: sessions.createdAt, id: sessions.id, dir: "desc" }, async (w) =>
+    (
+      await ctx.db
+        .select({ session: sessions })
+        .from(sessions)
+        .innerJoin(members, and(eq(members.sessionId, sessions.id), eq(members.userId, viewer.userId)))
+        .where(w.where)
+        .orderBy(...w.orderBy)
+        .limit(w.limit)
+    ).map((r) => r.session),
   );
 }
 

@@ -6,7 +6,7 @@ import { checkedPath, loadSnapshot, providerOf } from "./branch.ts";
 import type { Context } from "./context.ts";
 import { badInput } from "./errors.ts";
 import { type FileContent, listFirstFiles, pageOfFiles, readFileContent } from "./files.ts";
-import { afterCursor, decodeCursor, orderBy, type Page, pageSize, toPage } from "./pagination.ts";
+import { keysetPage, type Page, type PageArgs } from "./pagination.ts";
 
 export const snapshot = (ctx: Context, id: string) => loadSnapshot(ctx, id, "VIEWER");
 
@@ -14,21 +14,17 @@ export const snapshot = (ctx: Context, id: string) => loadSnapshot(ctx, id, "VIE
 export async function sessionSnapshots(
   ctx: Context,
   sessionId: string,
-  args: { first?: number | null; after?: string | null },
+  args: PageArgs,
 ): Promise<Page<SnapshotRow>> {
-  const size = pageSize(args.first, 100);
-  const rows = await ctx.db
-    .select()
-    .from(snapshots)
-    .where(
-      and(
-        eq(snapshots.sessionId, sessionId),
-        afterCursor(snapshots.createdAt, snapshots.id, decodeCursor(args.after), "asc"),
-      ),
-    )
-    .orderBy(...orderBy(snapshots.createdAt, snapshots.id, "asc"))
-    .limit(size + 1);
-  return toPage(rows, size);
+  const listing = { createdAt: snapshots.createdAt, id: snapshots.id, dir: "asc", defaultSize: 100 } as const;
+  return keysetPage(args, listing, (w) =>
+    ctx.db
+      .select()
+      .from(snapshots)
+      .where(and(eq(snapshots.sessionId, sessionId), w.where))
+      .orderBy(...w.orderBy)
+      .limit(w.limit),
+  );
 }
 
 /** The first entries of a directory of the snapshot (see MAX_LISTED_FILES). */

@@ -6,6 +6,7 @@ import { builder } from "./builder.ts";
 import { RunRef, SessionRef } from "./refs.ts";
 
 export const AgentPermissionMode = builder.enumType("AgentPermissionMode", {
+  description: "Whether a session's agent asks before it acts.",
   values: {
     ALLOW: { description: "The agent edits, runs commands and fetches without asking (the default)." },
     ASK: {
@@ -16,6 +17,7 @@ export const AgentPermissionMode = builder.enumType("AgentPermissionMode", {
 });
 
 export const PermissionReplyEnum = builder.enumType("PermissionReply", {
+  description: "An answer to the agent's permission request.",
   values: {
     ONCE: { description: "Allow this call." },
     ALWAYS: {
@@ -41,8 +43,8 @@ builder.mutationFields((t) => ({
     description:
       "Makes the session's agent ask for approval, or run unattended, from its next turn on (owners only).",
     args: {
-      sessionId: t.arg.id({ required: true }),
-      mode: t.arg({ type: AgentPermissionMode, required: true }),
+      sessionId: t.arg.id({ required: true, description: "The session." }),
+      mode: t.arg({ type: AgentPermissionMode, required: true, description: "ASK or ALLOW." }),
     },
     resolve: (_r, args, ctx) =>
       permissions.setAgentPermissions(ctx, { sessionId: String(args.sessionId), mode: args.mode }),
@@ -52,9 +54,9 @@ builder.mutationFields((t) => ({
     description:
       "Answers a permission request (an AgentPermissionAsked event) of a running turn; the answer is an AgentPermissionReplied event of the run (editors).",
     args: {
-      runId: t.arg.id({ required: true }),
+      runId: t.arg.id({ required: true, description: "The running turn that asked." }),
       permissionId: t.arg.string({ required: true, description: "AgentPermissionAsked.id" }),
-      reply: t.arg({ type: PermissionReplyEnum, required: true }),
+      reply: t.arg({ type: PermissionReplyEnum, required: true, description: "The answer." }),
       message: t.arg.string({ description: "Told to the agent (with REJECT: why, or what to do instead)." }),
     },
     resolve: (_r, args, ctx) =>

@@ -14,15 +14,28 @@ type Wrapped<T extends AgentEvent["type"]> = RunStreamEvent & {
   event: Extract<AgentEvent, { type: T }>;
 };
 
-const ToolPhase = builder.enumType("ToolPhase", { values: ["STARTED", "UPDATED", "FINISHED"] as const });
+const SEQ = "Its place in the run's stream (runOutput): 1, 2, 3... in order.";
+const RUN_ID = "The run (agent turn) it belongs to.";
+
+const ToolPhase = builder.enumType("ToolPhase", {
+  description: "Where a tool call is.",
+  values: {
+    STARTED: { description: "Called, with its input." },
+    UPDATED: { description: "Running; output so far." },
+    FINISHED: { description: "Done, with its output or error." },
+  } as const,
+});
 
 export const AgentTextDelta = builder.objectRef<Wrapped<"text.delta">>("AgentTextDelta").implement({
   description: "A piece of the agent's answer as it streams.",
   fields: (t) => ({
-    seq: t.exposeInt("seq"),
-    runId: t.exposeID("runId"),
-    partId: t.string({ resolve: (e) => e.event.partId }),
-    text: t.string({ resolve: (e) => e.event.delta }),
+    seq: t.exposeInt("seq", { description: SEQ }),
+    runId: t.exposeID("runId", { description: RUN_ID }),
+    partId: t.string({
+      description: "The answer part it extends (deltas of one part concatenate).",
+      resolve: (e) => e.event.partId,
+    }),
+    text: t.string({ description: "The new text.", resolve: (e) => e.event.delta }),
   }),
 });
 
@@ -32,10 +45,11 @@ export const AgentToolEvent = builder
     description:
       "A tool call of the agent: started (with input), updated (running output), finished (output or error).",
     fields: (t) => ({
-      seq: t.exposeInt("seq"),
-      runId: t.exposeID("runId"),
+      seq: t.exposeInt("seq", { description: SEQ }),
+      runId: t.exposeID("runId", { description: RUN_ID }),
       phase: t.field({
         type: ToolPhase,
+        description: "Where the call is.",
         resolve: (e) =>
           e.event.type === "tool.started"
             ? "STARTED"
@@ -43,24 +57,56 @@ export const AgentToolEvent = builder
               ? "UPDATED"
               : "FINISHED",
       }),
-      callId: t.string({ resolve: (e) => e.event.callId }),
-      tool: t.string({ resolve: (e) => e.event.tool }),
-      input: t.field({ type: "JSON", nullable: true, resolve: (e) => e.event.input ?? null }),
-      output: t.string({ nullable: true, resolve: (e) => e.event.output ?? null }),
-      error: t.string({ nullable: true, resolve: (e) => e.event.error ?? null }),
-      title: t.string({ nullable: true, resolve: (e) => e.event.title ?? null }),
+      callId: t.string({
+        description: "The call's id (the same in all its phases).",
+        resolve: (e) => e.event.callId,
+      }),
+      tool: t.string({ description: 'The tool: "bash", "edit", "read"…', resolve: (e) => e.event.tool }),
+      input: t.field({
+        type: "JSON",
+        nullable: true,
+        description: "The tool's arguments.",
+        resolve: (e) => e.event.input ?? null,
+      }),
+      output: t.string({
+        nullable: true,
+        description: "What it returned so far.",
+        resolve: (e) => e.event.output ?? null,
+      }),
+      error: t.string({
+        nullable: true,
+        description: "Why it failed, if it did.",
+        resolve: (e) => e.event.error ?? null,
+      }),
+      title: t.string({
+        nullable: true,
+        description: "A short summary opencode gives the call.",
+        resolve: (e) => e.event.title ?? null,
+      }),
     }),
   });
 
 export const AgentStepFinished = builder.objectRef<Wrapped<"step.finished">>("AgentStepFinished").implement({
   description: "One model call of the turn finished, with the tokens and cost opencode reports.",
   fields: (t) => ({
-    seq: t.exposeInt("seq"),
-    runId: t.exposeID("runId"),
-    inputTokens: t.int({ nullable: true, resolve: (e) => e.event.tokens?.input ?? null }),
-    outputTokens: t.int({ nullable: true, resolve: (e) => e.event.tokens?.output ?? null }),
-    reasoningTokens: t.int({ nullable: true, resolve: (e) => e.event.tokens?.reasoning ?? null }),
-    cost: t.float({ resolve: (e) => e.event.cost ?? 0 }),
+    seq: t.exposeInt("seq", { description: SEQ }),
+    runId: t.exposeID("runId", { description: RUN_ID }),
+    inputTokens: t.int({
+      nullable: true,
+      description: "Tokens sent to the model.",
+      resolve: (e) => e.event.tokens?.input ?? null,
+    }),
+    outputTokens: t.int({
+      nullable: true,
+      description: "Tokens the model answered with.",
+      resolve: (e) => e.event.tokens?.output ?? null,
+    }),
+    reasoningTokens: t.int({
+      nullable: true,
+      description: "Reasoning tokens, where the model reports them.",
+      resolve: (e) => e.event.tokens?.reasoning ?? null,
+    }),
+    cost: t.float({ description: "Cost in USD as opencode computes it.", resolve: (e) => e.event.cost ?? 0 }),
   }),
 });
 
@@ -70,9 +116,12 @@ export const AgentPermissionAsked = builder
     description:
       "The agent waits for approval (sessions in ASK mode): answer with answerPermission(runId, permissionId: id).",
     fields: (t) => ({
-      seq: t.exposeInt("seq"),
-      runId: t.exposeID("runId"),
-      id: t.string({ resolve: (e) => e.event.id }),
+      seq: t.exposeInt("seq", { description: SEQ }),
+      runId: t.exposeID("runId", { description: RUN_ID }),
+      id: t.string({
+        description: "The request's id: answerPermission's permissionId.",
+        resolve: (e) => e.event.id,
+      }),
       permission: t.string({
         description: '"edit", "bash", "webfetch", "external_directory"…',
         resolve: (e) => e.event.permission,
@@ -90,7 +139,11 @@ export const AgentPermissionAsked = builder
         description: "The tool call waiting (AgentToolEvent.callId).",
         resolve: (e) => e.event.callId ?? null,
       }),
-      toolMessageId: t.string({ nullable: true, resolve: (e) => e.event.messageId ?? null }),
+      toolMessageId: t.string({
+        nullable: true,
+        description: "The agent message of the waiting call (AgentMessage.id).",
+        resolve: (e) => e.event.messageId ?? null,
+      }),
       metadata: t.field({
         type: "JSON",
         nullable: true,
@@ -105,11 +158,12 @@ export const AgentPermissionReplied = builder
   .implement({
     description: "A permission request was answered (through answerPermission, or in opencode's own client).",
     fields: (t) => ({
-      seq: t.exposeInt("seq"),
-      runId: t.exposeID("runId"),
+      seq: t.exposeInt("seq", { description: SEQ }),
+      runId: t.exposeID("runId", { description: RUN_ID }),
       id: t.string({ description: "The AgentPermissionAsked.id answered.", resolve: (e) => e.event.id }),
       reply: t.field({
         type: PermissionReplyEnum,
+        description: "The answer.",
         resolve: (e) => e.event.reply.toUpperCase() as "ONCE" | "ALWAYS" | "REJECT",
       }),
       feedback: t.string({
@@ -128,16 +182,20 @@ export const AgentPermissionReplied = builder
   });
 
 export const AgentError = builder.objectRef<Wrapped<"error">>("AgentError").implement({
+  description: "The agent hit an error (the model or a tool); the turn usually ends.",
   fields: (t) => ({
-    seq: t.exposeInt("seq"),
-    runId: t.exposeID("runId"),
-    message: t.string({ resolve: (e) => e.event.message }),
+    seq: t.exposeInt("seq", { description: SEQ }),
+    runId: t.exposeID("runId", { description: RUN_ID }),
+    message: t.string({ description: "What went wrong.", resolve: (e) => e.event.message }),
   }),
 });
 
 export const AgentDone = builder.objectRef<Wrapped<"done">>("AgentDone").implement({
   description: "The turn is over (the run's snapshot follows in RunFinished).",
-  fields: (t) => ({ seq: t.exposeInt("seq"), runId: t.exposeID("runId") }),
+  fields: (t) => ({
+    seq: t.exposeInt("seq", { description: SEQ }),
+    runId: t.exposeID("runId", { description: RUN_ID }),
+  }),
 });
 
 export const AGENT_EVENT_TYPES = [
@@ -170,6 +228,7 @@ export function agentEventType(e: RunStreamEvent & { type: "agent" }) {
 }
 
 const AgentEventUnion = builder.unionType("AgentEvent", {
+  description: "Something the agent did during a turn, as it streams.",
   types: [...AGENT_EVENT_TYPES],
   resolveType: (e) => agentEventType(e as RunStreamEvent & { type: "agent" }),
 });
@@ -179,7 +238,10 @@ builder.mutationFields((t) => ({
     type: RunRef,
     description:
       "One agent turn (opencode) on the branch, as a run: follow it with runOutput or agentEvents.",
-    args: { branchId: t.arg.id({ required: true }), text: t.arg.string({ required: true }) },
+    args: {
+      branchId: t.arg.id({ required: true, description: "The branch the agent works on." }),
+      text: t.arg.string({ required: true, description: "What to ask." }),
+    },
     resolve: (_r, args, ctx) => runs.prompt(ctx, { branchId: String(args.branchId), text: args.text }),
   }),
 }));
@@ -188,7 +250,7 @@ builder.subscriptionFields((t) => ({
   agentEvents: t.field({
     type: AgentEventUnion,
     description: "Agent events of every run on the branch, live.",
-    args: { branchId: t.arg.id({ required: true }) },
+    args: { branchId: t.arg.id({ required: true, description: "The branch to follow." }) },
     subscribe: (_r, args, ctx) => runs.agentEvents(ctx, String(args.branchId)),
     resolve: (e) => e as never,
   }),
@@ -197,10 +259,10 @@ builder.subscriptionFields((t) => ({
 const ModelKeyRef = builder.objectRef<UserModelKeyRow>("ModelKey").implement({
   description: "Your own model endpoint for agent runs. The key itself is never shown again.",
   fields: (t) => ({
-    baseURL: t.exposeString("baseURL"),
-    model: t.exposeString("model"),
+    baseURL: t.exposeString("baseURL", { description: "The OpenAI-compatible endpoint." }),
+    model: t.exposeString("model", { description: "The model name sent to it." }),
     keyHint: t.exposeString("keyHint", { description: "The key's last characters." }),
-    updatedAt: t.expose("updatedAt", { type: "DateTime" }),
+    updatedAt: t.expose("updatedAt", { type: "DateTime", description: "When it was last set." }),
   }),
 });
 
@@ -218,9 +280,12 @@ builder.mutationFields((t) => ({
     type: ModelKeyRef,
     description: "Use your own OpenAI-compatible endpoint and key for your agent runs (stored encrypted).",
     args: {
-      baseURL: t.arg.string({ required: true }),
-      apiKey: t.arg.string({ required: true }),
-      model: t.arg.string({ required: true }),
+      baseURL: t.arg.string({
+        required: true,
+        description: "An OpenAI-compatible endpoint (public addresses only).",
+      }),
+      apiKey: t.arg.string({ required: true, description: "Its key (stored sealed, never shown again)." }),
+      model: t.arg.string({ required: true, description: "The model name to send." }),
     },
     resolve: (_r, args, ctx) => modelKeys.setModelKey(ctx, args),
   }),

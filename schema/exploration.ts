@@ -7,7 +7,12 @@ import { builder } from "./builder.ts";
 import { BranchRef, RunRef, SessionRef, SnapshotRef } from "./refs.ts";
 
 const ExplorationStatus = builder.enumType("ExplorationStatus", {
-  values: ["RUNNING", "SUCCEEDED", "FAILED"] as const,
+  description: "Where an exploration is.",
+  values: {
+    RUNNING: { description: "Candidates are being tried or scored." },
+    SUCCEEDED: { description: "Every round ran; best names the winner." },
+    FAILED: { description: "It stopped early (see error); best is the best scored so far." },
+  } as const,
 });
 
 const ExplorationBranchRef = builder.objectRef<ExplorationBranchRow>("ExplorationBranch").implement({
@@ -16,18 +21,21 @@ const ExplorationBranchRef = builder.objectRef<ExplorationBranchRow>("Exploratio
     branch: t.field({
       type: BranchRef,
       nullable: true,
+      description: "The candidate's branch (null once deleted).",
       resolve: (c, _a, ctx) => ctx.loaders.branch.load(c.branchId),
     }),
     level: t.exposeInt("level", { description: "1 for the first round; deeper rounds expand the best." }),
-    prompt: t.exposeString("prompt"),
+    prompt: t.exposeString("prompt", { description: "The strategy (one of the prompts) tried here." }),
     run: t.field({
       type: RunRef,
       nullable: true,
+      description: "The agent's turn on the branch (null until it starts).",
       resolve: (c, _a, ctx) => (c.runId ? ctx.loaders.run.load(c.runId) : null),
     }),
     scoreRun: t.field({
       type: RunRef,
       nullable: true,
+      description: "The score command's run (null until it starts).",
       resolve: (c, _a, ctx) => (c.scoreRunId ? ctx.loaders.run.load(c.scoreRunId) : null),
     }),
     passed: t.exposeBoolean("passed", {
@@ -41,60 +49,87 @@ const ExplorationBranchRef = builder.objectRef<ExplorationBranchRow>("Exploratio
   }),
 });
 
-const ExplorationRef = builder.objectRef<ExplorationRow>("Exploration").implement({
+const ExplorationRef = builder.node(builder.objectRef<ExplorationRow>("Exploration"), {
+  description:
+    "A best-of-N and tree search over branches (explore): candidates tried by the agent, then scored.",
+  id: { resolve: (e) => e.id },
   fields: (t) => ({
-    id: t.exposeID("id"),
-    status: t.field({ type: ExplorationStatus, resolve: (e) => e.status }),
+    status: t.field({ type: ExplorationStatus, description: "Where it is.", resolve: (e) => e.status }),
     session: t.field({
       type: SessionRef,
+      description: "The session it explores in.",
       resolve: async (e, _a, ctx) => (await ctx.loaders.session.load(e.sessionId))!,
     }),
     from: t.field({
       type: SnapshotRef,
+      description: "The snapshot every first-round candidate starts from.",
       resolve: async (e, _a, ctx) => (await ctx.loaders.snapshot.load(e.fromSnapshotId))!,
     }),
-    prompts: t.exposeStringList("prompts"),
-    samples: t.exposeInt("samples"),
-    depth: t.exposeInt("depth"),
-    parallelism: t.exposeInt("parallelism"),
-    scoreCommand: t.exposeString("scoreCommand"),
+    prompts: t.exposeStringList("prompts", { description: "The strategies tried." }),
+    samples: t.exposeInt("samples", { description: "Branches per prompt." }),
+    depth: t.exposeInt("depth", { description: "Rounds." }),
+    parallelism: t.exposeInt("parallelism", { description: "Candidates running at once." }),
+    scoreCommand: t.exposeString("scoreCommand", { description: "The command that scores each candidate." }),
     candidates: t.field({
       type: [ExplorationBranchRef],
+      description: "Every candidate so far, oldest first.",
       resolve: (e, _a, ctx) => exploring.explorationBranchesOf(ctx, e.id),
     }),
     best: t.field({
       type: ExplorationBranchRef,
       nullable: true,
+      description: "The best scored candidate (passing first, then by score), once a round has ended.",
       resolve: async (e, _a, ctx) =>
         (await exploring.explorationBranchesOf(ctx, e.id)).find((c) => c.branchId === e.bestBranchId) ?? null,
     }),
-    error: t.exposeString("error", { nullable: true }),
-    createdAt: t.expose("createdAt", { type: "DateTime" }),
-    finishedAt: t.expose("finishedAt", { type: "DateTime", nullable: true }),
+    error: t.exposeString("error", { nullable: true, description: "Why it FAILED." }),
+    createdAt: t.expose("createdAt", { type: "DateTime", description: "When it started." }),
+    finishedAt: t.expose("finishedAt", { type: "DateTime", nullable: true, description: "When it ended." }),
   }),
 });
 
 const ExplorationEventKind = builder.enumType("ExplorationEventKind", {
-  values: ["BRANCH_STARTED", "BRANCH_SCORED", "LEVEL_FINISHED", "FINISHED"] as const,
+  description: "A step of an exploration.",
+  values: {
+    BRANCH_STARTED: { description: "A candidate branch was forked and its turn started (branch, level)." },
+    BRANCH_SCORED: { description: "A candidate was scored (branch, level, passed, score)." },
+    LEVEL_FINISHED: { description: "A round ended (level; branch: its best, if any)." },
+    FINISHED: { description: "The exploration ended (branch: the best, if any); the stream ends." },
+  } as const,
 });
 
 const ExplorationEventRef = builder.objectRef<exploring.ExplorationEvent>("ExplorationEvent").implement({
+  description: "Progress of an exploration.",
   fields: (t) => ({
-    kind: t.field({ type: ExplorationEventKind, resolve: (e) => e.kind }),
+    kind: t.field({ type: ExplorationEventKind, description: "Which step.", resolve: (e) => e.kind }),
     branch: t.field({
       type: BranchRef,
       nullable: true,
+      description: "The candidate (or best) branch concerned, if any.",
       resolve: (e, _a, ctx) => (e.branchId ? ctx.loaders.branch.load(e.branchId) : null),
     }),
-    level: t.int({ nullable: true, resolve: (e) => ("level" in e ? e.level : null) }),
-    passed: t.boolean({ nullable: true, resolve: (e) => (e.kind === "BRANCH_SCORED" ? e.passed : null) }),
-    score: t.float({ nullable: true, resolve: (e) => (e.kind === "BRANCH_SCORED" ? e.score : null) }),
+    level: t.int({
+      nullable: true,
+      description: "The round (1 first), if the step has one.",
+      resolve: (e) => ("level" in e ? e.level : null),
+    }),
+    passed: t.boolean({
+      nullable: true,
+      description: "BRANCH_SCORED: the score command exited 0.",
+      resolve: (e) => (e.kind === "BRANCH_SCORED" ? e.passed : null),
+    }),
+    score: t.float({
+      nullable: true,
+      description: "BRANCH_SCORED: the number the score command printed last, if any.",
+      resolve: (e) => (e.kind === "BRANCH_SCORED" ? e.score : null),
+    }),
   }),
 });
 
 const ExploreInput = builder.inputType("ExploreInput", {
+  description: "What to explore: from where, which strategies, how many, how scored.",
   fields: (t) => ({
-    snapshotId: t.id({ required: true }),
+    snapshotId: t.id({ required: true, description: "The snapshot every first-round candidate forks from." }),
     prompts: t.stringList({
       required: true,
       description: "One or more strategies; each is tried `samples` times.",
@@ -115,7 +150,8 @@ const ExploreInput = builder.inputType("ExploreInput", {
 builder.queryFields((t) => ({
   exploration: t.field({
     type: ExplorationRef,
-    args: { id: t.arg.id({ required: true }) },
+    description: "An exploration in a session you are a member of (NOT_FOUND otherwise).",
+    args: { id: t.arg.id({ required: true, description: "The exploration's id (exp_…)." }) },
     resolve: (_r, args, ctx) => exploring.loadExploration(ctx, String(args.id)),
   }),
 }));
@@ -124,7 +160,7 @@ builder.mutationFields((t) => ({
   explore: t.field({
     type: ExplorationRef,
     description: "Best-of-N, then tree search: forks, agent turns, scores; returns at once (RUNNING).",
-    args: { input: t.arg({ type: ExploreInput, required: true }) },
+    args: { input: t.arg({ type: ExploreInput, required: true, description: "What to explore." }) },
     resolve: (_r, args, ctx) =>
       exploring.explore(ctx, { ...args.input, snapshotId: String(args.input.snapshotId) }),
   }),
@@ -134,7 +170,7 @@ builder.subscriptionFields((t) => ({
   exploration: t.field({
     type: ExplorationEventRef,
     description: "Progress: branches started and scored, rounds finished, then FINISHED.",
-    args: { id: t.arg.id({ required: true }) },
+    args: { id: t.arg.id({ required: true, description: "The exploration's id." }) },
     subscribe: (_r, args, ctx) => exploring.explorationEvents(ctx, String(args.id)),
     resolve: (e) => e,
   }),
@@ -143,6 +179,7 @@ builder.subscriptionFields((t) => ({
 builder.objectField(SessionRef, "explorations", (t) =>
   t.field({
     type: [ExplorationRef],
+    description: "Explorations run in this session, oldest first.",
     resolve: (s, _a, ctx) =>
       ctx.db
         .select()

@@ -20,15 +20,18 @@ const ProviderHealthRef = builder
         description:
           '"live": a kept-alive `opencode serve` per branch in use, which `opencode attach` can reach through Branch.agentUrl (local); "per-turn": one `opencode run` per turn (contree: a microVM cannot be reached from outside).',
       }),
-      warnings: t.exposeStringList("warnings"),
+      warnings: t.exposeStringList("warnings", {
+        description: "What this provider cannot do here, and why.",
+      }),
     }),
   });
 
 const HealthRef = builder.objectRef<health.Health>("Health").implement({
+  description: "The server's state and what it can enforce.",
   fields: (t) => ({
-    ok: t.exposeBoolean("ok"),
-    version: t.exposeString("version"),
-    runtime: t.exposeString("runtime"),
+    ok: t.exposeBoolean("ok", { description: "Whether the server can serve: its database answered." }),
+    version: t.exposeString("version", { description: "The server's version." }),
+    runtime: t.exposeString("runtime", { description: 'The JavaScript runtime: "bun" or "deno".' }),
     provider: t.exposeString("provider", { description: "The default sandbox provider." }),
     isolation: t.exposeString("isolation", {
       description: 'How sandboxes are isolated: "bubblewrap" or "none".',
@@ -41,10 +44,18 @@ const HealthRef = builder.objectRef<health.Health>("Health").implement({
       description: "What this server cannot enforce here, and why.",
     }),
     database: t.exposeBoolean("database", { description: "Whether the database answered." }),
-    providers: t.field({ type: [ProviderHealthRef], resolve: (h) => h.providers }),
+    providers: t.field({
+      type: [ProviderHealthRef],
+      description: "The sandbox providers this server offers.",
+      resolve: (h) => h.providers,
+    }),
   }),
 });
 
 builder.queryFields((t) => ({
-  health: t.field({ type: HealthRef, resolve: (_root, _args, ctx) => health.health(ctx) }),
+  health: t.field({
+    type: HealthRef,
+    description: "Whether the server works, and how (no sign-in needed).",
+    resolve: (_root, _args, ctx) => health.health(ctx),
+  }),
 }));

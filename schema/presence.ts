@@ -10,7 +10,7 @@ const PresenceEntryRef = builder.objectRef<PresenceEntry>("PresenceEntry").imple
   description:
     "Someone in the session: a collaboration client (per room and tab) or an announcing GraphQL client.",
   fields: (t) => ({
-    key: t.exposeString("key"),
+    key: t.exposeString("key", { description: "Identifies this client's entry (stable while it stays)." }),
     user: t.field({
       type: UserRef,
       nullable: true,
@@ -21,26 +21,42 @@ const PresenceEntryRef = builder.objectRef<PresenceEntry>("PresenceEntry").imple
     name: t.exposeString("name", {
       description: "The display name the client chose (a label; `user` says who it really is).",
     }),
-    color: t.exposeString("color", { nullable: true }),
-    branchId: t.exposeID("branchId", { nullable: true }),
-    file: t.exposeString("file", { nullable: true }),
+    color: t.exposeString("color", {
+      nullable: true,
+      description: "The client's color: #rgb, #rrggbb or a CSS name.",
+    }),
+    branchId: t.exposeID("branchId", { nullable: true, description: "The branch it is on, if it said." }),
+    file: t.exposeString("file", { nullable: true, description: "The file it has open, if it said." }),
     // Checked when announced; checked again here so nothing stored can make this query fail.
     cursor: t.field({
       type: "JSON",
       nullable: true,
+      description: "Where it is in the file: whatever JSON the client announced (at most 2 kB).",
       resolve: (p) => (cursorProblem(p.cursor) ? null : (p.cursor ?? null)),
     }),
-    since: t.field({ type: "DateTime", resolve: (p) => new Date(p.since) }),
-    updatedAt: t.field({ type: "DateTime", resolve: (p) => new Date(p.updatedAt) }),
+    since: t.field({ type: "DateTime", description: "When it arrived.", resolve: (p) => new Date(p.since) }),
+    updatedAt: t.field({
+      type: "DateTime",
+      description: "When it last announced itself.",
+      resolve: (p) => new Date(p.updatedAt),
+    }),
   }),
 });
 
-const PresenceKind = builder.enumType("PresenceKind", { values: ["JOIN", "UPDATE", "LEAVE"] as const });
+const PresenceKind = builder.enumType("PresenceKind", {
+  description: "What a presence change is.",
+  values: {
+    JOIN: { description: "Someone arrived." },
+    UPDATE: { description: "Someone moved (branch, file, cursor) or renamed." },
+    LEAVE: { description: "Someone left (or stopped announcing)." },
+  } as const,
+});
 
 const PresenceEventRef = builder.objectRef<PresenceEvent>("PresenceEvent").implement({
+  description: "Someone arrived, moved or left.",
   fields: (t) => ({
-    kind: t.field({ type: PresenceKind, resolve: (e) => e.kind }),
-    entry: t.field({ type: PresenceEntryRef, resolve: (e) => e.entry }),
+    kind: t.field({ type: PresenceKind, description: "What changed.", resolve: (e) => e.kind }),
+    entry: t.field({ type: PresenceEntryRef, description: "Who, as they are now.", resolve: (e) => e.entry }),
   }),
 });
 
@@ -58,11 +74,14 @@ builder.mutationFields((t) => ({
     description:
       "For GraphQL-only clients: I am here (and where). Repeat within 30 s to stay present. Needs the write scope; the cursor is a JSON object or array of at most 2 kB, 6 levels deep.",
     args: {
-      sessionId: t.arg.id({ required: true }),
-      branchId: t.arg.id(),
-      file: t.arg.string(),
-      cursor: t.arg({ type: "JSON" }),
-      color: t.arg.string(),
+      sessionId: t.arg.id({ required: true, description: "The session you are in." }),
+      branchId: t.arg.id({ description: "The branch you are on (one of the session's)." }),
+      file: t.arg.string({ description: "The file you have open." }),
+      cursor: t.arg({
+        type: "JSON",
+        description: "Where you are in it: a JSON object or array (2 kB, 6 levels at most).",
+      }),
+      color: t.arg.string({ description: "Your color: #rgb, #rrggbb or a CSS color name." }),
     },
     resolve: (_r, args, ctx) =>
       presence.announcePresence(ctx, {
@@ -77,7 +96,7 @@ builder.subscriptionFields((t) => ({
   presence: t.field({
     type: PresenceEventRef,
     description: "Joins, updates (where, cursor) and leaves of everyone in the session, live.",
-    args: { sessionId: t.arg.id({ required: true }) },
+    args: { sessionId: t.arg.id({ required: true, description: "The session to watch." }) },
     subscribe: (_r, args, ctx) => presence.presenceEvents(ctx, String(args.sessionId)),
     resolve: (e) => e,
   }),

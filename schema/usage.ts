@@ -11,14 +11,14 @@ const UsageRef = builder.objectRef<usage.UsageTotals>("Usage").implement({
   description:
     "Summed over runs: wall and CPU time, model requests, tokens and cost; and the storage kept against its quota.",
   fields: (t) => ({
-    runs: t.exposeInt("runs"),
-    promptRuns: t.exposeInt("promptRuns"),
-    wallMs: t.exposeFloat("wallMs"),
-    cpuMs: t.exposeFloat("cpuMs"),
-    modelRequests: t.exposeInt("modelRequests"),
-    inputTokens: t.exposeFloat("inputTokens"),
-    outputTokens: t.exposeFloat("outputTokens"),
-    costUsd: t.exposeFloat("costUsd"),
+    runs: t.exposeInt("runs", { description: "Runs, of any kind." }),
+    promptRuns: t.exposeInt("promptRuns", { description: "Agent turns among them." }),
+    wallMs: t.exposeFloat("wallMs", { description: "Their wall time, summed." }),
+    cpuMs: t.exposeFloat("cpuMs", { description: "Their CPU time, summed (where measurable)." }),
+    modelRequests: t.exposeInt("modelRequests", { description: "Model calls through the gateway." }),
+    inputTokens: t.exposeFloat("inputTokens", { description: "Tokens sent to models." }),
+    outputTokens: t.exposeFloat("outputTokens", { description: "Tokens models answered with." }),
+    costUsd: t.exposeFloat("costUsd", { description: "Agent cost in USD, as opencode computes it." }),
     storageBytes: t.float({
       description:
         "Bytes of snapshot content kept: the sum of every snapshot's addedBytes (a user's: over the sessions they own).",
@@ -49,12 +49,19 @@ const QuotaLimitsRef = builder.objectRef<QuotaLimits>("QuotaLimits").implement({
       resolve: (l) => l.userBytes,
     }),
     sessions: t.int({ description: "Sessions a user may own.", resolve: (l) => l.userSessions }),
-    branchesPerSession: t.int({ resolve: (l) => l.branchesPerSession }),
+    branchesPerSession: t.int({
+      description: "Branches a session may have.",
+      resolve: (l) => l.branchesPerSession,
+    }),
   }),
 });
 
 builder.objectField(SessionRef, "usage", (t) =>
-  t.field({ type: UsageRef, resolve: (s, _a, ctx) => usage.sessionUsage(ctx, s.id) }),
+  t.field({
+    type: UsageRef,
+    description: "What this session's runs used, and the storage it keeps.",
+    resolve: (s, _a, ctx) => usage.sessionUsage(ctx, s.id),
+  }),
 );
 
 builder.objectField(SessionRef, "storageBytes", (t) =>
