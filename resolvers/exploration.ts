@@ -127,6 +127,8 @@ export async function explore(ctx: Context, input: ExploreInput): Promise<Explor
     ctx.log.error("exploration failed", {
       explorationId: row!.id,
       error: String(error),
+      // A database error's reason is its cause (drizzle's message is only the query).
+      cause: String((error as Error)?.cause ?? ""),
       stack: (error as Error)?.stack,
     });
     await ctx.db

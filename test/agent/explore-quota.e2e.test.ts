@@ -80,8 +80,7 @@ skip.describeUnlessAgent("one run at once (QUOTA_USER_CONCURRENT_RUNS=1)", () =>
     }
     expect(started.errors).toBeUndefined();
     const done = await finished(h, started.data!.explore.id);
-    expect(done.status).toBe("SUCCEEDED");
-    expect(done.error).toBeNull();
+    expect({ status: done.status, error: done.error }).toEqual({ status: "SUCCEEDED", error: null });
     expect(done.candidates).toHaveLength(2);
     const runs = done.candidates
       .flatMap((c: any) => [c.run, c.scoreRun])
