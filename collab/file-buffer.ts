@@ -8,13 +8,19 @@
 // reopens: the buffer, when the workspace still holds what we last synced or was re-created at the
 // same head (a restart: live workspaces do not outlive the process); else the workspace, which
 // something changed meanwhile.
+//
+// Across instances, only the instance holding the branch's live sandbox writes it: a buffer elsewhere
+// is a plain replica of the room (its edits reach the owner's copy of the room through the update log
+// and the bus, and the owner writes them). A buffer checks before each write or read-back that what it
+// knows of the workspace is still what the doc's "meta" says (another instance may have synced since,
+// e.g. after the branch changed owner); when not, it opens again instead of merging from stale ground.
 import { createHash } from "node:crypto";
 import * as Y from "yjs";
 import type { SandboxFiles } from "../resolvers/branch-runtime.ts";
 import { AppError } from "../resolvers/errors.ts";
 import { utf8Text } from "../sandbox/diff.ts";
 import { FileTooLargeError, SandboxError } from "../sandbox/provider.ts";
-import type { Room } from "./room.ts";
+import { REMOTE, type Room } from "./room.ts";
 import { applyTextChange } from "./text-edit.ts";
 
 /** The origin of the server's own changes: they are not edits to write back. */
@@ -35,6 +41,13 @@ export interface FileBufferOptions {
   onError(message: string, error: unknown): void;
   /** Called when the file can no longer be edited live (a run made it binary or too large). */
   onRefused(error: AppError): void;
+}
+
+/** The workspace state a buffer last synced with, as written to the doc's "meta". */
+interface Synced {
+  base: string;
+  sandbox: string;
+  head: string;
 }
 
 const tooLargeToEdit = (path: string, size: number, maxBytes: number) =>
@@ -82,6 +95,8 @@ export class FileBuffer {
   private baseState: Uint8Array | null = null;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private refused = false;
+  /** What this buffer last wrote to (or read from) the workspace; null: not opened here yet. */
+  private synced: Synced | null = null;
 
   constructor(
     readonly room: Room,
@@ -90,7 +105,10 @@ export class FileBuffer {
     private readonly options: FileBufferOptions,
   ) {
     room.doc.on("update", (_update: Uint8Array, origin: unknown) => {
-      if (origin !== SERVER && origin !== "load") this.scheduleFlush();
+      if (origin === SERVER || origin === "load") return;
+      // Edits accepted on other instances are written by the owner of the workspace: this one, if it
+      // holds the live sandbox (checked when the timer fires).
+      if (origin !== REMOTE || this.text.toString() !== (this.base ?? "")) this.scheduleFlush();
     });
   }
 
@@ -122,11 +140,25 @@ export class FileBuffer {
     }
   }
 
+  /** Whether what this buffer knows of the workspace still holds (same sandbox, meta unchanged). */
+  private current(files: SandboxFiles): boolean {
+    const synced = this.synced;
+    const meta = this.meta;
+    return (
+      synced !== null &&
+      synced.sandbox === files.sandboxId &&
+      meta.get("base") === synced.base &&
+      meta.get("sandbox") === synced.sandbox &&
+      meta.get("head") === synced.head
+    );
+  }
+
   /** Writes the buffer to the workspace if it differs from what the workspace holds. */
   async flush(files: SandboxFiles): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     if (this.refused) return;
+    if (!this.current(files)) return this.open(files);
     const content = this.text.toString();
     if (content === (this.base ?? "")) return;
     const data = new TextEncoder().encode(content);
@@ -150,6 +182,14 @@ export class FileBuffer {
   /** Brings changes made to the file on disk (by a run, a write, a rollback) into the buffer. */
   async sync(files: SandboxFiles): Promise<void> {
     if (this.refused) return;
+    if (!this.current(files)) {
+      try {
+        return await this.open(files);
+      } catch (error) {
+        if (error instanceof AppError) return this.refuse(error);
+        throw error;
+      }
+    }
     let disk: string | null;
     try {
       disk = await readText(files, this.path, this.options.maxBytes);
@@ -186,6 +226,7 @@ export class FileBuffer {
     this.base = content;
     this.baseState = this.text.toString() === (content ?? "") ? Y.encodeStateAsUpdate(this.room.doc) : null;
     const synced = { base: hashOf(content), sandbox: files.sandboxId, head: files.head };
+    this.synced = synced;
     const meta = this.meta;
     const changed = Object.entries(synced).filter(([key, value]) => meta.get(key) !== value);
     if (changed.length > 0)
@@ -198,6 +239,8 @@ export class FileBuffer {
     if (this.timer || this.refused) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
+      // Only where the branch's live sandbox is: elsewhere the owner's copy of the room writes.
+      if (!this.options.files.filesNow(this.branchId)) return;
       this.options.files
         .withFiles(this.branchId, (files) => this.flush(files))
         .catch((error) => this.options.onError("file buffer flush failed", error));

@@ -5,6 +5,9 @@
 // one that would pass them closes its socket (4413, the reason also in the auth frame) and is never
 // applied, relayed or stored. Awareness frames are filtered first too (awareness-filter.ts): a socket
 // sets only the few client ids it introduced, with states that pass the presence checks.
+// Across instances: an accepted update is persisted first (the update log is the source of truth) and
+// only then relayed to the room's other sockets; updates and awareness that other instances accepted
+// arrive through applyRemote/applyRemoteAwareness and are relayed here without being stored again.
 import * as decoding from "lib0/decoding";
 import * as encoding from "lib0/encoding";
 import * as awarenessProtocol from "y-protocols/awareness";
@@ -34,6 +37,22 @@ export interface Peer {
   };
 }
 
+/** The origin of changes another instance accepted (already stored; relayed, never stored again). */
+export const REMOTE = "remote";
+
+export interface RoomOptions {
+  /** Stores an update a writer (or the server) made; resolves once it is committed. */
+  persist(update: Uint8Array): Promise<unknown>;
+  /** Awareness changes of this instance's sockets, for the other instances (coalesced per tick). */
+  shareAwareness?(update: Uint8Array): void;
+  limits?: RoomLimits;
+  /** Told why frames of a peer were dropped or refused (for a log line). */
+  onReject?(reason: string): void;
+}
+
+/** Awareness changes of local sockets are gathered this long before they are shared (cursor moves). */
+const AWARENESS_SHARE_MS = 20;
+
 export class Room {
   readonly doc = new Y.Doc();
   readonly awareness = new awarenessProtocol.Awareness(this.doc);
@@ -46,23 +65,28 @@ export class Room {
   /** Peers refused for passing a limit: the rest of what they send is ignored until they close. */
   private readonly refused = new WeakSet<Peer>();
   private readonly guard: UpdateGuard;
+  private readonly onReject: (reason: string) => void;
+  /** Awareness client ids changed by local sockets and not shared with other instances yet. */
+  private readonly unshared = new Set<number>();
+  private shareTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     readonly name: string,
-    /** Called with every update applied to the document (from a writer, or loaded state). */
-    private readonly onUpdate: (update: Uint8Array) => void,
-    limits: RoomLimits = { maxDocBytes: DEFAULT_COLLAB_LIMITS.chatBytes },
-    /** Told why frames of a peer were dropped or refused (for a log line). */
-    private readonly onReject: (reason: string) => void = () => {},
+    private readonly options: RoomOptions,
   ) {
-    this.guard = new UpdateGuard(this.doc, limits);
+    this.guard = new UpdateGuard(
+      this.doc,
+      options.limits ?? { maxDocBytes: DEFAULT_COLLAB_LIMITS.chatBytes },
+    );
+    this.onReject = options.onReject ?? (() => {});
     // Nobody owns the server's own awareness state.
     this.awareness.setLocalState(null);
     this.doc.on("update", (update: Uint8Array, origin: unknown) => {
       if (origin === "load") return;
-      this.onUpdate(update);
       const message = encodeMessage(MESSAGE_SYNC, (e) => syncProtocol.writeUpdate(e, update));
-      this.toOthers(origin, message);
+      if (origin === REMOTE) return this.toOthers(null, message);
+      // Relayed once stored, in the order accepted (commits resolve in order).
+      void options.persist(update).then(() => this.toOthers(origin, message));
     });
     this.awareness.on(
       "update",
@@ -71,6 +95,8 @@ export class Room {
         origin: unknown,
       ) => {
         const changed = [...added, ...updated, ...removed];
+        // Other instances time out the states they were told of themselves.
+        if (origin !== REMOTE && origin !== "timeout") this.share(changed);
         const message = encodeMessage(MESSAGE_AWARENESS, (e) =>
           encoding.writeVarUint8Array(e, awarenessProtocol.encodeAwarenessUpdate(this.awareness, changed)),
         );
@@ -80,6 +106,28 @@ export class Room {
     );
   }
 
+  private share(clients: number[]) {
+    if (!this.options.shareAwareness) return;
+    for (const id of clients) this.unshared.add(id);
+    this.shareTimer ??= setTimeout(() => {
+      this.shareTimer = undefined;
+      const ids = [...this.unshared];
+      this.unshared.clear();
+      if (ids.length > 0)
+        this.options.shareAwareness?.(awarenessProtocol.encodeAwarenessUpdate(this.awareness, ids));
+    }, AWARENESS_SHARE_MS);
+  }
+
+  /** An update another instance accepted and stored: applied and relayed to every socket here. */
+  applyRemote(update: Uint8Array): void {
+    Y.applyUpdate(this.doc, update, REMOTE);
+  }
+
+  /** Awareness of another instance's sockets (already filtered there). */
+  applyRemoteAwareness(update: Uint8Array): void {
+    awarenessProtocol.applyAwarenessUpdate(this.awareness, update, REMOTE);
+  }
+
   /** The runtime topic this room's sockets subscribe to. */
   private get topic(): string {
     return `collab:${this.name}`;
@@ -87,6 +135,7 @@ export class Room {
 
   /** Every peer but `origin` (a peer, or the server's own change): one publish where topics exist. */
   private toOthers(origin: unknown, message: Uint8Array): void {
+    // A sender that left meanwhile (relays wait for the store) is simply not among the peers.
     const from = this.peers.has(origin as Peer) ? (origin as Peer) : null;
     if (from?.topics) from.topics.publish(this.topic, message);
     else for (const peer of this.peers) if (peer !== from) peer.send(message);
@@ -223,6 +272,7 @@ export class Room {
   }
 
   destroy(): void {
+    if (this.shareTimer) clearTimeout(this.shareTimer);
     this.awareness.destroy();
     this.doc.destroy();
   }

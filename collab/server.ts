@@ -17,11 +17,11 @@ import { AppError } from "../resolvers/errors.ts";
 import type { SessionEventPayload } from "../resolvers/events.ts";
 import { presenceColor } from "../resolvers/presence-input.ts";
 import { ShareLinkRefused, verifyShareLink } from "../resolvers/share-links.ts";
-import { type BranchFiles, FileBuffer } from "./file-buffer.ts";
-import { UpdateLog } from "./persistence.ts";
-import { type Peer, permissionDenied, Room } from "./room.ts";
-import { type CollabLimits, DEFAULT_COLLAB_LIMITS, roomLimits } from "./room-limits.ts";
+import type { BranchFiles } from "./file-buffer.ts";
+import { type Peer, permissionDenied, REMOTE, type Room } from "./room.ts";
+import { type CollabLimits, DEFAULT_COLLAB_LIMITS } from "./room-limits.ts";
 import { parseRoomName, ROOM_FORMS, type RoomName } from "./room-names.ts";
+import { type RoomLease, Rooms } from "./rooms.ts";
 
 /** A socket as the runtime adapter hands it over (see api/runtime/types.ts). */
 export interface CollabSocket {
@@ -48,6 +48,11 @@ export interface CollabDeps {
   fileFlushMs?: number;
   /** Room sizes and sockets per user (collab/room-limits.ts; defaults there). */
   limits?: Partial<CollabLimits>;
+  /**
+   * Other instances share the bus and the database (REDIS_URL or Upstash): rooms follow each other
+   * across instances (collab/rooms.ts). Off for one instance on the in-process bus.
+   */
+  replicate?: boolean;
 }
 
 /** One message of a session's shared chat (the Y.Array "messages" of sessions/<id>/chat). */
@@ -74,23 +79,13 @@ interface Who {
   socket: CollabSocket;
 }
 
-interface LoadedRoom {
-  room: Promise<Room>;
-  sessionId: string;
-  buffer?: FileBuffer;
-  unload?: ReturnType<typeof setTimeout>;
-  /** Why the room stopped taking connections, if it did. */
-  refused?: AppError;
-}
-
 /** setTimeout's longest delay (24.8 days); share links live up to 90 days, so timers re-arm. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class CollabServer {
-  private readonly rooms = new Map<string, LoadedRoom>();
+  private readonly rooms: Rooms;
   /** Open sockets and who they act for, so losing access can close them. */
   private readonly sockets = new Map<CollabSocket, Who>();
-  private readonly log: UpdateLog;
   private readonly watchers: AsyncIterableIterator<unknown>[];
   private readonly credentials: CredentialWatch;
   /** Session events of sessions with loaded rooms (deleted branches and sessions close their rooms). */
@@ -100,9 +95,22 @@ export class CollabServer {
   >();
 
   constructor(private readonly deps: CollabDeps) {
-    this.log = new UpdateLog(deps.db, (error) =>
-      deps.log.error("collab persistence failed", { error: String(error) }),
-    );
+    this.rooms = new Rooms({
+      db: deps.db,
+      bus: deps.bus,
+      log: deps.log,
+      files: deps.files,
+      replicate: deps.replicate ?? false,
+      graceMs: deps.graceMs ?? 2000,
+      maxFileBytes: deps.maxFileBytes ?? 1024 * 1024,
+      fileFlushMs: deps.fileFlushMs ?? 300,
+      limits: deps.limits,
+      onLoad: (target, sessionId, room) => {
+        this.feedPresence(target, sessionId, room);
+        this.watchSession(sessionId);
+      },
+      onUnload: (sessionId) => this.unwatchSession(sessionId),
+    });
     // Dead credentials, revoked links and removed members lose their sockets at once, whichever
     // instance made the change.
     this.credentials = new CredentialWatch(deps.bus, deps.log);
@@ -145,6 +153,8 @@ export class CollabServer {
         { added, updated, removed }: { added: number[]; updated: number[]; removed: number[] },
         origin: unknown,
       ) => {
+        // Another instance's sockets: that instance lists them.
+        if (origin === REMOTE) return;
         const who = this.peerWho.get(origin as Peer);
         const now = new Date().toISOString();
         for (const id of [...added, ...updated]) {
@@ -267,95 +277,6 @@ export class CollabServer {
     return { role: member.role, canWrite: member.role !== "VIEWER" && keyMayWrite };
   }
 
-  private roomFor(target: RoomName, sessionId: string): Promise<Room> {
-    const { name } = target;
-    const loaded = this.rooms.get(name);
-    if (loaded) {
-      // A file room that stopped being editable (a run made the file binary) refuses newcomers too.
-      if (loaded.refused) return Promise.reject(loaded.refused);
-      if (loaded.unload) clearTimeout(loaded.unload);
-      loaded.unload = undefined;
-      return loaded.room;
-    }
-    const entry: LoadedRoom = { room: Promise.resolve(null as unknown as Room), sessionId };
-    entry.room = (async () => {
-      const created = new Room(
-        name,
-        (update) => this.log.append(name, update),
-        roomLimits(target.kind, this.deps.limits, this.deps.maxFileBytes),
-        (reason) => this.deps.log.warn("collab frame rejected", { room: name, reason }),
-      );
-      let buffer: FileBuffer | undefined;
-      try {
-        const stored = await this.log.load(name);
-        if (stored) created.load(stored);
-        if (target.kind === "file") {
-          buffer = new FileBuffer(created, target.branchId, target.path, {
-            files: this.deps.files,
-            maxBytes: this.deps.maxFileBytes ?? 1024 * 1024,
-            flushMs: this.deps.fileFlushMs ?? 300,
-            onError: (message, error) => this.deps.log.warn(message, { room: name, error: String(error) }),
-            onRefused: (error) => {
-              entry.refused = error;
-              created.closeAll(error.closeCode, error.message.slice(0, 120), permissionDenied(error.message));
-            },
-          });
-          const opening = buffer;
-          // A branch busy with a long run still opens its files at once (reading is safe meanwhile).
-          const now = this.deps.files.filesNow(target.branchId);
-          if (now) {
-            await opening.open(now, false);
-            // Once the queue is free, whatever the running work changed meanwhile comes in.
-            void this.deps.files
-              .withFiles(target.branchId, (files) => opening.sync(files))
-              .catch((error) =>
-                this.deps.log.warn("file buffer sync failed", { room: name, error: String(error) }),
-              );
-          } else await this.deps.files.withFiles(target.branchId, (files) => opening.open(files));
-          entry.buffer = buffer;
-        }
-      } catch (error) {
-        // Nothing of a room that failed to load stays behind (the awareness has a timer).
-        buffer?.dispose();
-        created.destroy();
-        throw error;
-      }
-      this.feedPresence(target, sessionId, created);
-      this.watchSession(sessionId);
-      return created;
-    })();
-    this.rooms.set(name, entry);
-    // A room that failed to load is forgotten, so the next join tries again.
-    entry.room.catch(() => {
-      if (this.rooms.get(name) === entry) this.rooms.delete(name);
-    });
-    return entry.room;
-  }
-
-  private scheduleUnload(name: string, room: Room) {
-    const loaded = this.rooms.get(name);
-    if (!loaded || room.size > 0) return;
-    if (loaded.unload) clearTimeout(loaded.unload);
-    loaded.unload = setTimeout(async () => {
-      if (room.size > 0) return;
-      const { buffer } = loaded;
-      if (buffer) {
-        await this.deps.files
-          .withFiles(buffer.branchId, (files) => buffer.flush(files))
-          .catch((error) =>
-            this.deps.log.warn("file buffer flush failed", { room: name, error: String(error) }),
-          );
-      }
-      await this.log.flush();
-      if (room.size > 0 || this.rooms.get(name) !== loaded) return;
-      this.rooms.delete(name);
-      buffer?.dispose();
-      room.destroy();
-      this.log.forget(name);
-      this.unwatchSession(loaded.sessionId);
-    }, this.deps.graceMs ?? 2000);
-  }
-
   private watchSession(sessionId: string) {
     const watched = this.sessionWatchers.get(sessionId);
     if (watched) {
@@ -397,29 +318,14 @@ export class CollabServer {
     void watched.events.return?.();
   }
 
-  private buffersOf(branchId: string): FileBuffer[] {
-    const found: FileBuffer[] = [];
-    for (const loaded of this.rooms.values())
-      if (loaded.buffer?.branchId === branchId) found.push(loaded.buffer);
-    return found;
+  /** Before queued work on a branch (its owner calls): what people typed reaches the workspace. */
+  flushBranch(branchId: string, files: SandboxFiles): Promise<void> {
+    return this.rooms.flushBranch(branchId, files);
   }
 
-  /** Before queued work on a branch: what people typed reaches the workspace. */
-  async flushBranch(branchId: string, files: SandboxFiles): Promise<void> {
-    for (const buffer of this.buffersOf(branchId)) {
-      await buffer
-        .flush(files)
-        .catch((error) => this.deps.log.warn("file buffer flush failed", { error: String(error) }));
-    }
-  }
-
-  /** After queued work on a branch: what it changed reaches open editors. */
-  async syncBranch(branchId: string, files: SandboxFiles): Promise<void> {
-    for (const buffer of this.buffersOf(branchId)) {
-      await buffer
-        .sync(files)
-        .catch((error) => this.deps.log.warn("file buffer sync failed", { error: String(error) }));
-    }
+  /** After queued work on a branch (its owner calls): what it changed reaches open editors. */
+  syncBranch(branchId: string, files: SandboxFiles): Promise<void> {
+    return this.rooms.syncBranch(branchId, files);
   }
 
   /** Starts serving one upgraded socket for `room` (the path after /collab/). */
@@ -438,14 +344,16 @@ export class CollabServer {
     this.sockets.set(socket, who);
     const queue: Uint8Array[] = [];
     let peer: (Peer & { room: Room }) | null = null;
+    let lease: RoomLease | undefined;
     let closed = false;
 
     const ready = (async () => {
       const { canWrite } = await this.roleFor(token, target, roomName, who);
       if (closed) return;
       this.checkSocketsPerUser(who);
-      const room = await this.roomFor(target!, who.sessionId!);
-      if (closed) return this.scheduleUnload(roomName, room);
+      lease = this.rooms.acquire(target!, who.sessionId!, { socket: true });
+      const room = await lease.room;
+      if (closed) return;
       peer = {
         room,
         canWrite,
@@ -481,9 +389,8 @@ export class CollabServer {
         this.sockets.delete(socket);
         for (const release of who.release.splice(0)) release();
         void ready.then(() => {
-          if (!peer) return;
-          peer.room.leave(peer);
-          this.scheduleUnload(roomName, peer.room);
+          if (peer) peer.room.leave(peer);
+          lease?.release();
         });
       },
     };
@@ -495,9 +402,12 @@ export class CollabServer {
    */
   async appendChat(sessionId: string, message: ChatMessage): Promise<void> {
     const name = `sessions/${sessionId}/chat`;
-    const room = await this.roomFor({ kind: "chat", name, sessionId }, sessionId);
-    room.appendChat(message);
-    this.scheduleUnload(name, room);
+    const lease = this.rooms.acquire({ kind: "chat", name, sessionId }, sessionId);
+    try {
+      (await lease.room).appendChat(message);
+    } finally {
+      lease.release();
+    }
   }
 
   /** Rooms currently in memory (tests check that nothing leaks). */
@@ -511,12 +421,6 @@ export class CollabServer {
     for (const { events } of this.sessionWatchers.values()) await events.return?.();
     this.sessionWatchers.clear();
     for (const socket of [...this.sockets.keys()]) socket.close(1001, "Server shutting down");
-    await this.log.close();
-    for (const [name, loaded] of this.rooms) {
-      if (loaded.unload) clearTimeout(loaded.unload);
-      loaded.buffer?.dispose();
-      (await loaded.room.catch(() => null))?.destroy();
-      this.rooms.delete(name);
-    }
+    await this.rooms.close();
   }
 }
