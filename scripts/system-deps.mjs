@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // The system packages the platform uses, installed the way Playwright's `install --with-deps` does:
-// bubblewrap (sandbox isolation) and git (sessions from repositories), plus redis-server for the tests
-// of the Redis/Upstash shared state (not needed to run: a deployment brings its own Redis, or none).
+// bubblewrap (sandbox isolation) and git (sessions from repositories), plus, for the tests only,
+// redis-server (the Redis/Upstash shared state; a deployment brings its own Redis, or none) and
+// chromium (the session page's browser tests drive it; no browser is downloaded).
 // Runs from npm's postinstall,
 // prestart and pretest, so the README's two commands are enough on a fresh machine. When everything is
 // there it costs a few stat calls. When something is missing and this process can install it (root
@@ -22,6 +23,14 @@ const PACKAGES = [
     packages: { dnf: "redis", apk: "redis" },
     why: "tests of several instances sharing Redis",
     // Installed for installs and tests, never by `npm start`.
+    testsOnly: true,
+  },
+  {
+    command: "chromium",
+    // Fedora names the binary chromium-browser.
+    alternatives: ["chromium-browser"],
+    package: "chromium",
+    why: "browser tests of the session page",
     testsOnly: true,
   },
 ];
@@ -69,7 +78,8 @@ const say = (line) => process.stderr.write(`opencode.cloud: ${line}\n`);
 function main() {
   if (process.env.OPENCODE_CLOUD_SKIP_SYSTEM_DEPS === "1" || process.platform !== "linux") return;
   const starting = process.env.npm_lifecycle_event === "prestart";
-  const missing = PACKAGES.filter((p) => !which(p.command) && !(starting && p.testsOnly));
+  const installed = (p) => [p.command, ...(p.alternatives ?? [])].some(which);
+  const missing = PACKAGES.filter((p) => !installed(p) && !(starting && p.testsOnly));
   if (missing.length === 0) return;
   const manager = MANAGERS.find((m) => which(m.name));
   const names = missing.map((p) => packageName(p, manager?.name));
@@ -86,7 +96,7 @@ function main() {
     say(`missing system packages: ${what}. Run: ${command}`);
     if (missing.some((p) => !p.testsOnly))
       say("until then commands run without isolation in development, and production refuses to start");
-    else say("until then the tests of several instances sharing Redis are skipped");
+    else say(`until then the tests that need them are skipped (${missing.map((p) => p.why).join(", ")})`);
     return;
   }
 
@@ -109,7 +119,7 @@ function main() {
       return;
     }
   }
-  const still = missing.filter((p) => !which(p.command)).map((p) => p.package);
+  const still = missing.filter((p) => !installed(p)).map((p) => p.package);
   if (still.length > 0) say(`still missing after the install: ${still.join(", ")}`);
 }
 
