@@ -17,6 +17,7 @@ import { createGraphQLWebSocket, GRAPHQL_WS_PROTOCOL } from "./graphql-ws.ts";
 import { createRequestLimiter, limitBody } from "./limits.ts";
 import { useLiveAccess } from "./live-access.ts";
 import type { AppFetch, SocketLike } from "./runtime/types.ts";
+import { createWebPage } from "./web-page.ts";
 
 export interface AppDeps {
   collab: CollabServer;
@@ -125,6 +126,8 @@ export function createApp(deps: AppDeps): App {
   // graphql-ws operations count against the same request limits.
   const ws = createGraphQLWebSocket({ yoga, auth, bus: services.bus, log, limitRequests });
   const sdl = printSchema(schema);
+  // The live session page (/app): static files and the graphql-ws browser client.
+  const webPage = createWebPage();
 
   let inFlight = 0;
   let closing = false;
@@ -178,6 +181,8 @@ export function createApp(deps: AppDeps): App {
       const branchId = decodePathSegment(agent[1]!, "branch id");
       return agentProxy.handle(request, branchId, agent[2] ?? "/", url.search, clientAddress);
     }
+    const page = await webPage(request, url);
+    if (page) return page;
     throw new AppError("NOT_FOUND", `No route for ${request.method} ${url.pathname}; the API is at /graphql`);
   }
 
