@@ -97,6 +97,17 @@ export interface Config {
    * (ALLOW_PRIVATE_URLS, OUTBOUND_ALLOW_HOSTS). The operator's own AGENT_MODEL_BASE_URL is trusted.
    */
   outbound: OutboundRules;
+  /**
+   * /metrics (Prometheus text): whether it is served at all, the bearer token it then requires, and a
+   * listener of its own (serving only /metrics, e.g. on an internal address) instead of the API's.
+   */
+  metrics: {
+    enabled: boolean;
+    token: string | undefined;
+    listener: { host: string; port: number } | null;
+    /** The stored-bytes total (a sum over every snapshot) is read from the database at most this often. */
+    storageRefreshMs: number;
+  };
   shutdownGraceMs: number;
   logLevel: "debug" | "info" | "warn" | "error";
 }
@@ -248,6 +259,30 @@ function modelConfig(env: Env): Config["model"] {
   if (anthropic)
     return { baseURL: "https://api.anthropic.com/v1", apiKey: anthropic, name: name ?? "claude-sonnet-4-5" };
   return null;
+}
+
+/**
+ * /metrics: open on the API's listener outside production; in production only behind METRICS_TOKEN or
+ * on a listener of its own (METRICS_PORT), unless METRICS_ENABLED=true opts in explicitly.
+ */
+function metricsConfig(env: Env, nodeEnv: Environment): Config["metrics"] {
+  const token = optional(env, "METRICS_TOKEN");
+  if (token !== undefined && token.length < 16)
+    throw new ConfigError("METRICS_TOKEN", "must be at least 16 characters");
+  const host = optional(env, "METRICS_HOST");
+  if (host !== undefined && optional(env, "METRICS_PORT") === undefined)
+    throw new ConfigError("METRICS_PORT", "required with METRICS_HOST");
+  const listener =
+    optional(env, "METRICS_PORT") === undefined
+      ? null
+      : { host: host ?? "127.0.0.1", port: int(env, "METRICS_PORT", 0, 0, 65535) };
+  const protectedOrDev = nodeEnv !== "production" || token !== undefined || listener !== null;
+  return {
+    enabled: bool(env, "METRICS_ENABLED", protectedOrDev),
+    token,
+    listener,
+    storageRefreshMs: int(env, "METRICS_STORAGE_REFRESH_MS", 60_000, 1000, 24 * 3600_000),
+  };
 }
 
 export function loadConfig(env: Env = process.env): Config {
@@ -402,6 +437,7 @@ export function loadConfig(env: Env = process.env): Config {
         throw new ConfigError("SECRETS_KEY", "must be at least 32 characters");
       return key;
     })(),
+    metrics: metricsConfig(env, nodeEnv),
     shutdownGraceMs: int(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     logLevel: oneOf(env, "LOG_LEVEL", ["debug", "info", "warn", "error"] as const, "info"),
   };

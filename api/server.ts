@@ -16,6 +16,7 @@ import { createErrorMasker, errorResponse, requestScope, useErrorCodes, withErro
 import { createGraphQLWebSocket, GRAPHQL_WS_PROTOCOL } from "./graphql-ws.ts";
 import { createRequestLimiter, limitBody } from "./limits.ts";
 import { useLiveAccess } from "./live-access.ts";
+import type { Metrics } from "./metrics/index.ts";
 import type { AppFetch, SocketLike } from "./runtime/types.ts";
 import { createWebPage } from "./web-page.ts";
 
@@ -25,6 +26,8 @@ export interface AppDeps {
   schema: GraphQLSchema;
   services: Services;
   auth: Authenticator;
+  /** Prometheus metrics (api/metrics); null or absent: /metrics is off. */
+  metrics?: Metrics | null;
 }
 
 export interface App {
@@ -97,6 +100,7 @@ export function createApp(deps: AppDeps): App {
           : log.error(String(args[0]), { args: args.slice(1).map(String) }),
     },
     plugins: [
+      ...(deps.metrics ? [deps.metrics.graphql] : []),
       useErrorCodes(),
       // graphql-armor: depth, cost, alias, token and directive limits, maintained against real attacks.
       EnvelopArmorPlugin({
@@ -143,6 +147,8 @@ export function createApp(deps: AppDeps): App {
       const report = await health(services);
       return Response.json(report, { status: report.ok ? 200 : 503 });
     }
+    if (url.pathname === "/metrics" && deps.metrics?.onApiListener)
+      return deps.metrics.onApiListener(request);
     if (url.pathname === "/schema.graphql") {
       return new Response(sdl, { headers: { "content-type": "text/plain; charset=utf-8" } });
     }

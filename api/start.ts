@@ -26,6 +26,7 @@ import { createSecretBox } from "./auth/secret-box.ts";
 import { createTokenService, type TokenService } from "./auth/tokens.ts";
 import type { Config } from "./config.ts";
 import { createLogger } from "./log.ts";
+import { createMetrics } from "./metrics/index.ts";
 import type { Runtime } from "./runtime/types.ts";
 import { createApp } from "./server.ts";
 import { createSharedState } from "./shared-state.ts";
@@ -38,6 +39,8 @@ export interface StartedServer {
   tokens: TokenService;
   /** Collaboration rooms loaded in memory (operators and leak tests). */
   collabRooms(): number;
+  /** The separate /metrics listener (METRICS_PORT), when one is configured (optional: process handles have none). */
+  metricsUrl?: string | null;
   /** This instance's live agents (tests and benchmarks look at their servers); null when none can run. */
   agents: AgentPool | null;
   /** Graceful stop: refuse new work, finish or abandon in-flight work, close sockets and the database. */
@@ -77,7 +80,10 @@ export async function startServer(
   const tokens = await createTokenService(config);
   // The bus, rate limits and run quotas: in process, or shared through Redis/Upstash (several instances).
   const shared = createSharedState(config, log);
-  const { bus } = shared;
+  // Prometheus metrics of this instance (null: /metrics is off): the bus every part uses is observed.
+  const metrics = createMetrics({ config, db: database.db, runtime: runtime.name, version });
+  const bus = metrics?.observeBus(shared.bus) ?? shared.bus;
+  metrics?.observeSandboxes(sandboxes);
   const branchRuntime = new BranchRuntime(sandboxes, config.maxParallelRuns);
   // Agent runs need the opencode binary and a model, reached only through the gateway: over its unix
   // socket from local sandboxes (which also need bubblewrap), over the network from contree VMs.
@@ -235,7 +241,8 @@ export async function startServer(
     before: (branchId, files) => collab.flushBranch(branchId, files),
     after: (branchId, files) => collab.syncBranch(branchId, files),
   });
-  const app = createApp({ config, schema, services, auth, collab });
+  metrics?.observeLive(agents, collab);
+  const app = createApp({ config, schema, services, auth, collab, metrics });
   const server = runtime.serve({
     hostname: config.host,
     port: config.port,
@@ -249,6 +256,7 @@ export async function startServer(
       Math.max(config.limits.maxBodyBytes, config.collabLimits.chatBytes, config.collabLimits.fileRoomBytes) +
       64 * 1024,
   });
+  const metricsServer = metrics?.listen(runtime) ?? null;
   const url = `http://${server.hostname.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
   // PORT=0 (tests, benchmarks) picks the port now: links handed out (agentUrl, share links) use it.
   if (/:0\/?$/.test(services.publicUrl)) services.publicUrl = url;
@@ -265,6 +273,7 @@ export async function startServer(
     port: server.port,
     tokens,
     collabRooms: () => collab.loadedRooms,
+    metricsUrl: metricsServer && `http://${metricsServer.hostname}:${metricsServer.port}`,
     agents,
     stop() {
       stopping ??= (async () => {
@@ -273,6 +282,7 @@ export async function startServer(
         await app.close();
         await Promise.race([stopped, new Promise((r) => setTimeout(r, 1000))]);
         await server.stop(true);
+        await metricsServer?.stop(true);
         await shared.close();
         runQuota.close();
         await collab.close();

@@ -1,0 +1,89 @@
+// What is live on this instance now, read at scrape time: sandboxes per provider, live agents,
+// collaboration rooms and sockets.
+import { Counter, Gauge, type Registry } from "prom-client";
+import type { AgentPool } from "../../agent/live/pool.ts";
+import type { CollabServer } from "../../collab/server.ts";
+import type { SandboxProviders } from "../../sandbox/registry.ts";
+
+/**
+ * Sandboxes alive per provider: the ids each provider handed out (create, fork) and not yet destroyed.
+ * The providers keep their sandboxes privately, so the count is taken at their doors, wrapped in place
+ * before anything creates one.
+ */
+export function sandboxMetrics(registry: Registry, providers: SandboxProviders): void {
+  const live = new Map<string, Set<string>>();
+  for (const name of providers.names) {
+    const provider = providers.get(name);
+    const ids = new Set<string>();
+    live.set(name, ids);
+    const { create, fork, destroy } = provider;
+    provider.create = async (base) => {
+      const id = await create.call(provider, base);
+      ids.add(id);
+      return id;
+    };
+    provider.fork = async (snapshotId) => {
+      const id = await fork.call(provider, snapshotId);
+      ids.add(id);
+      return id;
+    };
+    provider.destroy = async (sandboxId) => {
+      await destroy.call(provider, sandboxId);
+      ids.delete(sandboxId);
+    };
+  }
+  new Gauge({
+    name: "opencode_cloud_sandboxes_live",
+    help: "Sandboxes alive on this instance, by provider",
+    labelNames: ["provider"],
+    registers: [registry],
+    collect() {
+      for (const [provider, ids] of live) this.set({ provider }, ids.size);
+    },
+  });
+}
+
+/** Live agents (agent/live/pool.ts) and collaboration (collab/server.ts), from their own counts. */
+export function liveMetrics(registry: Registry, agents: AgentPool | null, collab: CollabServer): void {
+  const registers = [registry];
+  new Gauge({
+    name: "opencode_cloud_agents_live",
+    help: "Live opencode servers on this instance, by whether a turn is running on them",
+    labelNames: ["state"],
+    registers,
+    collect() {
+      let busy = 0;
+      const all = agents?.list() ?? [];
+      for (const agent of all) if (agent.busy) busy++;
+      this.set({ state: "busy" }, busy);
+      this.set({ state: "idle" }, all.length - busy);
+    },
+  });
+  new Counter({
+    name: "opencode_cloud_agents_started_total",
+    help: "Live opencode servers started on this instance (first turns, restarts after idling or eviction)",
+    registers,
+    collect() {
+      this.reset();
+      this.inc(agents?.starts ?? 0);
+    },
+  });
+  new Gauge({
+    name: "opencode_cloud_collab_rooms_loaded",
+    help: "Collaboration rooms (chat and file rooms) loaded in memory on this instance",
+    registers,
+    collect() {
+      this.set(collab.loadedRooms);
+    },
+  });
+  new Gauge({
+    name: "opencode_cloud_collab_sockets_open",
+    help: "Collaboration WebSockets open on this instance",
+    registers,
+    collect() {
+      // The server keeps its sockets privately and has no count of them yet; read, never changed.
+      // biome-ignore lint/complexity/useLiteralKeys: a private field (TypeScript allows reading it this way only)
+      this.set(collab["sockets"].size);
+    },
+  });
+}
