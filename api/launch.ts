@@ -25,6 +25,11 @@ export async function launch(runtime: Runtime): Promise<void> {
   }
 
   const server = await startServer(config, runtime).catch((error: unknown) => {
+    // A setting the profile cannot run with (api/profile.ts) is a configuration error too.
+    if (error instanceof ConfigError) {
+      process.stderr.write(`opencode.cloud: invalid configuration: ${error.message}\n`);
+      process.exit(78);
+    }
     process.stderr.write(
       `opencode.cloud: failed to start: ${error instanceof Error ? error.message : String(error)}\n`,
     );
