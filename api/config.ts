@@ -1,13 +1,17 @@
 // The one place that reads the environment. Everything else receives a typed Config.
 // A bad value stops start-up with one line naming the variable (ConfigError).
+import { tmpdir } from "node:os";
 import { resolve } from "node:path";
 import type { SandboxConfig } from "../sandbox/create.ts";
 import { type OutboundRules, parseAllowList } from "../sandbox/outbound-policy.ts";
+import type { ProfileName } from "./profile.ts";
 
 export type Environment = "development" | "production" | "test";
 
 export interface Config {
   env: Environment;
+  /** `standard`, or `serverless` (PROFILE): no child processes, no state beyond a temp dir (api/profile.ts). */
+  profile: ProfileName;
   host: string;
   port: number;
   /** Public base URL used in links (share links, GraphiQL hints). */
@@ -289,7 +293,10 @@ export function loadConfig(env: Env = process.env): Config {
   const nodeEnv = oneOf(env, "NODE_ENV", ["development", "production", "test"] as const, "development");
   const host = str(env, "HOST", "127.0.0.1");
   const port = int(env, "PORT", 4000, 0, 65535);
-  const dataDir = resolve(str(env, "DATA_DIR", ".data"));
+  const profile = oneOf(env, "PROFILE", ["standard", "serverless"] as const, "standard");
+  const dataDir = resolve(
+    str(env, "DATA_DIR", profile === "serverless" ? resolve(tmpdir(), "opencode-cloud") : ".data"),
+  );
   const publicUrl = str(env, "PUBLIC_URL", `http://${host === "0.0.0.0" ? "localhost" : host}:${port}`);
   try {
     new URL(publicUrl);
@@ -316,6 +323,7 @@ export function loadConfig(env: Env = process.env): Config {
 
   return {
     env: nodeEnv,
+    profile,
     host,
     port,
     publicUrl: publicUrl.replace(/\/$/, ""),
@@ -341,6 +349,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     sandbox: {
       provider: oneOf(env, "SANDBOX_PROVIDER", ["local", "contree"] as const, "local"),
+      offerLocal: profile !== "serverless",
       contree: contreeConfig(env),
       dir: resolve(str(env, "SANDBOX_DIR", resolve(dataDir, "sandbox"))),
       workspaces: oneOf(env, "SANDBOX_WORKSPACES", ["auto", "overlay", "copy"] as const, "auto"),

@@ -27,6 +27,7 @@ import { createTokenService, type TokenService } from "./auth/tokens.ts";
 import type { Config } from "./config.ts";
 import { createLogger } from "./log.ts";
 import { createMetrics } from "./metrics/index.ts";
+import { checkProfile, profilePlan } from "./profile.ts";
 import type { Runtime } from "./runtime/types.ts";
 import { createApp } from "./server.ts";
 import { createSharedState } from "./shared-state.ts";
@@ -59,6 +60,9 @@ export async function startServer(
   runtime: Runtime,
   options: StartOptions = {},
 ): Promise<StartedServer> {
+  checkProfile(config);
+  // PROFILE=serverless: no local provider, no gateway listener, no /collab (api/profile.ts).
+  const profile = profilePlan(config);
   const log = createLogger(config.logLevel, options.logSink);
   // Database, secrets and (by default) every sandbox's files: private to this user, old ones included.
   await makePrivateDir(config.dataDir);
@@ -76,7 +80,6 @@ export async function startServer(
     (job) => diffPool.run(job),
     outbound,
   );
-  const local = sandboxes.get("local");
   const tokens = await createTokenService(config);
   // The bus, rate limits and run quotas: in process, or shared through Redis/Upstash (several instances).
   const shared = createSharedState(config, log);
@@ -89,7 +92,7 @@ export async function startServer(
   // socket from local sandboxes (which also need bubblewrap), over the network from contree VMs.
   let gateway: ModelGateway | null = null;
   let gatewayURL: string | null = null;
-  if (opencodeBinary()) {
+  if (opencodeBinary() && !profile.noGateway) {
     gateway = new ModelGateway(
       join(config.dataDir, "gateway.sock"),
       (message, fields) => log.warn(message, fields),
@@ -119,8 +122,12 @@ export async function startServer(
   const agentUnavailable = (provider: string): string | null => {
     if (!sandboxes.has(provider)) return `The sandbox provider "${provider}" is not configured here`;
     const missing: string[] = [];
-    if (!gateway) missing.push("the opencode binary is not installed (npm package opencode-linux-x64)");
-    if (sandboxes.get(provider).status.binds === "host" && local.status.isolation !== "bubblewrap")
+    if (!gateway)
+      missing.push(
+        profile.noGateway ?? "the opencode binary is not installed (npm package opencode-linux-x64)",
+      );
+    const { binds, isolation } = sandboxes.get(provider).status;
+    if (binds === "host" && isolation !== "bubblewrap")
       missing.push("agent runs need bubblewrap isolation on this server (install bubblewrap)");
     return missing.length > 0 ? `Agent runs are unavailable: ${missing.join("; ")}` : null;
   };
@@ -208,7 +215,8 @@ export async function startServer(
       provider: sandboxes.defaultName,
       isolation: sandboxes.default.status.isolation,
       workspaces: sandboxes.default.status.workspaces,
-      warnings: sandboxes.all().flatMap((p) => p.status.warnings),
+      warnings: [...sandboxes.all().flatMap((p) => p.status.warnings), ...profile.notes],
+      profile: profile.name,
       providers: sandboxes.all().map((p) => p.status),
       checkDatabase: async () => (await database.client.execute("select 1")).rows.length === 1,
       sharedStore: shared.kind,
@@ -246,7 +254,7 @@ export async function startServer(
   const server = runtime.serve({
     hostname: config.host,
     port: config.port,
-    fetch: app.fetch,
+    fetch: profile.guard(app.fetch),
     // The transport cap sits far above the app's own limit so the app answers with a typed error;
     // the app rejects on Content-Length at once and stops reading a chunked body at its limit.
     maxRequestBodySize: Math.max(config.limits.maxBodyBytes * 4, 128 * 1024 * 1024),

@@ -110,6 +110,8 @@ export interface HealthInfo {
   isolation: string;
   workspaces: string;
   warnings: string[];
+  /** The deployment profile (PROFILE): "standard" or "serverless" (api/profile.ts). */
+  profile: "standard" | "serverless";
   /** Every provider this server offers (the fields above describe the default one). */
   providers: ProviderStatus[];
   checkDatabase(): Promise<boolean>;

@@ -1,5 +1,5 @@
 // Chooses and starts the sandbox providers from config: the one place that knows the implementations.
-// `local` is always offered (it is the embedded default); `contree` when it has credentials.
+// `local` is offered unless `offerLocal` is false (it is the embedded default); `contree` when it has credentials.
 import { ContreeClient } from "./contree/client.ts";
 import { ContreeProvider } from "./contree/provider.ts";
 import type { Patcher } from "./diff.ts";
@@ -27,6 +27,8 @@ export interface ContreeConfig {
 export interface SandboxConfig {
   /** The default for new sessions. */
   provider: "local" | "contree";
+  /** Whether `local` is offered (default true; PROFILE=serverless: no bubblewrap, no workspaces on disk). */
+  offerLocal?: boolean;
   contree: ContreeConfig | null;
   dir: string;
   workspaces: "auto" | "overlay" | "copy";
@@ -56,25 +58,27 @@ export async function createProviders(
 ): Promise<SandboxProviders> {
   const { timeoutMs, maxOutputBytes, maxProcesses, maxMemoryBytes, maxWriteBytes } = config;
   const providers = new Map<string, SandboxProvider>();
-  const local = new LocalProvider({
-    dir: config.dir,
-    workspaces: config.workspaces,
-    requireIsolation: config.requireIsolation,
-    allowLocalRepos: config.allowLocalRepos,
-    limits: {
-      timeoutMs,
-      maxOutputBytes,
-      maxProcesses,
-      maxMemoryBytes,
-      maxWriteBytes,
-      maxSnapshotEntries: config.maxSnapshotEntries,
-      minFreeDiskBytes: config.minFreeDiskBytes,
-    },
-    log: (level, message) => log(level, message, "local"),
-    patcher,
-    outbound,
-  });
-  providers.set("local", await local.init());
+  if (config.offerLocal !== false) {
+    const local = new LocalProvider({
+      dir: config.dir,
+      workspaces: config.workspaces,
+      requireIsolation: config.requireIsolation,
+      allowLocalRepos: config.allowLocalRepos,
+      limits: {
+        timeoutMs,
+        maxOutputBytes,
+        maxProcesses,
+        maxMemoryBytes,
+        maxWriteBytes,
+        maxSnapshotEntries: config.maxSnapshotEntries,
+        minFreeDiskBytes: config.minFreeDiskBytes,
+      },
+      log: (level, message) => log(level, message, "local"),
+      patcher,
+      outbound,
+    });
+    providers.set("local", await local.init());
+  }
   if (config.contree) {
     const { url, token, project, image, imageSource, network, streamIdleMs } = config.contree;
     const contree = new ContreeProvider({
