@@ -1,21 +1,42 @@
 // Presence over GraphQL: who is in a session now, live join/update/leave events, and announcements
-// from GraphQL-only clients (dashboards) that expire unless renewed.
+// from GraphQL-only clients (dashboards) that expire unless renewed. Listing and streaming cover every
+// instance when the registry can (collab/presence.ts: listAll and events); otherwise this instance's.
 import { payloadsOf, topics } from "../bus/bus.ts";
 import { requireRole } from "./access.ts";
-import { type Context, type PresenceEntry, type PresenceEvent, requireScope } from "./context.ts";
+import {
+  type Context,
+  type PresenceEntry,
+  type PresenceEvent,
+  type PresenceRegistry,
+  requireScope,
+} from "./context.ts";
 import { badInput } from "./errors.ts";
 import { colorProblem, presenceFieldsProblem } from "./presence-input.ts";
 
 const ANNOUNCE_TTL_MS = 30_000;
 
+/** What a registry over every instance adds (collab/presence.ts). */
+interface PlatformPresence extends PresenceRegistry {
+  listAll?(sessionId: string): Promise<PresenceEntry[]>;
+  events?(sessionId: string): AsyncIterableIterator<PresenceEvent>;
+}
+
 export async function sessionPresence(ctx: Context, sessionId: string): Promise<PresenceEntry[]> {
   await requireRole(ctx, sessionId, "VIEWER");
-  return ctx.presence.list(sessionId);
+  const presence = ctx.presence as PlatformPresence;
+  return presence.listAll ? presence.listAll(sessionId) : presence.list(sessionId);
 }
 
 export async function* presenceEvents(ctx: Context, sessionId: string): AsyncGenerator<PresenceEvent> {
   await requireRole(ctx, sessionId, "VIEWER");
-  yield* payloadsOf<PresenceEvent>(ctx.bus, topics.presence(sessionId));
+  const presence = ctx.presence as PlatformPresence;
+  if (!presence.events) return yield* payloadsOf<PresenceEvent>(ctx.bus, topics.presence(sessionId));
+  const events = presence.events(sessionId);
+  try {
+    yield* events;
+  } finally {
+    await events.return?.();
+  }
 }
 
 /** A GraphQL client says it is here (and where); repeat within 30 s to stay present. */
