@@ -9,12 +9,13 @@ import { createPresenceRegistry } from "../collab/presence.ts";
 import { CollabServer } from "../collab/server.ts";
 import { openDatabase, tuneEmbedded } from "../db/client.ts";
 import { applyMigrations } from "../db/migrate.ts";
+import { createCluster } from "../cluster/index.ts";
 import { BranchRuntime } from "../resolvers/branch-runtime.ts";
 import type { Services } from "../resolvers/context.ts";
 import { diskSpace } from "../resolvers/disk-space.ts";
 import { Quotas } from "../resolvers/quota.ts";
 import { RunQuotas } from "../resolvers/run-quota.ts";
-import { Runner } from "../resolvers/runner.ts";
+import { ownerOperations, Runner } from "../resolvers/runner.ts";
 import { headRef } from "../resolvers/snapshot-records.ts";
 import { createProviders } from "../sandbox/create.ts";
 import { createDiffPool } from "../sandbox/diff-pool.ts";
@@ -87,7 +88,16 @@ export async function startServer(
   const metrics = createMetrics({ config, db: database.db, runtime: runtime.name, version });
   const bus = metrics?.observeBus(shared.bus) ?? shared.bus;
   metrics?.observeSandboxes(sandboxes);
-  const branchRuntime = new BranchRuntime(sandboxes, config.maxParallelRuns);
+  // Which instance owns each branch's live sandbox (everything here without Redis/Upstash).
+  const cluster = createCluster(
+    { shared: config.shared, prefix: config.sharedKeys.prefix, ...config.cluster },
+    { bus, log, secretMaterial: await tokens.secretMaterial() },
+  );
+  const branchRuntime = new BranchRuntime(sandboxes, config.maxParallelRuns, {
+    ownership: cluster.ownership,
+    headOf: (branchId) => headRef(database.db, branchId),
+    log,
+  });
   // Agent runs need the opencode binary and a model, reached only through the gateway: over its unix
   // socket from local sandboxes (which also need bubblewrap), over the network from contree VMs.
   let gateway: ModelGateway | null = null;
@@ -145,7 +155,7 @@ export async function startServer(
     ? // The operator's own endpoint: exempt from the outbound policy (it is config, not user input).
       { baseURL: config.model.baseURL, apiKey: config.model.apiKey, model: config.model.name, trusted: true }
     : null;
-  const presence = createPresenceRegistry(bus);
+  const presence = createPresenceRegistry(bus, { shared: shared.kind !== "memory" });
   // The chat sink calls the collaboration server, which is built below (it needs the services).
   const chat: Services["chat"] = { append: (sessionId, message) => collab.appendChat(sessionId, message) };
   const quota = new Quotas(
@@ -172,7 +182,12 @@ export async function startServer(
     permissions: agents,
     trail: config.runTrail,
     turnTimeoutMs: config.sandbox.timeoutMs,
+    cluster: cluster.ownership,
   });
+  cluster.ownership.onSweep(async () => void (await runner.interruptRunsOfGoneInstances()));
+  cluster.ownership.onAcquired(
+    (branchId) => void runner.interruptRunsOfGoneInstances(branchId).catch(() => {}),
+  );
   const interrupted = await runner.recoverInterrupted();
   if (interrupted > 0) log.warn("runs interrupted by the previous stop", { runs: interrupted });
   const auth = createAuthenticator({
@@ -243,6 +258,8 @@ export async function startServer(
     maxFileBytes: config.collabMaxFileBytes,
     fileFlushMs: config.collabFileFlushMs,
     limits: config.collabLimits,
+    // Several instances (a shared bus): rooms follow each other through the bus and the update log.
+    replicate: shared.kind !== "memory",
   });
   // Open file rooms are written to the workspace before a branch's queued work and read back after.
   branchRuntime.setHooks({
@@ -250,7 +267,15 @@ export async function startServer(
     after: (branchId, files) => collab.syncBranch(branchId, files),
   });
   metrics?.observeLive(agents, collab);
-  const app = createApp({ config, schema, services, auth, collab, metrics });
+  const app = createApp({
+    config,
+    schema,
+    services,
+    auth,
+    collab,
+    metrics,
+    cluster: cluster.ownership.solo ? null : cluster.routes(ownerOperations(branchRuntime, runner)),
+  });
   const server = runtime.serve({
     hostname: config.host,
     port: config.port,
@@ -268,6 +293,7 @@ export async function startServer(
   const url = `http://${server.hostname.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
   // PORT=0 (tests, benchmarks) picks the port now: links handed out (agentUrl, share links) use it.
   if (/:0\/?$/.test(services.publicUrl)) services.publicUrl = url;
+  await cluster.start(server.hostname, server.port);
   log.info("listening", {
     url,
     graphql: `${url}/graphql`,
@@ -297,6 +323,7 @@ export async function startServer(
         presence.close();
         await agents?.close();
         await branchRuntime.close();
+        await cluster.close();
         await gateway?.close();
         await sandboxes.close();
         await diffPool.close();
