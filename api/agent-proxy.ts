@@ -7,9 +7,13 @@
 // server's own password never leaves the platform: each request is re-signed here. Reads need
 // VIEWER, writes EDITOR (viewers get 403), strangers 404 as for a missing branch, bad credentials
 // 401. Turns become PROMPT runs (resolvers/agent-attach.ts); event streams end when the access they
-// were opened with ends.
+// were opened with ends. The live agent is on the instance that owns the branch (cluster/): on any
+// other, the request is passed on to the owner as it came (signed, over /internal/cluster/agent/…),
+// which checks the credential itself and streams the answer back through this one.
+
 import { classifyAttach } from "../agent/live/attach-policy.ts";
 import type { BranchServer } from "../agent/live/branch-server.ts";
+import { PeerError } from "../cluster/peer-client.ts";
 import { AccessWatchHub } from "../resolvers/access-watch.ts";
 import {
   type AttachAccess,
@@ -18,6 +22,7 @@ import {
   requireAttachRole,
   watchAttachAccess,
 } from "../resolvers/agent-attach.ts";
+import { fromPeer } from "../resolvers/branch-runtime.ts";
 import type { Context, Services } from "../resolvers/context.ts";
 import { AppError } from "../resolvers/errors.ts";
 import { liveAgentOf } from "../resolvers/live-agent.ts";
@@ -63,6 +68,8 @@ export interface AgentProxy {
     path: string,
     search: string,
     clientAddress: string,
+    /** Passed on by another instance to this one as the branch's owner: served here or refused. */
+    asOwner?: boolean,
   ): Promise<Response>;
   /** Ends every stream the proxy holds open (shutdown). */
   close(): Promise<void>;
@@ -205,8 +212,53 @@ export function createAgentProxy(deps: {
     return forward(await liveAgentOf(services, branchId), request, pathAndQuery, access);
   }
 
+  /** The request passed on to the branch's owner, its answer streamed back (null: this instance owns it). */
+  async function toOwner(request: Request, branchId: string, path: string, search: string) {
+    const where = await services.branchRuntime.locate(branchId);
+    if (where.here) return null;
+    const body =
+      request.method === "GET" || request.method === "HEAD"
+        ? null
+        : new Uint8Array(await request.arrayBuffer());
+    let answer: Response;
+    try {
+      answer = await where.peer.forward(
+        request.method,
+        `/agent/${encodeURIComponent(branchId)}${path}${search}`,
+        request.headers,
+        body,
+      );
+    } catch {
+      throw fromPeer(new PeerError("unreachable", "UNAVAILABLE", "the owner did not answer"));
+    }
+    const headers = responseHeaders(answer.headers);
+    if (!answer.body) return new Response(null, { status: answer.status, headers });
+    // Ended at shutdown like the streams served here.
+    const reader = answer.body.getReader();
+    let end = () => {};
+    const body$ = new ReadableStream<Uint8Array>({
+      start(controller) {
+        end = () => {
+          streams.delete(end);
+          void reader.cancel().catch(() => {});
+          try {
+            controller.close();
+          } catch {}
+        };
+        streams.add(end);
+      },
+      async pull(controller) {
+        const next = await reader.read().catch(() => ({ done: true, value: undefined }));
+        if (next.done) end();
+        else controller.enqueue(next.value);
+      },
+      cancel: () => end(),
+    });
+    return new Response(body$, { status: answer.status, headers });
+  }
+
   return {
-    async handle(request, branchId, path, search, clientAddress) {
+    async handle(request, branchId, path, search, clientAddress, asOwner = false) {
       try {
         const credential = credentialOf(request);
         if (!credential)
@@ -216,6 +268,11 @@ export function createAgentProxy(deps: {
           );
         const access = await attachAccess(services, (c) => auth.fromCredential(c), branchId, credential);
         const limited = await limitBody(request, deps.maxBodyBytes);
+        if (!asOwner) {
+          const passed = await toOwner(limited, branchId, path || "/", search);
+          if (passed) return passed;
+        } else if (!(await services.branchRuntime.locate(branchId)).here)
+          throw new AppError("UNAVAILABLE", "This branch moved to another instance; try again");
         const ctx = createContext(services, { viewer: access.viewer, clientAddress });
         return await serve(ctx, access, limited, path || "/", search);
       } catch (error) {

@@ -78,6 +78,12 @@ export interface Config {
     | { kind: "memory" }
     | { kind: "redis"; url: string }
     | { kind: "upstash"; url: string; token: string };
+  /**
+   * Instances serving one platform (cluster/): the URL others reach this one at (null: the bound host
+   * and port), the key signing calls between them (null: derived from the JWT secret/key), and how
+   * long a branch's lease outlives its owner's last heartbeat.
+   */
+  cluster: { instanceUrl: string | null; secret: string | undefined; leaseMs: number };
   /** Prefix of every Redis/Upstash key; bus topics keep at least `retentionEvents` for `retentionMs` idle. */
   sharedKeys: { prefix: string; busRetentionMs: number; busRetentionEvents: number };
   /** Key material for sealing per-user secrets (SECRETS_KEY); null: derived from the JWT secret. */
@@ -352,6 +358,8 @@ export function loadConfig(env: Env = process.env): Config {
       offerLocal: profile !== "serverless",
       contree: contreeConfig(env),
       dir: resolve(str(env, "SANDBOX_DIR", resolve(dataDir, "sandbox"))),
+      // Shared by instances on one machine (snapshots any of them can materialise); null: SANDBOX_DIR/store.
+      storeDir: optional(env, "SANDBOX_STORE_DIR") ? resolve(optional(env, "SANDBOX_STORE_DIR")!) : null,
       workspaces: oneOf(env, "SANDBOX_WORKSPACES", ["auto", "overlay", "copy"] as const, "auto"),
       // A shared (production) server must isolate commands; opting out is explicit.
       requireIsolation: bool(env, "SANDBOX_REQUIRE_ISOLATION", nodeEnv === "production"),
@@ -380,6 +388,21 @@ export function loadConfig(env: Env = process.env): Config {
       userRunSecondsPerDay: int(env, "QUOTA_USER_RUN_SECONDS_PER_DAY", 24 * 3600, 1, 1_000_000_000),
     },
     shared: sharedConfig(env),
+    cluster: {
+      instanceUrl: (() => {
+        const url = optional(env, "INSTANCE_URL");
+        if (url !== undefined && !/^https?:\/\/[^/]+\/?$/.test(url))
+          throw new ConfigError("INSTANCE_URL", `expected an http(s) base URL, got "${url}"`);
+        return url?.replace(/\/+$/, "") ?? null;
+      })(),
+      secret: (() => {
+        const secret = optional(env, "CLUSTER_SECRET");
+        if (secret !== undefined && secret.length < 32)
+          throw new ConfigError("CLUSTER_SECRET", "must be at least 32 characters");
+        return secret;
+      })(),
+      leaseMs: int(env, "CLUSTER_LEASE_MS", 15_000, 1000, 600_000),
+    },
     sharedKeys: {
       prefix: str(env, "REDIS_KEY_PREFIX", "occ:"),
       busRetentionMs: int(env, "BUS_RETENTION_MS", 10 * 60_000, 1000, 7 * 24 * 3600_000),

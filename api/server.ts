@@ -3,6 +3,7 @@
 import { EnvelopArmorPlugin } from "@escape.tech/graphql-armor";
 import { GraphQLError, type GraphQLSchema, printSchema } from "graphql";
 import { createYoga } from "graphql-yoga";
+import type { ClusterRoutes } from "../cluster/routes.ts";
 import type { CollabServer } from "../collab/server.ts";
 import type { Context, Services, Viewer } from "../resolvers/context.ts";
 import { AppError } from "../resolvers/errors.ts";
@@ -26,6 +27,8 @@ export interface AppDeps {
   schema: GraphQLSchema;
   services: Services;
   auth: Authenticator;
+  /** The internal routes instances call each other on (cluster/); null or absent: one instance. */
+  cluster?: ClusterRoutes | null;
   /** Prometheus metrics (api/metrics); null or absent: /metrics is off. */
   metrics?: Metrics | null;
 }
@@ -149,6 +152,10 @@ export function createApp(deps: AppDeps): App {
     }
     if (url.pathname === "/metrics" && deps.metrics?.onApiListener)
       return deps.metrics.onApiListener(request);
+    if (deps.cluster?.matches(url.pathname))
+      return deps.cluster.handle(request, url, (forwarded, branchId, path, search) =>
+        agentProxy.handle(forwarded, branchId, path, search, clientAddress, true),
+      );
     if (url.pathname === "/schema.graphql") {
       return new Response(sdl, { headers: { "content-type": "text/plain; charset=utf-8" } });
     }

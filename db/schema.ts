@@ -189,6 +189,8 @@ export const runs = sqliteTable(
     inputTokens: integer("input_tokens"),
     outputTokens: integer("output_tokens"),
     costUsd: real("cost_usd"),
+    /** The instance that executes the run (cluster/): only its death makes the run INTERRUPTED. */
+    instanceId: text("instance_id"),
     createdAt: createdAt(),
     startedAt: integer("started_at", { mode: "timestamp_ms" }),
     finishedAt: integer("finished_at", { mode: "timestamp_ms" }),

@@ -1,8 +1,25 @@
-// Live sandboxes for branches, owned by this instance. A branch's sandbox is created from its head on
-// first use (also after a restart) and reset whenever the head moved without it (a rollback). Work on
-// one branch runs one item at a time; runs on different branches run in parallel up to a limit.
-import { type ReadOptions, SandboxError, type SandboxProvider } from "../sandbox/provider.ts";
+// Live sandboxes for branches. A branch's live sandbox belongs to one instance at a time (the owner,
+// holding the branch's lease: cluster/ownership.ts); with one instance every branch is here. On the
+// owner, a branch's sandbox is created from its head on first use (also after a restart, or when it
+// takes over from an owner that died) and reset whenever the head moved without it (a rollback). Work
+// on one branch runs one item at a time; runs on different branches run in parallel up to a limit.
+// Work queued on an instance that is not the owner holds the owner's queue for its item (a "hold")
+// and reaches the owner's sandbox through a provider whose sandbox calls go to the owner.
+import { randomBytes } from "node:crypto";
+import type { Ownership } from "../cluster/ownership.ts";
+import { type Peer, PeerError } from "../cluster/peer-client.ts";
+import {
+  type FileEntry,
+  type FileSource,
+  FileTooLargeError,
+  type ListPage,
+  type ReadOptions,
+  SandboxError,
+  type SandboxProvider,
+  type SnapshotInfo,
+} from "../sandbox/provider.ts";
 import type { SandboxProviders } from "../sandbox/registry.ts";
+import { AppError, type ErrorCode } from "./errors.ts";
 
 interface LiveBranch {
   sandboxId: string;
@@ -61,6 +78,60 @@ export interface BranchSandbox {
   setBase(base: string): void;
 }
 
+/** How long a hold may wait for its turn in the owner's queue (behind runs) before it gives up. */
+const HOLD_WAIT_MS = 30 * 60_000;
+/** A hold nobody calls for this long is let go (its holder died): the owner's queue moves on. */
+const HOLD_IDLE_MS = 60_000;
+/** Calls in a hold and reads of a live workspace elsewhere. */
+const OWNER_CALL_MS = 60_000;
+
+export interface BranchRuntimeOptions {
+  /** Who owns which branch (cluster/); absent: one instance, everything here. */
+  ownership?: Ownership;
+  /** The branch's head as the database says (what a hold or a fallback read starts from). */
+  headOf?: (branchId: string) => Promise<BranchHead>;
+  log?: { warn(message: string, fields?: Record<string, unknown>): void };
+}
+
+/** What an owner hands a hold's holder: the sandbox, and the snapshot it shows now. */
+export interface HoldGrant {
+  holdId: string;
+  sandboxId: string;
+  base: string;
+}
+
+interface Hold {
+  branchId: string;
+  live: LiveBranch;
+  setBase(base: string): void;
+  release(): void;
+  touched: number;
+}
+
+/** A peer's failure as this side's typed error: what the owner said, or UNAVAILABLE when it did not answer. */
+export function fromPeer(error: unknown): unknown {
+  if (!(error instanceof PeerError)) return error;
+  if (error.kind === "sandbox") {
+    const d = error.details as { path?: string; size?: number; maxBytes?: number } | undefined;
+    if (
+      error.code === "TOO_LARGE" &&
+      d?.path !== undefined &&
+      d.size !== undefined &&
+      d.maxBytes !== undefined
+    )
+      return new FileTooLargeError(d.path, d.size, d.maxBytes);
+    return new SandboxError(error.code as SandboxError["code"], error.message);
+  }
+  if (error.kind === "app") return new AppError(error.code as ErrorCode, error.message, error.details);
+  return new AppError("UNAVAILABLE", "The instance that holds this branch could not be reached; try again", {
+    retryable: true,
+  });
+}
+
+const b64 = (data: Uint8Array) => Buffer.from(data).toString("base64");
+const unb64 = (text: string) => new Uint8Array(Buffer.from(text, "base64"));
+const reviveInfo = (info: SnapshotInfo): SnapshotInfo => ({ ...info, createdAt: new Date(info.createdAt) });
+
 export class BranchRuntime {
   private readonly live = new Map<string, LiveBranch>();
   private readonly queues = new Map<string, Promise<unknown>>();
@@ -68,30 +139,66 @@ export class BranchRuntime {
   private hooks: BranchWorkHooks | null = null;
   /** Branches dropped here (deleted): late work for them (a buffer's timer) must not revive them. */
   private readonly dropped = new Set<string>();
+  private readonly holds = new Map<string, Hold>();
+  private readonly ownership: Ownership | null;
 
   constructor(
     private readonly providers: SandboxProviders,
     maxParallelRuns: number,
+    private readonly options: BranchRuntimeOptions = {},
   ) {
     this.slots = new Slots(maxParallelRuns);
+    this.ownership = options.ownership && !options.ownership.solo ? options.ownership : null;
+    // Another instance took the branch over (this one was paused past its lease): its sandbox here is
+    // stale; it goes once the work in progress has noticed (runs check the lease before recording).
+    this.ownership?.onLost((branchId) => void this.forget(branchId));
+  }
+
+  /** Where the branch's live sandbox is: here (this instance holds, or now took, its lease) or elsewhere. */
+  async locate(branchId: string): Promise<{ here: true } | { here: false; peer: Peer }> {
+    if (!this.ownership) return { here: true };
+    try {
+      return await this.ownership.locate(branchId);
+    } catch (error) {
+      throw new AppError("UNAVAILABLE", `Could not find the branch's owner: ${(error as Error).message}`, {
+        retryable: true,
+      });
+    }
+  }
+
+  /** Whether this instance still holds the branch (fencing: checked before a run records its snapshot). */
+  async stillOwns(branchId: string): Promise<boolean> {
+    if (!this.ownership) return true;
+    return this.ownership.holds(branchId).catch(() => false);
   }
 
   /**
    * Runs `work` after every earlier item queued on the branch, with the branch's live sandbox showing
    * its head (read by `headOf` when the item starts). With `slot`, it also waits for one of the
-   * parallel run slots.
+   * parallel run slots. On an instance that is not the owner, the item holds the owner's queue and
+   * works on the owner's sandbox; with `ownerOnly` (work that must run here, such as a run's
+   * command) it fails with UNAVAILABLE instead.
    */
   enqueue<T>(
     branchId: string,
     headOf: () => Promise<BranchHead>,
     work: (sandbox: BranchSandbox) => Promise<T>,
-    options: { slot?: boolean } = {},
+    options: { slot?: boolean; ownerOnly?: boolean } = {},
   ): Promise<T> {
     if (this.dropped.has(branchId))
       return Promise.reject(new SandboxError("NOT_FOUND", "The branch was deleted"));
     const previous = this.queues.get(branchId) ?? Promise.resolve();
     const result = previous.then(async () => {
       if (this.dropped.has(branchId)) throw new SandboxError("NOT_FOUND", "The branch was deleted");
+      // Before every item: is the lease (still) ours? A paused old owner finds out here.
+      const where = await this.locate(branchId);
+      if (!where.here) {
+        if (options.ownerOnly)
+          throw new AppError("UNAVAILABLE", "Another instance took this branch over; try again", {
+            retryable: true,
+          });
+        return this.remoteItem(where.peer, branchId, headOf, work);
+      }
       const release = options.slot ? await this.slots.acquire() : () => {};
       try {
         // Before a reset (a rollback), so the reset is what open buffers see afterwards.
@@ -154,6 +261,202 @@ export class BranchRuntime {
     return live;
   }
 
+  // ---- work queued here for a branch another instance owns ----------------------------------------
+
+  /** One item on the owner's sandbox: hold its queue, bring it to the head, work, let go. */
+  private async remoteItem<T>(
+    peer: Peer,
+    branchId: string,
+    headOf: () => Promise<BranchHead>,
+    work: (sandbox: BranchSandbox) => Promise<T>,
+  ): Promise<T> {
+    const grant = await this.ownerCall<HoldGrant>(peer, "hold.open", { branchId }, HOLD_WAIT_MS);
+    let base = grant.base;
+    try {
+      const head = await headOf();
+      if (head.ref !== base) {
+        await this.ownerCall(peer, "hold.reset", { holdId: grant.holdId, ref: head.ref });
+        base = head.ref;
+      }
+      const provider = this.heldProvider(this.providers.get(head.provider), peer, grant.holdId);
+      return await work({
+        id: grant.sandboxId,
+        provider,
+        files: {
+          sandboxId: grant.sandboxId,
+          get head() {
+            return base;
+          },
+          read: (path, options) => provider.readFile({ sandbox: grant.sandboxId }, path, options),
+          write: (path, data) => provider.writeFile(grant.sandboxId, path, data),
+        },
+        setBase: (next) => {
+          base = next;
+        },
+      });
+    } finally {
+      await this.ownerCall(peer, "hold.close", { holdId: grant.holdId, base }).catch(() => {});
+    }
+  }
+
+  /**
+   * A call to the owner that fails fast when the owner dies: its instance key is checked every lease
+   * period while the call waits, and a call to a gone owner ends as UNAVAILABLE (retryable; the next
+   * try takes the branch over).
+   */
+  private async ownerCall<T>(peer: Peer, op: string, body: unknown, timeoutMs = OWNER_CALL_MS): Promise<T> {
+    const ownership = this.ownership!;
+    const stop = new AbortController();
+    const watch = setInterval(() => {
+      void ownership.alive(peer.instanceId).then(
+        (alive) => alive || stop.abort(),
+        () => {},
+      );
+    }, ownership.leaseMs);
+    watch.unref?.();
+    try {
+      return await peer.call<T>(op, body, { timeoutMs, signal: stop.signal });
+    } catch (error) {
+      if (error instanceof PeerError && error.kind === "unreachable")
+        this.ownership?.forgetHint(String((body as { branchId?: string })?.branchId ?? ""), peer.instanceId);
+      throw fromPeer(error);
+    } finally {
+      clearInterval(watch);
+    }
+  }
+
+  /** The provider as a hold's holder sees it: calls on the held sandbox go to the owner. */
+  private heldProvider(real: SandboxProvider, peer: Peer, holdId: string): SandboxProvider {
+    const call = <T>(op: string, body: Record<string, unknown>) =>
+      this.ownerCall<T>(peer, op, { holdId, ...body });
+    const overrides: Partial<SandboxProvider> = {
+      startService: undefined,
+      watchWrites: undefined,
+      exec: () =>
+        Promise.reject(new SandboxError("UNAVAILABLE", "Commands run on the instance that owns the branch")),
+      snapshot: async () => reviveInfo(await call<SnapshotInfo>("hold.snapshot", {})),
+      reset: async (_id, ref) => {
+        await call("hold.reset", { ref });
+      },
+      writeFile: async (_id, path, content, mode) => {
+        const data = typeof content === "string" ? new TextEncoder().encode(content) : content;
+        await call("hold.write", { path, data: b64(data), mode: mode ?? null });
+      },
+      readFile: async (source, path, options) => {
+        if (!("sandbox" in source)) return real.readFile(source, path, options);
+        const data = await call<string | null>("hold.read", { path, maxBytes: options?.maxBytes ?? null });
+        return data === null ? null : unb64(data);
+      },
+      listFiles: (source, dir, page) =>
+        "sandbox" in source
+          ? call<FileEntry[]>("hold.list", { dir: dir ?? "", page: page ?? null })
+          : real.listFiles(source, dir, page),
+      destroy: async () => {},
+    };
+    return withOverrides(real, overrides);
+  }
+
+  // ---- the owner's side of holds and live reads (internal cluster operations) -------------------
+
+  /** Queues a hold for another instance; resolves when it is the branch's turn. */
+  openHold(branchId: string): Promise<HoldGrant> {
+    const headOf = this.options.headOf;
+    if (!headOf) return Promise.reject(new SandboxError("UNSUPPORTED", "holds need the branch heads"));
+    return new Promise<HoldGrant>((granted, refused) => {
+      this.enqueue(
+        branchId,
+        () => headOf(branchId),
+        async (sandbox) => {
+          const holdId = `hold-${randomBytes(9).toString("hex")}`;
+          const live = this.live.get(branchId)!;
+          let release!: () => void;
+          const released = new Promise<void>((resolve) => {
+            release = resolve;
+          });
+          const hold: Hold = { branchId, live, setBase: sandbox.setBase, release, touched: Date.now() };
+          this.holds.set(holdId, hold);
+          const idle = setInterval(() => {
+            if (Date.now() - hold.touched > HOLD_IDLE_MS) release();
+          }, 5000);
+          idle.unref?.();
+          granted({ holdId, sandboxId: sandbox.id, base: sandbox.files.head });
+          try {
+            await released;
+          } finally {
+            clearInterval(idle);
+            this.holds.delete(holdId);
+          }
+        },
+        { ownerOnly: true },
+      ).catch(refused);
+    });
+  }
+
+  private hold(holdId: string): Hold {
+    const hold = this.holds.get(holdId);
+    if (!hold) throw new SandboxError("NOT_FOUND", "The hold on this branch ended (it was idle too long)");
+    hold.touched = Date.now();
+    return hold;
+  }
+
+  /** One call within a hold, on the held sandbox. */
+  // biome-ignore lint/suspicious/noExplicitAny: JSON from a signed peer (cluster/routes.ts)
+  async holdCall(holdId: string, op: string, body: Record<string, any>): Promise<unknown> {
+    const hold = this.hold(holdId);
+    const { provider, sandboxId } = hold.live;
+    switch (op) {
+      case "read": {
+        const data = await provider.readFile(
+          { sandbox: sandboxId },
+          body.path,
+          body.maxBytes === null ? {} : { maxBytes: body.maxBytes },
+        );
+        return data === null ? null : b64(data);
+      }
+      case "list":
+        return provider.listFiles({ sandbox: sandboxId }, body.dir, body.page ?? undefined);
+      case "write":
+        return provider.writeFile(sandboxId, body.path, unb64(body.data), body.mode ?? undefined);
+      case "snapshot":
+        return provider.snapshot(sandboxId);
+      case "reset":
+        await provider.reset(sandboxId, body.ref);
+        hold.setBase(body.ref);
+        return null;
+      case "close":
+        if (typeof body.base === "string") hold.setBase(body.base);
+        hold.release();
+        return null;
+      default:
+        throw new SandboxError("UNSUPPORTED", `No hold operation ${op}`);
+    }
+  }
+
+  /** A file of the branch's live sandbox here now (another instance reads the live workspace). */
+  async readLive(branchId: string, path: string, maxBytes: number | null): Promise<string | null> {
+    const live = this.liveHere(branchId);
+    const data = await live.provider.readFile(
+      { sandbox: live.sandboxId },
+      path,
+      maxBytes === null ? {} : { maxBytes },
+    );
+    return data === null ? null : b64(data);
+  }
+
+  listLive(branchId: string, dir: string, page: ListPage | null): Promise<FileEntry[]> {
+    const live = this.liveHere(branchId);
+    return live.provider.listFiles({ sandbox: live.sandboxId }, dir, page ?? undefined);
+  }
+
+  private liveHere(branchId: string): LiveBranch {
+    const live = this.live.get(branchId);
+    if (!live || (this.ownership && !this.ownership.holdsNow(branchId)))
+      throw new SandboxError("NOT_FOUND", "No live sandbox for this branch here");
+    return live;
+  }
+
+  // ---- reads of the branch as it is now ----------------------------------------------------------
+
   /**
    * The files of a branch's live sandbox now, without waiting for its queue (reads while a run goes
    * on see its work in progress); undefined when this instance has no live sandbox for it.
@@ -163,27 +466,124 @@ export class BranchRuntime {
     return live && this.filesOf(live);
   }
 
-  /** The live sandbox of a branch, if this instance has one (for reads of in-progress files). */
+  /**
+   * The live sandbox of a branch, for reads of in-progress files: this instance's, or the owner's
+   * elsewhere (reads go to it, and fall back to the branch's head when it cannot answer).
+   */
   sandboxOf(branchId: string): { id: string; provider: SandboxProvider } | undefined {
     const live = this.live.get(branchId);
-    return live && { id: live.sandboxId, provider: live.provider };
+    if (live) return { id: live.sandboxId, provider: live.provider };
+    const peer = this.ownership?.ownerHint(branchId);
+    if (!peer || !this.options.headOf) return undefined;
+    return { id: `live:${branchId}`, provider: this.ownerReader(branchId, peer) };
+  }
+
+  /** Reads of a live workspace elsewhere; the head snapshot's files when the owner has none or is gone. */
+  private ownerReader(branchId: string, peer: Peer): SandboxProvider {
+    const atHead = async <T>(read: (provider: SandboxProvider, source: FileSource) => Promise<T>) => {
+      const head = await this.options.headOf!(branchId);
+      return read(this.providers.get(head.provider), { snapshot: head.ref });
+    };
+    const orHead = async <T>(remote: () => Promise<T>, fallback: () => Promise<T>): Promise<T> => {
+      try {
+        return await remote();
+      } catch (error) {
+        const typed = fromPeer(error);
+        if (typed instanceof SandboxError && typed.code === "NOT_FOUND") return fallback();
+        if (typed instanceof AppError && typed.code === "UNAVAILABLE") {
+          this.ownership?.forgetHint(branchId, peer.instanceId);
+          return fallback();
+        }
+        throw typed;
+      }
+    };
+    const unsupported = () =>
+      Promise.reject(new SandboxError("UNAVAILABLE", "This branch's sandbox is on another instance"));
+    const reader: Partial<SandboxProvider> = {
+      readFile: (_source: FileSource, path: string, options?: ReadOptions) =>
+        orHead(
+          async () => {
+            const data = await peer.call<string | null>(
+              "live.read",
+              { branchId, path, maxBytes: options?.maxBytes ?? null },
+              { timeoutMs: OWNER_CALL_MS },
+            );
+            return data === null ? null : unb64(data);
+          },
+          () => atHead((p, s) => p.readFile(s, path, options)),
+        ),
+      listFiles: (_source: FileSource, dir?: string, page?: ListPage) =>
+        orHead(
+          () =>
+            peer.call<FileEntry[]>(
+              "live.list",
+              { branchId, dir: dir ?? "", page: page ?? null },
+              { timeoutMs: OWNER_CALL_MS },
+            ),
+          () => atHead((p, s) => p.listFiles(s, dir, page)),
+        ),
+      exec: unsupported,
+      snapshot: unsupported,
+      writeFile: unsupported,
+      reset: unsupported,
+      startService: undefined,
+      watchWrites: undefined,
+    };
+    // Everything not about the live sandbox (status, snapshots, diffs) is the session's provider's.
+    const real = this.providers.all()[0]!;
+    return withOverrides(real, reader);
   }
 
   /** Adopts a sandbox created elsewhere (a new session's first sandbox) as a branch's live one. */
   adopt(branchId: string, sandboxId: string, head: BranchHead): void {
     this.live.set(branchId, { sandboxId, base: head.ref, provider: this.providers.get(head.provider) });
+    // A new branch: its lease is free, and taking it now makes this instance its owner.
+    if (this.ownership)
+      void this.locate(branchId).then(
+        (where) => {
+          if (!where.here) void this.forget(branchId);
+        },
+        () => void this.forget(branchId),
+      );
   }
 
-  /** Destroys a branch's live sandbox once its queued work is done. */
+  /** Destroys a branch's live sandbox once its queued work is done, wherever it is. */
   async drop(branchId: string): Promise<void> {
     this.dropped.add(branchId);
     await this.queues.get(branchId);
+    if (this.ownership && !this.live.has(branchId)) {
+      const peer = await this.ownership.holder(branchId).catch(() => null);
+      if (peer) await this.ownerCall(peer, "branch.drop", { branchId }).catch(() => {});
+      return;
+    }
     const live = this.live.get(branchId);
     this.live.delete(branchId);
     if (live) await live.provider.destroy(live.sandboxId);
+    await this.ownership?.release(branchId);
+  }
+
+  /** Lets a branch's sandbox here go without deleting the branch (its lease went to another instance). */
+  private async forget(branchId: string): Promise<void> {
+    await this.queues.get(branchId);
+    if (this.ownership?.holdsNow(branchId)) return;
+    const live = this.live.get(branchId);
+    this.live.delete(branchId);
+    if (live) await live.provider.destroy(live.sandboxId).catch(() => {});
   }
 
   async close(): Promise<void> {
+    for (const hold of this.holds.values()) hold.release();
     for (const branchId of [...this.live.keys()]) await this.drop(branchId).catch(() => {});
   }
+}
+
+/** `real` with some members replaced; its own methods stay bound to it. */
+function withOverrides(real: SandboxProvider, overrides: Partial<SandboxProvider>): SandboxProvider {
+  return new Proxy(real, {
+    get(target, prop, receiver) {
+      if (Object.hasOwn(overrides, prop)) return overrides[prop as keyof SandboxProvider];
+      const value = Reflect.get(target, prop, receiver === undefined ? target : target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
 }

@@ -3,7 +3,7 @@
 // database every second, so a crash loses at most a second of it. Every finished run records a
 // snapshot and moves the branch head: the audit trail. The exception is a command that wrote more than
 // it may (its write cap, or what is left of a storage quota): its writes are discarded, never stored.
-import { eq, inArray } from "drizzle-orm";
+import { and, eq, inArray, isNull, ne, or } from "drizzle-orm";
 import { type AgentEvent, LineSplitter, parseAgentLine } from "../agent/events.ts";
 import type { ModelGateway, Upstream, Usage } from "../agent/gateway.ts";
 import type { ForwardedAnswer, TurnRequest, TurnResult } from "../agent/live/branch-server.ts";
@@ -13,11 +13,14 @@ import { opencodeRunTurn, runLineEvents } from "../agent/opencode-run.ts";
 import { type PermissionReplier, type PermissionReply, permissionRules } from "../agent/permissions.ts";
 import type { Bus } from "../bus/bus.ts";
 import { topics } from "../bus/bus.ts";
+import type { Ownership } from "../cluster/ownership.ts";
+import { PeerError } from "../cluster/peer-client.ts";
+import type { OwnerOps } from "../cluster/routes.ts";
 import type { Db } from "../db/client.ts";
 import { newId } from "../db/ids.ts";
 import { type RunRow, type RunStatus, runs, sessions } from "../db/schema.ts";
 import type { ExecOptions, ExecResult, KillReason, SandboxProvider } from "../sandbox/provider.ts";
-import type { BranchRuntime, BranchSandbox } from "./branch-runtime.ts";
+import { type BranchRuntime, type BranchSandbox, fromPeer } from "./branch-runtime.ts";
 import type { Logger } from "./context.ts";
 import { AppError, conflict, notFound } from "./errors.ts";
 import { publishSessionEvent } from "./events.ts";
@@ -102,25 +105,101 @@ export interface RunnerDeps {
   turnTimeoutMs?: number;
   /** Answers the agent's permission asks (the live agent pool); absent where agents cannot be asked. */
   permissions?: PermissionReplier | null;
+  /** Instances and branch owners (cluster/); absent or solo: one instance, every run here. */
+  cluster?: Ownership | null;
 }
+
+const ACTIVE: RunStatus[] = ["QUEUED", "RUNNING"];
+/** The end an instance publishes for a run whose executing instance is gone: after anything it streamed. */
+const LAST_SEQ = 2 ** 31 - 1; // the largest GraphQL Int
+const GONE = "The server running this run stopped (its instance is gone); run it again";
 
 export class Runner {
   private readonly live = new Map<string, LiveRun>();
 
   constructor(private readonly deps: RunnerDeps) {}
 
-  /** Marks runs a previous process left QUEUED or RUNNING as INTERRUPTED (called at start-up). */
+  /** This instance's id in the cluster (null alone: no run is anyone else's). */
+  private get instanceId(): string | null {
+    const cluster = this.deps.cluster;
+    return cluster && !cluster.solo ? cluster.self.id : null;
+  }
+
+  /**
+   * Marks runs a previous process left QUEUED or RUNNING as INTERRUPTED (called at start-up). With
+   * other instances, only runs of instances that are gone: a live instance's runs are its own.
+   */
   async recoverInterrupted(): Promise<number> {
-    const stale = await this.deps.db
-      .update(runs)
-      .set({
-        status: "INTERRUPTED",
-        finishedAt: new Date(),
-        error: "The server stopped while this run was in progress",
-      })
-      .where(inArray(runs.status, ["QUEUED", "RUNNING"]))
-      .returning({ id: runs.id });
-    return stale.length;
+    if (this.instanceId === null) {
+      const stale = await this.deps.db
+        .update(runs)
+        .set({
+          status: "INTERRUPTED",
+          finishedAt: new Date(),
+          error: "The server stopped while this run was in progress",
+        })
+        .where(inArray(runs.status, ACTIVE))
+        .returning({ id: runs.id });
+      return stale.length;
+    }
+    return this.interruptRunsOfGoneInstances();
+  }
+
+  /**
+   * Runs left QUEUED or RUNNING by instances that are gone (killed, or paused past their heartbeat)
+   * end as INTERRUPTED, and their live readers get the end. Called at start-up, every lease period and
+   * when this instance takes a branch over.
+   */
+  async interruptRunsOfGoneInstances(branchId?: string): Promise<number> {
+    const cluster = this.deps.cluster;
+    if (!cluster || cluster.solo) return 0;
+    const self = cluster.self.id;
+    const holders = await this.deps.db
+      .selectDistinct({ instanceId: runs.instanceId })
+      .from(runs)
+      .where(
+        and(
+          inArray(runs.status, ACTIVE),
+          or(isNull(runs.instanceId), ne(runs.instanceId, self)),
+          branchId ? eq(runs.branchId, branchId) : undefined,
+        ),
+      );
+    let count = 0;
+    for (const { instanceId } of holders) {
+      if (instanceId && (await cluster.alive(instanceId))) continue;
+      const stale = await this.deps.db
+        .update(runs)
+        .set({ status: "INTERRUPTED", finishedAt: new Date(), error: GONE })
+        .where(
+          and(
+            inArray(runs.status, ACTIVE),
+            instanceId ? eq(runs.instanceId, instanceId) : isNull(runs.instanceId),
+            branchId ? eq(runs.branchId, branchId) : undefined,
+          ),
+        )
+        .returning();
+      for (const row of stale) await this.announceEnd(row);
+      count += stale.length;
+    }
+    return count;
+  }
+
+  /** Tells a run's readers anywhere that it ended (it ended without its executing instance). */
+  private async announceEnd(row: RunRow) {
+    const end: RunStreamEvent = {
+      type: "end",
+      seq: LAST_SEQ,
+      status: row.status,
+      exitCode: null,
+      snapshotId: null,
+    };
+    await this.deps.bus.publish(topics.run(row.id), end).catch(() => {});
+    await publishSessionEvent(this.deps, {
+      kind: "RUN_FINISHED",
+      sessionId: row.sessionId,
+      branchId: row.branchId,
+      runId: row.id,
+    }).catch(() => {});
   }
 
   /** Queues a run (a command, or an agent turn for a prompt); resolves once it is recorded (QUEUED). */
@@ -137,6 +216,12 @@ export class Runner {
     /** Agent runs started by an attached opencode client: its request, forwarded as the turn. */
     forward?: ForwardedTurn;
   }): Promise<RunRow> {
+    // The branch's owner executes the run; this instance records it either way.
+    const where = await this.deps.runtime.locate(input.branchId);
+    if (!where.here && input.forward)
+      throw new AppError("UNAVAILABLE", "Another instance took this branch over; try again", {
+        retryable: true,
+      });
     const [row] = await this.deps.db
       .insert(runs)
       .values({
@@ -148,21 +233,105 @@ export class Runner {
         status: "QUEUED",
         input: input.input,
         timeoutMs: input.timeoutMs,
+        instanceId: this.instanceId,
         createdAt: new Date(),
       })
       .returning();
+    await publishSessionEvent(this.deps, {
+      kind: "RUN_QUEUED",
+      sessionId: input.sessionId,
+      branchId: input.branchId,
+      runId: row!.id,
+    });
+    if (!where.here) return this.startElsewhere(row!, where.peer, input.upstream ?? null);
+    this.launch(row!, input.upstream ?? null, input.forward ?? null);
+    return row!;
+  }
+
+  /**
+   * Hands a recorded run to the branch's owner. An owner that does not answer and is gone is taken
+   * over (the run executes here, from the branch's head); one that is alive but did not answer leaves
+   * the run INTERRUPTED and the caller an UNAVAILABLE error to retry.
+   */
+  private async startElsewhere(
+    row: RunRow,
+    peer: import("../cluster/peer-client.ts").Peer,
+    upstream: Upstream | null,
+  ): Promise<RunRow> {
+    const cluster = this.deps.cluster!;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        await peer.call("run.start", { runId: row.id, upstream }, { timeoutMs: 15_000 });
+        return row;
+      } catch (error) {
+        if (!(error instanceof PeerError && error.kind === "unreachable")) {
+          await this.interrupt(row, `The branch's owner refused the run: ${(error as Error).message}`);
+          throw fromPeer(error);
+        }
+        // Accepted after all (the answer was lost)?
+        const [now] = await this.deps.db.select().from(runs).where(eq(runs.id, row.id));
+        if (now?.instanceId === peer.instanceId) return row;
+        if (await cluster.alive(peer.instanceId).catch(() => true)) break;
+        const where = await this.deps.runtime.locate(row.branchId);
+        if (where.here) {
+          this.launch(row, upstream, null);
+          return row;
+        }
+        peer = where.peer;
+      }
+    }
+    await this.interrupt(row, "The instance that holds this branch did not answer", true);
+    throw new AppError("UNAVAILABLE", "The instance that holds this branch did not answer; try again", {
+      retryable: true,
+      runId: row.id,
+    });
+  }
+
+  /** Ends a run that never started; `unclaimed`: only if no owner took it meanwhile. */
+  private async interrupt(row: RunRow, error: string, unclaimed = false) {
+    const [ended] = await this.deps.db
+      .update(runs)
+      .set({ status: "INTERRUPTED", finishedAt: new Date(), error })
+      .where(
+        and(
+          eq(runs.id, row.id),
+          inArray(runs.status, ACTIVE),
+          unclaimed && this.instanceId ? eq(runs.instanceId, this.instanceId) : undefined,
+        ),
+      )
+      .returning();
+    if (ended) await this.announceEnd(ended);
+  }
+
+  /**
+   * The owner's side of `run.start`: a run another instance recorded (QUEUED) executes here. Taking
+   * it is one conditional update, so a repeated call is harmless and a run already ended is refused.
+   */
+  async adoptQueued(runId: string, upstream: Upstream | null): Promise<void> {
+    if (this.live.has(runId)) return;
+    const [row] = await this.deps.db
+      .update(runs)
+      .set({ instanceId: this.instanceId })
+      .where(and(eq(runs.id, runId), eq(runs.status, "QUEUED")))
+      .returning();
+    if (!row) throw conflict("This run is no longer queued");
+    this.launch(row, upstream, null);
+  }
+
+  /** Starts executing a recorded run here: queued on its branch, after the branch's earlier work. */
+  private launch(row: RunRow, upstream: Upstream | null, forward: ForwardedTurn | null): void {
     let markFinished!: () => void;
     const finished = new Promise<void>((resolve) => {
       markFinished = resolve;
     });
     const live: LiveRun = {
-      row: row!,
+      row,
       finished,
       markFinished,
-      upstream: input.upstream ?? null,
-      trail: new RunTrail(this.deps.db, row!.id, this.deps.trail ?? DEFAULT_TRAIL_LIMITS, (error) =>
+      upstream,
+      trail: new RunTrail(this.deps.db, row.id, this.deps.trail ?? DEFAULT_TRAIL_LIMITS, (error) =>
         this.deps.log.warn("could not store a run's events (retrying)", {
-          runId: row!.id,
+          runId: row.id,
           error: String(error),
         }),
       ),
@@ -174,31 +343,69 @@ export class Runner {
       asks: new Set(),
       answering: new Map(),
       answered: new Set(),
-      forward: input.forward ?? null,
+      forward,
     };
-    this.live.set(row!.id, live);
-    await publishSessionEvent(this.deps, {
-      kind: "RUN_QUEUED",
-      sessionId: input.sessionId,
-      branchId: input.branchId,
-      runId: row!.id,
-    });
+    this.live.set(row.id, live);
     void this.deps.runtime
       .enqueue(
-        input.branchId,
-        () => headRef(this.deps.db, input.branchId),
+        row.branchId,
+        () => headRef(this.deps.db, row.branchId),
         (sandbox) => this.execute(live, sandbox),
-        { slot: true },
+        { slot: true, ownerOnly: true },
       )
       .catch((error) => this.fail(live, error));
-    return row!;
   }
 
   /** The run's final row, once it has ended (at once if it already has). */
   async wait(runId: string): Promise<RunRow> {
-    await this.live.get(runId)?.finished;
+    const live = this.live.get(runId);
+    if (live) await live.finished;
+    else if (this.instanceId) return this.waitElsewhere(runId);
     const [row] = await this.deps.db.select().from(runs).where(eq(runs.id, runId));
     return row!;
+  }
+
+  /**
+   * A run executing on another instance: its end on the bus wakes the wait; the row is checked every
+   * few seconds too (an end published before this wait subscribed, or by nobody).
+   */
+  private async waitElsewhere(runId: string): Promise<RunRow> {
+    const events = this.deps.bus.subscribe<RunStreamEvent>(topics.run(runId));
+    const ended = (async () => {
+      for await (const { payload } of events) if (payload.type === "end") return;
+    })().catch(() => {});
+    try {
+      for (;;) {
+        const [row] = await this.deps.db.select().from(runs).where(eq(runs.id, runId));
+        if (!row || !ACTIVE.includes(row.status)) return row!;
+        await Promise.race([ended, new Promise((resolve) => setTimeout(resolve, 2000))]);
+      }
+    } finally {
+      await events.return?.();
+    }
+  }
+
+  /**
+   * Aborts a queued or running run wherever it executes: here, on the live instance that runs it, or,
+   * when that instance is gone, by marking it INTERRUPTED. False when it is not running anywhere.
+   */
+  async abortAnywhere(runId: string): Promise<boolean> {
+    if (this.abort(runId)) return true;
+    const cluster = this.deps.cluster;
+    if (!cluster || cluster.solo) return false;
+    const [row] = await this.deps.db.select().from(runs).where(eq(runs.id, runId));
+    if (!row || !ACTIVE.includes(row.status) || !row.instanceId || row.instanceId === cluster.self.id)
+      return false;
+    const peer = await cluster.peer(row.instanceId);
+    if (!peer) {
+      await this.interruptRunsOfGoneInstances(row.branchId);
+      return true;
+    }
+    try {
+      return await peer.call<boolean>("run.abort", { runId }, { timeoutMs: 10_000 });
+    } catch (error) {
+      throw fromPeer(error);
+    }
   }
 
   /** Aborts a queued or running run; false when it is not live here. */
@@ -257,6 +464,7 @@ export class Runner {
     answer: { reply: PermissionReply; message: string | null; userId: string },
   ): Promise<void> {
     const live = this.live.get(runId);
+    if (!live && (await this.answerElsewhere(runId, permissionId, answer))) return;
     if (!live || live.ended) throw conflict("This run is not running on this server instance");
     if (live.answered.has(permissionId) || live.answering.has(permissionId))
       throw conflict("This permission request was already answered");
@@ -286,6 +494,26 @@ export class Runner {
         message: answer.message,
         userId: answer.userId,
       });
+  }
+
+  /** Passes an answer on to the instance that executes the run; false when none does. */
+  private async answerElsewhere(
+    runId: string,
+    permissionId: string,
+    answer: { reply: PermissionReply; message: string | null; userId: string },
+  ): Promise<boolean> {
+    const cluster = this.deps.cluster;
+    if (!cluster || cluster.solo) return false;
+    const [row] = await this.deps.db.select().from(runs).where(eq(runs.id, runId));
+    if (!row?.instanceId || row.instanceId === cluster.self.id || !ACTIVE.includes(row.status)) return false;
+    const peer = await cluster.peer(row.instanceId);
+    if (!peer) return false;
+    try {
+      await peer.call("run.answer", { runId, permissionId, ...answer }, { timeoutMs: 30_000 });
+      return true;
+    } catch (error) {
+      throw fromPeer(error);
+    }
   }
 
   private emitAgent(live: LiveRun, event: AgentEvent) {
@@ -328,6 +556,7 @@ export class Runner {
     if (live.ended) return; // aborted while queued
 
     const startedAt = new Date();
+    const startedFrom = sandbox.files.head;
     await this.update(live, { status: "RUNNING", startedAt });
     await publishSessionEvent(this.deps, {
       kind: "RUN_STARTED",
@@ -401,8 +630,25 @@ export class Runner {
       return;
     }
 
-    // The audit trail: whatever the run left in the workspace becomes the branch's new head.
+    // Fencing: an instance paused past its lease while another took the branch over must not move
+    // the head under the new owner; its writes are not recorded.
+    if (!(await this.deps.runtime.stillOwns(row.branchId))) {
+      await this.finish(live, {
+        status: "INTERRUPTED",
+        exitCode: null,
+        snapshotId: null,
+        killedBy: null,
+        durationMs: result.durationMs,
+        startedAt,
+        error:
+          "Another instance took this branch over while the run was in progress; its writes were not recorded",
+      });
+      return;
+    }
+    // The audit trail: whatever the run left in the workspace becomes the branch's new head (only if
+    // the head is still the one the run started from).
     const snapshot = await recordSnapshot(db, {
+      expectedHeadRef: startedFrom,
       sandboxId: sandbox.id,
       provider,
       branchId: row.branchId,
@@ -689,4 +935,36 @@ export class Runner {
   abortAll(): void {
     for (const live of this.live.values()) if (!live.ended) live.controller.abort();
   }
+}
+
+/**
+ * What other instances ask of this one as a branch's owner (cluster/routes.ts serves them, signed):
+ * execute a run they recorded, abort it, answer its agent's ask; hold the branch's queue for an item
+ * of theirs and work on the held sandbox; read the live workspace; drop a deleted branch.
+ */
+export function ownerOperations(runtime: BranchRuntime, runner: Runner): OwnerOps {
+  const inHold = (op: string) => (body: { holdId: string }) => runtime.holdCall(body.holdId, op, body);
+  return {
+    "run.start": (b) => runner.adoptQueued(b.runId, b.upstream ?? null),
+    "run.abort": async (b) => runner.abort(b.runId),
+    "run.answer": (b) =>
+      runner.answerPermission(b.runId, b.permissionId, {
+        reply: b.reply,
+        message: b.message,
+        userId: b.userId,
+      }),
+    "hold.open": (b) => runtime.openHold(b.branchId),
+    "hold.read": inHold("read"),
+    "hold.list": inHold("list"),
+    "hold.write": inHold("write"),
+    "hold.snapshot": inHold("snapshot"),
+    "hold.reset": inHold("reset"),
+    "hold.close": inHold("close"),
+    "live.read": (b) => runtime.readLive(b.branchId, b.path, b.maxBytes),
+    "live.list": (b) => runtime.listLive(b.branchId, b.dir, b.page),
+    "branch.drop": async (b) => {
+      runner.abortBranch(b.branchId);
+      await runtime.drop(b.branchId);
+    },
+  };
 }

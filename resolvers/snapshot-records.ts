@@ -1,13 +1,13 @@
 // Recording snapshots: freeze a branch's live sandbox, add the snapshot to the session's tree with the
 // branch head as parent, and move the head. Used by runs, checkpoints and writes alike. Each records
 // the bytes it added over its parent, which storage quotas sum.
-import { eq } from "drizzle-orm";
+import { and, eq } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
 import { newId } from "../db/ids.ts";
 import { branches, type SNAPSHOT_ORIGINS, type SnapshotRow, sessions, snapshots } from "../db/schema.ts";
 import type { SandboxProvider, SnapshotInfo } from "../sandbox/provider.ts";
 import type { BranchHead } from "./branch-runtime.ts";
-import { notFound } from "./errors.ts";
+import { conflict, notFound } from "./errors.ts";
 
 /** A branch's head as its provider knows it (the session's provider, the head's provider snapshot). */
 export async function headRef(db: Db, branchId: string): Promise<BranchHead> {
@@ -32,16 +32,20 @@ export async function recordSnapshot(
     label?: string | null;
     runId?: string | null;
     userId?: string | null;
+    /** Move the head only if it still shows this provider snapshot (a run's fencing: cluster/). */
+    expectedHeadRef?: string;
   },
 ): Promise<SnapshotRow> {
   const info = await input.provider.snapshot(input.sandboxId);
   const [branch] = await db.select().from(branches).where(eq(branches.id, input.branchId)).limit(1);
   if (!branch) throw notFound("Branch");
   const [parent] = await db
-    .select({ sizeBytes: snapshots.sizeBytes })
+    .select({ sizeBytes: snapshots.sizeBytes, providerRef: snapshots.providerRef })
     .from(snapshots)
     .where(eq(snapshots.id, branch.headSnapshotId))
     .limit(1);
+  const moved = () => conflict("The branch's head moved while this snapshot was taken");
+  if (input.expectedHeadRef !== undefined && parent?.providerRef !== input.expectedHeadRef) throw moved();
   const row = await db.transaction(async (tx) => {
     const [snapshot] = await tx
       .insert(snapshots)
@@ -60,7 +64,13 @@ export async function recordSnapshot(
         createdAt: info.createdAt,
       })
       .returning();
-    await tx.update(branches).set({ headSnapshotId: snapshot!.id }).where(eq(branches.id, branch.id));
+    // Compare-and-set on the head read above: nothing that moved it meanwhile is overwritten.
+    const [updated] = await tx
+      .update(branches)
+      .set({ headSnapshotId: snapshot!.id })
+      .where(and(eq(branches.id, branch.id), eq(branches.headSnapshotId, branch.headSnapshotId)))
+      .returning({ id: branches.id });
+    if (!updated) throw moved();
     return snapshot!;
   });
   return row;

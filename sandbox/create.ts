@@ -31,6 +31,8 @@ export interface SandboxConfig {
   offerLocal?: boolean;
   contree: ContreeConfig | null;
   dir: string;
+  /** The local snapshot store, when shared by instances on one machine (else `dir`/store). */
+  storeDir?: string | null;
   workspaces: "auto" | "overlay" | "copy";
   requireIsolation: boolean;
   allowLocalRepos: boolean;
@@ -61,6 +63,7 @@ export async function createProviders(
   if (config.offerLocal !== false) {
     const local = new LocalProvider({
       dir: config.dir,
+      storeDir: config.storeDir ?? undefined,
       workspaces: config.workspaces,
       requireIsolation: config.requireIsolation,
       allowLocalRepos: config.allowLocalRepos,

@@ -47,8 +47,14 @@ import {
 import { measureWrites, watchWrites } from "./write-meter.ts";
 
 export interface LocalProviderOptions {
-  /** Where snapshots and workspaces live. */
+  /** Where this instance's live workspaces live (and the store, unless `storeDir` says otherwise). */
   dir: string;
+  /**
+   * A snapshot store shared by several instances on this machine (SANDBOX_STORE_DIR), on the same
+   * filesystem as `dir` (layers and objects are hard links and renames). Each instance keeps its own
+   * `dir`: its start-up clears only its own workspaces.
+   */
+  storeDir?: string;
   /** "auto" picks overlay when this process can mount it, else copy. */
   workspaces?: "auto" | "overlay" | "copy";
   /** Refuse to start without bubblewrap. */
@@ -72,6 +78,9 @@ export const DEFAULT_LIMITS: Limits = {
   // An npm install of a dozen packages creates ~28,000 entries; this leaves room for big builds.
   maxWriteEntries: 200_000,
 };
+
+/** In a shared store, objects, layers and records younger than this are never collected. */
+const SHARED_GC_GRACE_MS = 60 * 60_000;
 
 interface Live {
   workspace: Workspace;
@@ -99,13 +108,17 @@ export class LocalProvider implements SandboxProvider {
   private readonly limits: Limits;
 
   constructor(private readonly options: LocalProviderOptions) {
-    this.store = new Store(join(options.dir, "store"));
+    // A shared store keeps what other instances are writing for a while before GC may remove it.
+    this.store = options.storeDir
+      ? new Store(options.storeDir, { gcGraceMs: SHARED_GC_GRACE_MS })
+      : new Store(join(options.dir, "store"));
     this.liveDir = join(options.dir, "live");
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
   }
 
   async init(): Promise<this> {
     await makePrivateDir(this.options.dir);
+    if (this.options.storeDir) await makePrivateDir(this.options.storeDir);
     await this.store.init();
     // Live workspaces do not survive a restart: branches re-create them from their heads.
     await unmountAllUnder(this.liveDir);

@@ -1,6 +1,10 @@
 // The content-addressed store: file contents under objects/<sha256>, one record per snapshot under
 // snapshots/<id>.json. A record is written last (temp file, fsync, rename), so it is the commit
 // point: a process killed mid-snapshot leaves unreferenced objects at worst, never half a snapshot.
+// Several instances on one machine may share a store (SANDBOX_STORE_DIR): objects and records land
+// by rename (whole or not at all, and identical content under one name), each process has its own
+// temp directory (start-up clears only those of dead processes), and GC leaves alone whatever is
+// younger than a grace period (another instance may be writing a snapshot that is not recorded yet).
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
@@ -52,22 +56,40 @@ export class Store {
   private readonly manifests = new Map<string, { manifest: Manifest; weight: number }>();
   private manifestBytes = 0;
 
-  constructor(readonly root: string) {
+  /** Records, objects and layers younger than this are never collected (0: one process uses the store). */
+  private readonly gcGraceMs: number;
+  private readonly tmpRoot: string;
+
+  constructor(
+    readonly root: string,
+    options: { gcGraceMs?: number } = {},
+  ) {
     this.objectsDir = join(root, "objects");
     this.snapshotsDir = join(root, "snapshots");
     this.layersDir = join(root, "layers");
-    this.tmpDir = join(root, "tmp");
+    this.tmpRoot = join(root, "tmp");
+    this.tmpDir = join(this.tmpRoot, `${process.pid}.${randomBytes(4).toString("hex")}`);
+    this.gcGraceMs = options.gcGraceMs ?? 0;
   }
 
   async init(): Promise<void> {
-    // Leftovers of a killed process are never referenced: clear them.
-    await fs.rm(this.tmpDir, { recursive: true, force: true });
+    // Leftovers of killed processes are never referenced: clear them (never a live process's).
+    await this.clearDeadTemp();
     for (const dir of [this.objectsDir, this.snapshotsDir, this.layersDir, this.tmpDir]) {
       await fs.mkdir(dir, { recursive: true });
     }
     // All 256 fan-out directories up front: storing an object then never needs a mkdir.
     for (let i = 0; i < 256; i++)
       await fs.mkdir(join(this.objectsDir, i.toString(16).padStart(2, "0")), { recursive: true });
+  }
+
+  private async clearDeadTemp(): Promise<void> {
+    const entries = await fs.readdir(this.tmpRoot).catch(() => [] as string[]);
+    for (const name of entries) {
+      const pid = /^(\d+)\.[0-9a-f]+$/.exec(name)?.[1];
+      if (pid && Number(pid) !== process.pid && processAlive(Number(pid))) continue;
+      await fs.rm(join(this.tmpRoot, name), { recursive: true, force: true });
+    }
   }
 
   tempPath(): string {
@@ -268,7 +290,12 @@ export class Store {
     for (const id of ids) all.set(id, await this.record(id));
 
     const keep = new Set<string>();
-    for (const root of roots) {
+    // Records just written (by another instance sharing the store, whose database row may not exist
+    // yet) count as roots until the grace period is over.
+    const young: string[] = [];
+    if (this.gcGraceMs > 0)
+      for (const id of ids) if (await this.younger(this.recordPath(id), "mtimeMs")) young.push(id);
+    for (const root of [...roots, ...young]) {
       let id: string | null = root;
       while (id && !keep.has(id) && all.has(id)) {
         keep.add(id);
@@ -304,6 +331,8 @@ export class Store {
         if (liveObjects.has(prefix + rest)) continue;
         const path = join(dir, rest);
         const stat = await fs.stat(path).catch(() => null);
+        // ctime: set when the object was written or hard-linked in (an in-flight snapshot's objects).
+        if (stat && this.gcGraceMs > 0 && Date.now() - stat.ctimeMs < this.gcGraceMs) continue;
         // An object shared with a layer (hard link) frees its bytes when the layer goes too.
         if (stat && stat.nlink <= 1) freedBytes += stat.size;
         await fs.rm(path, { force: true });
@@ -312,10 +341,18 @@ export class Store {
     }
     for (const layer of await fs.readdir(this.layersDir)) {
       if (liveLayers.has(layer) || this.pinnedLayers.has(layer)) continue;
+      // A flattened layer of a kept snapshot may be mounted by any instance's workspace.
+      if (layer.endsWith(".flat") && keep.has(layer.slice(0, -".flat".length))) continue;
+      if (this.gcGraceMs > 0 && (await this.younger(join(this.layersDir, layer), "ctimeMs"))) continue;
       freedBytes += await dirSize(join(this.layersDir, layer));
       await fs.rm(join(this.layersDir, layer), { recursive: true, force: true });
     }
     return { removedSnapshots: doomed.length, removedObjects, freedBytes };
+  }
+
+  private async younger(path: string, field: "mtimeMs" | "ctimeMs"): Promise<boolean> {
+    const stat = await fs.stat(path).catch(() => null);
+    return !!stat && Date.now() - stat[field] < this.gcGraceMs;
   }
 
   /**
@@ -364,6 +401,16 @@ export class Store {
       }
     }
     return problems;
+  }
+}
+
+/** Whether a process with this id runs on this machine (signal 0 checks without sending anything). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

@@ -230,7 +230,13 @@ async function flatten(store: Store, manifest: Manifest, name: string): Promise<
   const tmp = store.tempPath();
   store.pinnedLayers.add(name);
   await materialise(store, manifest, tmp);
-  await fs.rename(tmp, target);
+  try {
+    await fs.rename(tmp, target);
+  } catch (error) {
+    // Another instance sharing the store built the same layer first: theirs is identical.
+    if (!(await fs.stat(target).catch(() => null))) throw error;
+    await fs.rm(tmp, { recursive: true, force: true });
+  }
   return name;
 }
 

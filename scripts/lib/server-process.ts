@@ -39,6 +39,8 @@ export interface ServerProcess {
   gql(query: string, variables?: Record<string, unknown>, token?: string): Promise<any>;
   /** SIGTERM, wait, and remove the data directory. */
   stop(): Promise<void>;
+  /** SIGKILL (a crash: nothing is cleaned up, the data directory stays), and wait for the exit. */
+  kill(): Promise<void>;
 }
 
 export interface ServerProcessOptions {
@@ -115,6 +117,10 @@ export async function startServerProcess(
       const body = (await res.json()) as { data?: any; errors?: unknown };
       if (body.errors) throw new Error(JSON.stringify(body.errors));
       return body.data;
+    },
+    async kill() {
+      proc.kill("SIGKILL");
+      await proc.exited;
     },
     async stop() {
       proc.kill("SIGTERM");
