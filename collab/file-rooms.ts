@@ -34,7 +34,7 @@ export class FileRoomDirectory {
   constructor(
     private readonly bus: Bus,
     private readonly instance: string,
-    /** Told when the set of rooms open on other instances changed. */
+    /** Told on every announcement heard and when announcements expire. */
     private readonly onChange: () => void,
     private readonly onError: (message: string, error: unknown) => void,
   ) {
@@ -85,20 +85,19 @@ export class FileRoomDirectory {
   private heard({ i, rooms }: Announcement) {
     const until = Date.now() + EXPIRE_MS;
     const now = new Set(rooms);
-    let changed = false;
     for (const [room, instances] of this.elsewhere)
       if (instances.has(i) && !now.has(room)) {
         instances.delete(i);
         if (instances.size === 0) this.elsewhere.delete(room);
-        changed = true;
       }
     for (const room of now) {
       const instances = this.elsewhere.get(room) ?? new Map<string, number>();
-      if (!instances.has(i)) changed = true;
       instances.set(i, until);
       this.elsewhere.set(room, instances);
     }
-    if (changed) this.onChange();
+    // On every announcement, renewals too: an instance that became a branch's owner since (a
+    // takeover) picks the branch's rooms up within one announcement period.
+    this.onChange();
   }
 
   private expire() {

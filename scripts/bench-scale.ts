@@ -8,16 +8,23 @@
 //     load (concurrent announcements; each is also one request-limit check). Redis: INFO commandstats
 //     without the commands only the platform's scripts run (a script counts once); Upstash: what the
 //     REST server received (what Upstash bills).
+//   - Yjs update latency: two stock y-websocket clients in one chat room, one on A and one on B (the
+//     same process with one instance); a text insert on A timed until B's client has it (it is stored,
+//     published, and relayed by B). Sequential samples; p50/p95, and the ratio to one instance. Then
+//     the commands sent while that room stays open and idle (awareness renewals, presence refreshes).
 // Bounded in time; everything runs on loopback and stops by itself.
 //
 //   npm run bench:scale        (defaults: 200 samples, 10 s at rest, 5 s of load at concurrency 8)
 //   bun scripts/bench-scale.ts --samples 200 --rest 10 --load 5 --concurrency 8 [--modes redis,upstash]
+//     [--yjs-samples 200] [--idle-room 20]
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createClient } from "graphql-ws";
 import { Redis } from "ioredis";
+import { WebsocketProvider } from "y-websocket";
+import * as Y from "yjs";
 import { type FakeUpstash, startFakeUpstash } from "./fake-upstash.ts";
 import { startRedisServer } from "./lib/redis-server.ts";
 import { type ServerProcess, startServerProcess } from "./lib/server-process.ts";
@@ -29,8 +36,12 @@ const { values } = parseArgs({
     load: { type: "string", default: "5" },
     concurrency: { type: "string", default: "8" },
     modes: { type: "string", default: "single,redis,upstash" },
+    "yjs-samples": { type: "string", default: "200" },
+    "idle-room": { type: "string", default: "20" },
   },
 });
+const YJS_SAMPLES = Number(values["yjs-samples"]);
+const IDLE_ROOM_S = Number(values["idle-room"]);
 const SAMPLES = Number(values.samples);
 const REST_S = Number(values.rest);
 const LOAD_S = Number(values.load);
@@ -72,6 +83,56 @@ interface Result {
   restPerSecond: number | null;
   loadPerSecond: number | null;
   loadEventsPerSecond: number;
+  yjsP50: number;
+  yjsP95: number;
+  idleRoomPerSecond: number | null;
+}
+
+/** A stock y-websocket client of one room (no BroadcastChannel: clients must sync through servers). */
+function roomClient(server: ServerProcess, room: string, token: string) {
+  const doc = new Y.Doc();
+  const provider = new WebsocketProvider(`${server.url.replace(/^http/, "ws")}/collab`, room, doc, {
+    params: { token },
+    WebSocketPolyfill: WebSocket as never,
+    disableBc: true,
+  });
+  const synced = new Promise<void>((resolve) => {
+    if (provider.synced) resolve();
+    else provider.on("sync", (isSynced: boolean) => isSynced && resolve());
+  });
+  return { doc, provider, synced, text: doc.getText("content") };
+}
+
+/** Yjs update latency from a client on A to a client on B, sequential samples (ms). */
+async function yjsLatencies(a: ServerProcess, b: ServerProcess, room: string, token: string) {
+  const writer = roomClient(a, room, token);
+  const reader = roomClient(b, room, token);
+  await Promise.all([writer.synced, reader.synced]);
+  let waiting: { marker: string; resolve: () => void } | null = null;
+  reader.text.observe(() => {
+    if (waiting && reader.text.toString().endsWith(waiting.marker)) waiting.resolve();
+  });
+  const sample = async (i: number) => {
+    const marker = `<${i}>`;
+    const arrived = new Promise<void>((resolve) => {
+      waiting = { marker, resolve };
+    });
+    const t0 = performance.now();
+    writer.text.insert(writer.text.length, marker);
+    await Promise.race([
+      arrived,
+      Bun.sleep(5000).then(() => Promise.reject(new Error(`update ${i} never arrived`))),
+    ]);
+    return performance.now() - t0;
+  };
+  for (let i = 0; i < 20; i++) await sample(-1 - i); // warm-up
+  const latencies: number[] = [];
+  for (let i = 0; i < YJS_SAMPLES; i++) latencies.push(await sample(i));
+  const close = () => {
+    writer.provider.destroy();
+    reader.provider.destroy();
+  };
+  return { latencies, close };
 }
 
 async function gql(server: ServerProcess, query: string, variables: Record<string, unknown>, token?: string) {
@@ -203,6 +264,14 @@ async function run(mode: Mode, redisUrl: string, upstash: FakeUpstash): Promise<
     const loadPerSecond = mode === "single" ? null : ((await count()) - loadStart) / elapsed;
     const loadEventsPerSecond = (events - eventsStart) / elapsed;
     await ws.dispose();
+
+    // Yjs: one chat room with a client on A and one on B; then the room open and idle.
+    const yjs = await yjsLatencies(a, b, `sessions/${session}/chat`, token);
+    await Bun.sleep(1000);
+    const idleStart = await count();
+    await Bun.sleep(IDLE_ROOM_S * 1000);
+    const idleRoomPerSecond = mode === "single" ? null : ((await count()) - idleStart) / IDLE_ROOM_S;
+    yjs.close();
     return {
       mode,
       p50: percentile(latencies, 0.5),
@@ -210,6 +279,9 @@ async function run(mode: Mode, redisUrl: string, upstash: FakeUpstash): Promise<
       restPerSecond,
       loadPerSecond,
       loadEventsPerSecond,
+      yjsP50: percentile(yjs.latencies, 0.5),
+      yjsP95: percentile(yjs.latencies, 0.95),
+      idleRoomPerSecond,
     };
   } finally {
     stats.disconnect();
@@ -244,6 +316,17 @@ try {
           `(${fmt(r.loadPerSecond! / Math.max(1, r.loadEventsPerSecond))} per event)`,
       );
     else console.log(`  under load: ${fmt(r.loadEventsPerSecond, 0)} events/s delivered`);
+  }
+  for (const r of results) {
+    const where = r.mode === "single" ? "1 instance" : `2 instances over ${r.mode}`;
+    console.log(
+      `${where}: Yjs update from a client on A -> client on B p50 ${fmt(r.yjsP50)} ms, p95 ${fmt(r.yjsP95)} ms` +
+        (r.mode === "single" ? "" : `; ratio to 1 instance (p50) ${fmt(r.yjsP50 / single.yjsP50)}`),
+    );
+    if (r.idleRoomPerSecond !== null)
+      console.log(
+        `  commands to ${r.mode} with that room open and idle (a client on each instance, ${IDLE_ROOM_S} s): ${fmt(r.idleRoomPerSecond)}/s`,
+      );
   }
 } finally {
   await upstash.stop();
