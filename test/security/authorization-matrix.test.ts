@@ -40,8 +40,8 @@ import { collect, wsClient } from "../utils/ws.ts";
 type Need = "PUBLIC" | "USER" | "SELF" | "VIEWER" | "EDITOR" | "OWNER";
 interface Rule {
   need: Need;
-  /** Arguments merged over the generated ones (a variant that changes the required role). */
-  args?: Record<string, unknown>;
+  /** Arguments merged over the generated ones (a variant that changes the required role), or built from the fixture. */
+  args?: Record<string, unknown> | ((w: World) => Record<string, unknown>);
   /** Each allowed actor gets a fresh fixture (the operation consumes what it acts on). */
   fresh?: boolean;
 }
@@ -96,6 +96,21 @@ const POLICY: Record<Root, Record<string, Need | Rule>> = {
     run: "VIEWER",
     diff: "VIEWER",
     exploration: "VIEWER",
+    // Global Object Identification: each type exactly as its typed field (a session's by default).
+    node: "VIEWER",
+    "node(id: Branch)": { need: "VIEWER", args: (w) => ({ id: w.f.branchId }) },
+    "node(id: Snapshot)": { need: "VIEWER", args: (w) => ({ id: w.f.snapshotId }) },
+    "node(id: Run)": { need: "VIEWER", args: (w) => ({ id: w.f.runId }) },
+    "node(id: Exploration)": { need: "VIEWER", args: (w) => ({ id: w.explorationId }) },
+    // A user is visible to the members of the sessions they are in.
+    "node(id: User)": { need: "VIEWER", args: () => ({ id: people.owner.userId }) },
+    "node(id: ApiKey)": { need: "SELF", args: (w) => ({ id: w.apiKeyId }) },
+    "node(id: SessionShareLink)": { need: "OWNER", args: (w) => ({ id: w.shareLinkId }) },
+    nodes: "VIEWER",
+    "nodes(ids: [Run, Exploration])": {
+      need: "VIEWER",
+      args: (w) => ({ ids: [w.f.runId, w.explorationId] }),
+    },
   },
   Subscription: {
     accountEvents: "USER",
@@ -139,6 +154,7 @@ interface World {
   explorationId: string;
 }
 
+let lastWorldKey: string | null = null;
 async function makeWorld(): Promise<World> {
   const f = await sessionFixture(server, people);
   const owner = people.owner.token;
@@ -152,9 +168,13 @@ async function makeWorld(): Promise<World> {
       },
     )
   ).createShareLink;
+  // An account keeps at most 50 active keys, fewer than the rows: the last world's key goes first.
+  if (lastWorldKey)
+    await server.gql("mutation($id: ID!) { revokeApiKey(id: $id) { id } }", { id: lastWorldKey }, owner);
   const apiKeyId = (
     await gqlOk(server, owner, `mutation { createApiKey(name: "to-revoke") { apiKey { id } } }`)
   ).createApiKey.apiKey.id;
+  lastWorldKey = apiKeyId;
   const explorationId = await explorationFixture(server, f, people.owner.userId);
   return { f, shareToken, shareLinkId, apiKeyId, explorationId };
 }
@@ -170,6 +190,8 @@ const ID_BY_FIELD_ARG: Record<string, Pick_> = {
   "exploration.id": (w) => w.explorationId,
   "revokeApiKey.id": (w) => w.apiKeyId,
   "revokeShareLink.id": (w) => w.shareLinkId,
+  "node.id": (w) => w.f.sessionId,
+  "nodes.ids": (w) => w.f.sessionId,
 };
 const ID_BY_ARG: Record<string, Pick_> = {
   sessionId: (w) => w.f.sessionId,
@@ -250,6 +272,7 @@ function valueFor(
 
 function deepMerge(base: unknown, over: unknown): unknown {
   if (typeof base !== "object" || base === null || typeof over !== "object" || over === null) return over;
+  if (Array.isArray(over)) return over;
   const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
   for (const [k, v] of Object.entries(over)) out[k] = deepMerge(out[k], v);
   return out;
@@ -257,7 +280,7 @@ function deepMerge(base: unknown, over: unknown): unknown {
 
 /** `mutation($a: T!) { field(a: $a) { __typename } }` with required arguments (and the rule's). */
 function operation(root: Root, field: GraphQLField<unknown, unknown>, rule: Rule, w: World) {
-  const given = rule.args ?? {};
+  const given = typeof rule.args === "function" ? rule.args(w) : (rule.args ?? {});
   const used = field.args.filter((a: GraphQLArgument) => isNonNullType(a.type) || a.name in given);
   const variables: Record<string, unknown> = {};
   for (const a of used) {
@@ -277,7 +300,10 @@ function classify(errors: any[] | undefined, data: any, field: string): string {
   if (!error) return "allowed";
   const code = String(error.extensions?.code);
   if (code === "INTERNAL") return `INTERNAL: ${error.message}`;
-  if (AUTH_CODES.has(code)) return data?.[field] != null ? `${code} WITH DATA` : code;
+  // nodes(ids:) refuses per position: a list of nulls is no data.
+  const value = data?.[field];
+  const leaked = Array.isArray(value) ? value.some((v) => v != null) : value != null;
+  if (AUTH_CODES.has(code)) return leaked ? `${code} WITH DATA` : code;
   // Agent work without a configured model (or a conflicting state) is past the auth checks.
   if (code === "UNAVAILABLE" || code === "CONFLICT") return "allowed";
   return `${code}: ${error.message}`;
