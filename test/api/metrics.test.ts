@@ -194,16 +194,26 @@ test("GraphQL phase histograms, requests and errors by code", async () => {
   // Names a client chooses never become labels (each distinct value would be a series kept forever).
   expect(samples.some((s) => "operationName" in s.labels || "path" in s.labels)).toBe(false);
 
-  // A subscription's subscribe phase.
+  // The subscribe phase of a subscription is observed when it ends (the plugin times its whole life).
+  const subscribed = sampleValue(samples, "graphql_envelop_phase_subscribe_count") ?? 0;
   const session = await newSession();
   const client = wsClient(server.wsUrl, token);
   const events = collect(client, `subscription($s: ID!) { sessionEvents(sessionId: $s) { kind } }`, {
     s: session.id,
   });
   await eventually(
-    async () => (sampleValue(await scrape(server.url), "graphql_envelop_phase_subscribe_count") ?? 0) > 0,
+    async () =>
+      (sampleValue(await scrape(server.url), "graphql_envelop_phase_parse_count", {
+        operationType: "subscription",
+      }) ?? 0) > 0,
   );
   events.dispose();
+  await eventually(
+    async () =>
+      (sampleValue(await scrape(server.url), "graphql_envelop_phase_subscribe_count", {
+        operationType: "subscription",
+      }) ?? 0) > subscribed,
+  );
   await client.dispose();
 });
 
