@@ -9,7 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 import { denoBinary, type ServerProcess, startServerProcess } from "../../scripts/lib/server-process.ts";
-import { testUnless } from "../utils/isolation.ts";
+import { startAgentHarness } from "../utils/agent.ts";
+import { agentUnavailable, testUnless } from "../utils/isolation.ts";
 import { startTestServer, type TestServer } from "../utils/server.ts";
 
 // Debian's package (Fedora's binary is chromium-browser), as scripts/system-deps.mjs installs it.
@@ -18,6 +19,7 @@ const chromiumMissing = CHROMIUM
   ? null
   : "chromium is not installed (npm test installs it through scripts/system-deps.mjs where it can)";
 const it = testUnless(chromiumMissing);
+const itWithAgent = testUnless(chromiumMissing ?? agentUnavailable);
 const itOnDeno = testUnless(
   chromiumMissing ??
     (denoBinary() ? null : "deno is not installed (it is an npm dependency: run npm install)"),
@@ -251,8 +253,11 @@ it("forks and rolls back from the page; another client's fork, run and presence 
   await theirs.waitFor();
   expect(await theirs.textContent()).toContain("on api-fork");
 
-  // Roll the fork back to where it started, from the page: its label moves back to main's head.
-  await page.locator(`svg.tree g.snapshot[data-id="${mainHead}"]`).click();
+  // Roll the fork back to where it started, from the page (the snapshot picked with the keyboard):
+  // its label moves back to main's head.
+  await page.locator(`svg.tree g.snapshot[data-id="${mainHead}"]`).focus();
+  await page.keyboard.press("Enter");
+  await page.locator(`svg.tree g.snapshot.selected[data-id="${mainHead}"]`).waitFor();
   await page.getByRole("button", { name: "Roll back feature to the selected snapshot" }).click();
   await page.waitForFunction(
     ({ label, node }) => {
@@ -269,6 +274,11 @@ it("forks and rolls back from the page; another client's fork, run and presence 
     { label: feature.id, node: mainHead },
   );
   expect((await state()).branches.find((b: { id: string }) => b.id === feature.id).head.id).toBe(mainHead);
+
+  // Promote it: the main label (and the highlighted line) moves to the fork.
+  await page.getByRole("button", { name: "Make feature main" }).click();
+  await page.locator(`svg.tree g.branch.main[data-id="${feature.id}"]`).waitFor();
+  expect((await state()).mainBranch.id).toBe(feature.id);
   expect(pageErrors).toEqual([]);
 }, 60_000);
 
@@ -322,6 +332,86 @@ test("serves only the page's own files and graphql-ws's browser client, with a s
     expect((await res.json()).errors[0].extensions.code).toBe("NOT_FOUND");
   }
 });
+
+/** A server whose agent answers from the scripted fake model, and a page signed in to a new session. */
+async function agentPage(title: string) {
+  const harness = await startAgentHarness([
+    { match: "say hello", steps: [{ text: "Hello from the agent, <b>escaped</b>." }] },
+    {
+      match: "strategy good",
+      steps: [
+        { tool: "write", args: { filePath: "/workspace/score.txt", content: "0.75\n" } },
+        { text: "Done." },
+      ],
+    },
+    { match: "strategy bad", steps: [{ text: "Gave up." }] },
+  ]);
+  const p = await newPage();
+  await register(p, harness.server.url);
+  const sessionId = await createSession(p, title);
+  return {
+    p,
+    harness,
+    sessionId,
+    close: async () => {
+      await p.close();
+      await harness.close();
+    },
+  };
+}
+
+itWithAgent(
+  "a prompt from the page streams the agent's answer and its events, escaped",
+  async () => {
+    const { p, close } = await agentPage("agent");
+    try {
+      await p.getByLabel("Prompt for the agent").fill("say hello");
+      await p.getByRole("button", { name: "Send prompt" }).click();
+      await p.locator("#run-state").filter({ hasText: "Finished: SUCCEEDED" }).waitFor({ timeout: 90_000 });
+      expect(await p.locator("#run-output").textContent()).toContain("Hello from the agent, <b>escaped</b>.");
+      await p
+        .locator("#agent-events li.text", { hasText: "Hello from the agent, <b>escaped</b>." })
+        .waitFor();
+      expect(await p.locator("#agent-events b, #run-output b").count()).toBe(0);
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await close();
+    }
+  },
+  120_000,
+);
+
+itWithAgent(
+  "explored branches are labelled with their scores, live; a failed score is marked",
+  async () => {
+    const { p, harness, sessionId, close } = await agentPage("explore");
+    try {
+      // An exploration started by the API: one candidate scores 0.75, the other's score command fails.
+      const token = await tokenOf(p);
+      const head = (
+        await harness.server.gql(
+          `query($s: ID!) { session(id: $s) { mainBranch { head { id } } } }`,
+          { s: sessionId },
+          token,
+        )
+      ).data!.session.mainBranch.head.id;
+      const explore = await harness.server.gql(
+        `mutation($s: ID!) { explore(input: { snapshotId: $s, prompts: ["use strategy good", "use strategy bad"],
+        scoreCommand: "cat score.txt", parallelism: 2 }) { id } }`,
+        { s: head },
+        token,
+      );
+      expect(explore.errors).toBeUndefined();
+      await p.locator("svg.tree g.branch", { hasText: "· 0.75" }).waitFor({ timeout: 120_000 });
+      await p.locator("svg.tree g.branch", { hasText: "· failed" }).waitFor({ timeout: 120_000 });
+      expect(await p.evaluate(measureOverlaps)).toEqual([]);
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await close();
+    }
+  },
+  240_000,
+);
 
 itOnDeno(
   "the same page works against the server on Deno",

@@ -51,6 +51,11 @@ export const SESSION_EVENTS = `subscription SessionEvents($id: ID!, $after: Stri
   }
 }`;
 
+/** Progress of a running exploration: each event (a branch scored…) means fresh scores to read. */
+export const EXPLORATION = `subscription Exploration($id: ID!) {
+  exploration(id: $id) { kind }
+}`;
+
 export const PRESENCE = `subscription Presence($id: ID!) {
   presence(sessionId: $id) { kind entry { key name color branchId user { id email } } }
 }`;

@@ -59,11 +59,14 @@ export function openSession(sessionId, hooks) {
   const stops = [];
   let stopRun = () => {};
   let stopAgent = () => {};
+  /** Subscriptions to running explorations' progress, by id. */
+  const explorations = new Map();
 
   const refresh = coalesced(async () => {
     const data = await request(Q.SESSION, { id: sessionId });
     if (closed) return;
     session = data.session;
+    watchExplorations();
     presence.clear();
     for (const entry of session.presence) presence.set(entry.key, entry);
     if (!session.branches.some((/** @type {any} */ b) => b.id === selectedBranchId))
@@ -190,6 +193,15 @@ export function openSession(sessionId, hooks) {
     if (!changed) return;
     watchAgent(branchId);
     announce();
+  }
+
+  // Scores arrive with exploration events (not session events): follow every running exploration.
+  function watchExplorations() {
+    for (const e of session.explorations) {
+      if (e.status !== "RUNNING" || explorations.has(e.id)) continue;
+      const stop = subscribe(Q.EXPLORATION, { id: e.id }, { next: () => refresh(), error: failOrSignOut });
+      explorations.set(e.id, stop);
+    }
   }
 
   /** @param {string} runId */
@@ -423,7 +435,7 @@ export function openSession(sessionId, hooks) {
     listeners.abort();
     stopRun();
     stopAgent();
-    for (const stop of stops) stop();
+    for (const stop of [...stops, ...explorations.values()]) stop();
   };
 }
 
