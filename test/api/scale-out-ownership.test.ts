@@ -255,6 +255,15 @@ for (const kind of ["redis", "upstash"] as const) {
         const res = await fetch(`${onB}/session`, { headers: { authorization: `Bearer ${me.token}` } });
         expect(res.status).toBe(200);
         expect(Array.isArray(await res.json())).toBe(true);
+        // An event stream through B: the owner's hello arrives, streamed through both hops.
+        const events = await fetch(`${onB}/global/event`, {
+          headers: { authorization: `Bearer ${me.token}` },
+        });
+        expect(events.status).toBe(200);
+        expect(events.headers.get("content-type")).toContain("text/event-stream");
+        const reader = events.body!.getReader();
+        expect(new TextDecoder().decode((await reader.read()).value)).toContain("data:");
+        await reader.cancel();
         // A stranger is refused by B before anything is passed on, as by A.
         const stranger = await signUp(b);
         const refused = await fetch(`${onB}/session`, {
@@ -319,6 +328,14 @@ for (const kind of ["redis", "upstash"] as const) {
       );
       await victim.kill();
       expect(await leaseHolders()).toContain(victim.url); // until its lease expires
+      // Meanwhile work sent to the dead owner does not hang: a typed error the client can retry.
+      const early = await gql(
+        b,
+        `mutation($b: ID!) { writeFile(branchId: $b, path: "early.txt", content: "x") { id } }`,
+        { b: branch },
+        me.token,
+      );
+      if (early.errors) expect(early.errors[0]!.extensions?.code).toBe("UNAVAILABLE");
       // Not stuck RUNNING: whoever notices the owner is gone ends it, and its readers hear the end.
       expect((await watching).status).toBe("INTERRUPTED");
       expect((await runOf(a, me.token, doomed.id)).error).toContain("instance is gone");
@@ -344,6 +361,33 @@ for (const kind of ["redis", "upstash"] as const) {
       ).branch.runs.edges.map((e: any) => e.node);
       expect(runs).toContainEqual({ id: doomed.id, status: "INTERRUPTED" });
       expect(runs).toContainEqual({ id: next.id, status: "SUCCEEDED" });
+    });
+
+    test("a paused owner that lost its lease cannot move the head under the new owner (fencing)", async () => {
+      const paused = await spawn();
+      const me = await signUp(paused);
+      const session = await newSession(paused, me.token);
+      const branch = session.mainBranch.id;
+      const stale = await exec(paused, me.token, branch, "echo stale > stale.txt; sleep 1");
+      await until("the run to start", async () => (await runOf(b, me.token, stale.id)).status === "RUNNING");
+      process.kill(paused.pid, "SIGSTOP");
+      try {
+        // Gone to the others: its run is interrupted, and B takes the branch over and moves its head.
+        expect((await outputOf(b, me.token, stale.id, 30_000)).status).toBe("INTERRUPTED");
+        const fresh = await exec(b, me.token, branch, "echo fresh > fresh.txt");
+        expect((await outputOf(b, me.token, fresh.id)).status).toBe("SUCCEEDED");
+      } finally {
+        process.kill(paused.pid, "SIGCONT");
+      }
+      // Awake again, its command ends: it finds the lease gone and records nothing.
+      await sleep(LEASE_MS + 1500);
+      expect((await runOf(a, me.token, stale.id)).status).toBe("INTERRUPTED");
+      expect(await fileOf(a, me.token, branch, "fresh.txt")).toBe("fresh\n");
+      expect(await fileOf(a, me.token, branch, "stale.txt")).toBeUndefined();
+      // And it is a working instance again: a new branch's work runs there.
+      const other = await newSession(paused, me.token);
+      const run = await exec(paused, me.token, other.mainBranch.id, "cat a_txt");
+      expect(await outputOf(paused, me.token, run.id)).toEqual({ text: "a", status: "SUCCEEDED" });
     });
   });
 }
