@@ -1,6 +1,9 @@
 // The schema builder: configuration only (context type, scalars, plugins, root types). No domain types here.
 // @pothos/plugin-relay (the maintained Relay implementation for Pothos) builds Node, node/nodes,
 // PageInfo, connections and their arguments; the descriptions below are the ones every connection shares.
+// Not @pothos/plugin-simple-objects: each value type here already has one TypeScript shape, the
+// resolver's return type, that `objectRef<T>().implement()` checks fields against; simple objects
+// would infer a second shape from the fields instead.
 import SchemaBuilder from "@pothos/core";
 import RelayPlugin from "@pothos/plugin-relay";
 import type { Context } from "../resolvers/context.ts";
