@@ -363,6 +363,24 @@ for (const kind of ["redis", "upstash"] as const) {
       expect(runs).toContainEqual({ id: next.id, status: "SUCCEEDED" });
     });
 
+    test("an owner stopped gracefully gives its branches up at once; the next instance takes them over", async () => {
+      const leaving = await spawn();
+      const me = await signUp(leaving);
+      const session = await newSession(leaving, me.token);
+      await ok(
+        leaving,
+        `mutation($b: ID!) { writeFile(branchId: $b, path: "kept.txt", content: "kept") { id } }`,
+        { b: session.mainBranch.id },
+        me.token,
+      );
+      expect(await leaseHolders()).toContain(leaving.url);
+      await leaving.stop();
+      // Released, not left to expire.
+      expect(await leaseHolders()).not.toContain(leaving.url);
+      const run = await exec(b, me.token, session.mainBranch.id, "cat kept.txt");
+      expect(await outputOf(b, me.token, run.id)).toEqual({ text: "kept", status: "SUCCEEDED" });
+    });
+
     test("a paused owner that lost its lease cannot move the head under the new owner (fencing)", async () => {
       const paused = await spawn();
       const me = await signUp(paused);
