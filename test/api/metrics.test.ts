@@ -195,25 +195,18 @@ test("GraphQL phase histograms, requests and errors by code", async () => {
   expect(samples.some((s) => "operationName" in s.labels || "path" in s.labels)).toBe(false);
 
   // The subscribe phase of a subscription is observed when it ends (the plugin times its whole life).
-  const subscribed = sampleValue(samples, "graphql_envelop_phase_subscribe_count") ?? 0;
+  const count = (of: Sample[], phase: string) =>
+    sampleValue(of, `graphql_envelop_phase_${phase}_count`, { operationType: "subscription" }) ?? 0;
+  const [contexts, subscribed] = [count(samples, "context"), count(samples, "subscribe")];
   const session = await newSession();
   const client = wsClient(server.wsUrl, token);
   const events = collect(client, `subscription($s: ID!) { sessionEvents(sessionId: $s) { kind } }`, {
     s: session.id,
   });
-  await eventually(
-    async () =>
-      (sampleValue(await scrape(server.url), "graphql_envelop_phase_parse_count", {
-        operationType: "subscription",
-      }) ?? 0) > 0,
-  );
+  // Started on the server (its context was built, subscribe follows at once), then ended by the client.
+  await eventually(async () => count(await scrape(server.url), "context") > contexts);
   events.dispose();
-  await eventually(
-    async () =>
-      (sampleValue(await scrape(server.url), "graphql_envelop_phase_subscribe_count", {
-        operationType: "subscription",
-      }) ?? 0) > subscribed,
-  );
+  await eventually(async () => count(await scrape(server.url), "subscribe") > subscribed);
   await client.dispose();
 });
 
