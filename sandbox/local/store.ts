@@ -78,6 +78,7 @@ export class Store {
     for (const dir of [this.objectsDir, this.snapshotsDir, this.layersDir, this.tmpDir]) {
       await fs.mkdir(dir, { recursive: true });
     }
+    ownTempDirs.add(this.tmpDir);
     // All 256 fan-out directories up front: storing an object then never needs a mkdir.
     for (let i = 0; i < 256; i++)
       await fs.mkdir(join(this.objectsDir, i.toString(16).padStart(2, "0")), { recursive: true });
@@ -87,6 +88,7 @@ export class Store {
     const entries = await fs.readdir(this.tmpRoot).catch(() => [] as string[]);
     for (const name of entries) {
       const pid = /^(\d+)\.[0-9a-f]+$/.exec(name)?.[1];
+      if (ownTempDirs.has(join(this.tmpRoot, name))) continue; // another store of this process
       if (pid && Number(pid) !== process.pid && processAlive(Number(pid))) continue;
       await fs.rm(join(this.tmpRoot, name), { recursive: true, force: true });
     }
@@ -403,6 +405,9 @@ export class Store {
     return problems;
   }
 }
+
+/** Temp directories of this process's stores (several may share one root: tests, a provider per instance). */
+const ownTempDirs = new Set<string>();
 
 /** Whether a process with this id runs on this machine (signal 0 checks without sending anything). */
 function processAlive(pid: number): boolean {

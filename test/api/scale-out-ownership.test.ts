@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
 import { clusterKey, createPeerAuth } from "../../cluster/peer-auth.ts";
+import { LocalProvider } from "../../sandbox/local/provider.ts";
 import { startFakeModel } from "../../scripts/fake-model.ts";
 import { type ServerProcess, startServerProcess } from "../../scripts/lib/server-process.ts";
 import { agentUnavailable } from "../utils/isolation.ts";
@@ -134,6 +135,33 @@ const snapshotIds = async (server: { url: string }, token: string, sessionId: st
       token,
     )
   ).session.snapshots.edges.map((e: { node: { id: string } }) => e.node.id) as string[];
+
+// Two instances' local providers on one machine, one shared store (SANDBOX_STORE_DIR): what the
+// takeovers above rely on, checked in process (no Redis needed).
+describe("a snapshot store shared by instances on one machine", () => {
+  const root = mkdtempSync(join(tmpdir(), "occ-shared-store-"));
+  const open = (name: string) =>
+    new LocalProvider({ dir: join(root, name), storeDir: join(root, "store"), workspaces: "copy" }).init();
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  test("one instance's snapshot opens on another; a start-up or GC elsewhere spares its workspaces and fresh objects", async () => {
+    const a = await open("a");
+    const sandbox = await a.create({ kind: "files", files: { "x.txt": "from a" } });
+    const snap = await a.snapshot(sandbox);
+    await a.writeFile(sandbox, "y.txt", "not yet snapshotted");
+    // B starts (its start-up clears its own workspaces and dead processes' temp files only) and
+    // collects with no roots at all: A's snapshot and objects are young, so they stay.
+    const b = await open("b");
+    await b.gc([]);
+    expect(new TextDecoder().decode((await a.readFile({ sandbox }, "y.txt"))!)).toBe("not yet snapshotted");
+    const onB = await b.fork(snap.id);
+    expect(new TextDecoder().decode((await b.readFile({ sandbox: onB }, "x.txt"))!)).toBe("from a");
+    expect(await a.snapshot(sandbox)).toMatchObject({ parentId: snap.id });
+    expect(await b.fsck()).toEqual([]);
+    await b.close();
+    await a.close();
+  });
+});
 
 for (const kind of ["redis", "upstash"] as const) {
   describe.skipIf(skip)(`instances sharing ${kind} serve any branch`, () => {
