@@ -313,6 +313,35 @@ it("tree labels never overlap a node or each other, on the page and in tree.svg,
   await svgPage.close();
 }, 60_000);
 
+it("a history longer than a page loads page by page, newest back, and opens from a link", async () => {
+  const token = await tokenOf(page);
+  const s = (
+    await server.gql(
+      `mutation { createSession(input: { title: "long" }) { id mainBranch { id } } }`,
+      {},
+      token,
+    )
+  ).data!.createSession;
+  for (let i = 0; i < 130; i++) {
+    const res = await server.gql(
+      `mutation($b: ID!, $c: String!) { writeFile(branchId: $b, path: "n.txt", content: $c) { id } }`,
+      { b: s.mainBranch.id, c: String(i) },
+      token,
+    );
+    expect(res.errors).toBeUndefined();
+  }
+  await page.goto(`${server.url}/app#/sessions/${encodeURIComponent(s.id)}`);
+  await page.locator("#session-title").filter({ hasText: "long" }).waitFor();
+  await page.waitForFunction(() => document.querySelectorAll("svg.tree g.snapshot").length === 131);
+  // One line of history: every node on one row, oldest on the left, main's label after the newest.
+  const rows = await page.evaluate(() => [
+    ...new Set([...document.querySelectorAll("svg.tree g.snapshot circle")].map((c) => c.getAttribute("cy"))),
+  ]);
+  expect(rows).toHaveLength(1);
+  expect(await page.evaluate(measureOverlaps)).toEqual([]);
+  expect(pageErrors).toEqual([]);
+}, 60_000);
+
 test("serves only the page's own files and graphql-ws's browser client, with a strict content policy", async () => {
   const html = await fetch(`${server.url}/app`);
   expect(html.status).toBe(200);

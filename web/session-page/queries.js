@@ -33,13 +33,13 @@ export const SESSION = `query Session($id: ID!) {
   }
 }`;
 
-/** The tree, a page at a time, oldest first; the first page also reads the event cursor. */
-export const SNAPSHOTS = `query Snapshots($id: ID!, $after: String) {
+/** The tree, a page at a time from the newest back; the first page also reads the event cursor. */
+export const SNAPSHOTS = `query Snapshots($id: ID!, $before: String) {
   session(id: $id) {
     eventCursor
-    snapshots(first: 100, after: $after) {
+    snapshots(last: 100, before: $before) {
       nodes { ${SNAPSHOT_FIELDS} }
-      pageInfo { hasNextPage endCursor }
+      pageInfo { hasPreviousPage startCursor }
     }
   }
 }`;

@@ -7,7 +7,7 @@ import { clearNotices, fail, say } from "./notices.js";
 import * as Q from "./queries.js";
 import { drawTree, FAILED_STATUSES } from "./tree-view.js";
 
-/** Snapshots loaded at most (oldest first); the tree says when more exist. */
+/** Snapshots loaded at most (the newest); the tree says when older ones are left out. */
 const MAX_SNAPSHOTS = 5000;
 /** Characters of run output kept on screen, and agent events listed. */
 const MAX_OUTPUT_CHARS = 2_000_000;
@@ -103,7 +103,7 @@ export function openSession(sessionId, hooks) {
       onSelectBranch: selectBranch,
     });
     ui.treeNote.textContent = `${snapshots.size} snapshot${snapshots.size === 1 ? "" : "s"}${
-      truncated ? ` (the oldest ${MAX_SNAPSHOTS} are shown)` : ""
+      truncated ? " (older snapshots are not shown)" : ""
     }. Select a snapshot to fork from it or roll the branch back to it.`;
     const snap = selectedSnapshot();
     ui.selected.textContent = snap
@@ -392,18 +392,24 @@ export function openSession(sessionId, hooks) {
         },
       ),
     );
-    // The tree, then every event after the cursor read with its first page (none missed).
+    // The tree from the newest back, then every event after the cursor read with its first page
+    // (none missed). Pages arrive newest first and are kept oldest first: the layout's first child
+    // of a snapshot is its oldest.
     let cursor = null;
-    let after = null;
+    let before = null;
+    let loaded = 0;
+    const pages = [];
     do {
-      const data = await request(Q.SNAPSHOTS, { id: sessionId, after });
+      const data = await request(Q.SNAPSHOTS, { id: sessionId, before });
       if (closed) return;
       cursor ??= data.session.eventCursor;
-      for (const snap of data.session.snapshots.nodes) snapshots.set(snap.id, snap);
+      pages.unshift(data.session.snapshots.nodes);
+      loaded += data.session.snapshots.nodes.length;
       const page = data.session.snapshots.pageInfo;
-      after = page.hasNextPage ? page.endCursor : null;
-      truncated = after !== null && snapshots.size >= MAX_SNAPSHOTS;
-    } while (after && !truncated);
+      before = page.hasPreviousPage ? page.startCursor : null;
+      truncated = before !== null && loaded >= MAX_SNAPSHOTS;
+    } while (before && !truncated);
+    for (const snap of pages.flat()) snapshots.set(snap.id, snap);
     stops.push(
       subscribe(
         Q.SESSION_EVENTS,
@@ -415,7 +421,7 @@ export function openSession(sessionId, hooks) {
               location.hash = "#/";
               return;
             }
-            if (e.snapshot && !truncated) snapshots.set(e.snapshot.id, e.snapshot);
+            if (e.snapshot) snapshots.set(e.snapshot.id, e.snapshot);
             refresh();
           },
           error: failOrSignOut,
