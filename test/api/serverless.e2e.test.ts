@@ -287,6 +287,44 @@ describe.skipIf(backends.skip)("PROFILE=serverless", () => {
     },
   );
 
+  testUnless(runtimes.length < 2 ? "the Deno half (deno is not installed)" : fakeContreeProcessesUnavailable)(
+    "two instances: a session made on Deno runs a command sent to Bun; its output streams from Deno",
+    async () => {
+      const [deno, bun] = [servers.get("deno")!.url, servers.get("bun")!.url];
+      const token = (
+        await gql(deno, `mutation($e: String!) { register(email: $e, password: "password123") { token } }`, {
+          e: `sl-two-${crypto.randomUUID().slice(0, 8)}@example.com`,
+        })
+      ).data.register.token;
+      const branch = (
+        await gql(
+          deno,
+          `mutation($f: JSON) { createSession(input: { title: "two", files: $f }) { mainBranch { id } } }`,
+          { f: { "a.txt": "made on deno\n" } },
+          token,
+        )
+      ).data.createSession.mainBranch.id;
+      const run = (
+        await gql(
+          bun,
+          `mutation($b: ID!) { exec(branchId: $b, command: "cat a.txt") { id } }`,
+          { b: branch },
+          token,
+        )
+      ).data.exec;
+      const events = await overSse(
+        deno,
+        RUN_OUTPUT,
+        { r: run.id },
+        token,
+        (data) => data?.runOutput?.__typename === "RunFinished",
+      );
+      expect(events.map((e) => e.data.runOutput.text ?? "").join("")).toBe("made on deno\n");
+      expect(events.at(-1).data.runOutput.status).toBe("SUCCEEDED");
+    },
+    60_000,
+  );
+
   test("the same checks see what a standard server keeps: the gateway's unix socket, files in its data directory", async () => {
     const dataDir = join(dir, "standard-data");
     const { PROFILE: _, SANDBOX_PROVIDER: __, ...standardEnv } = env;
