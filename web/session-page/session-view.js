@@ -322,41 +322,39 @@ export function openSession(sessionId, hooks) {
   const on = (/** @type {EventTarget} */ target, /** @type {string} */ type, /** @type {any} */ fn) =>
     target.addEventListener(type, fn, { signal: listeners.signal });
   on(ui.branchSelect, "change", () => selectBranch(ui.branchSelect.value));
-  on(ui.execForm, "submit", (/** @type {SubmitEvent} */ event) => {
-    event.preventDefault();
-    const input = /** @type {HTMLInputElement} */ (ui.execForm.elements.namedItem("command"));
-    const command = input.value;
-    act("Starting the command", async () => {
-      const { exec } = await request(Q.EXEC, { branch: selectedBranchId, command });
-      input.value = "";
-      say("Command queued");
-      watchRun(exec.id);
+  /** A form of one field: submitting it runs `action` with the field's value, cleared once it worked. */
+  const onSubmit = (
+    /** @type {HTMLFormElement} */ form,
+    /** @type {string} */ field,
+    /** @type {string} */ doing,
+    /** @type {(value: string) => Promise<void>} */ action,
+  ) =>
+    on(form, "submit", (/** @type {SubmitEvent} */ event) => {
+      event.preventDefault();
+      const input = /** @type {HTMLInputElement} */ (form.elements.namedItem(field));
+      const value = input.value;
+      act(doing, async () => {
+        await action(value);
+        input.value = "";
+      });
     });
+  onSubmit(ui.execForm, "command", "Starting the command", async (command) => {
+    const { exec } = await request(Q.EXEC, { branch: selectedBranchId, command });
+    say("Command queued");
+    watchRun(exec.id);
   });
-  on(ui.promptForm, "submit", (/** @type {SubmitEvent} */ event) => {
-    event.preventDefault();
-    const input = /** @type {HTMLTextAreaElement} */ (ui.promptForm.elements.namedItem("text"));
-    const text = input.value;
-    act("Sending the prompt", async () => {
-      const { prompt } = await request(Q.PROMPT, { branch: selectedBranchId, text });
-      input.value = "";
-      say("Prompt queued");
-      watchRun(prompt.id);
-    });
+  onSubmit(ui.promptForm, "text", "Sending the prompt", async (text) => {
+    const { prompt } = await request(Q.PROMPT, { branch: selectedBranchId, text });
+    say("Prompt queued");
+    watchRun(prompt.id);
   });
-  on(ui.forkForm, "submit", (/** @type {SubmitEvent} */ event) => {
-    event.preventDefault();
-    const input = /** @type {HTMLInputElement} */ (ui.forkForm.elements.namedItem("name"));
-    const name = input.value.trim() || null;
-    act("Forking", async () => {
-      const { fork } = await request(Q.FORK, { snapshot: selectedSnapshot()?.id, name });
-      input.value = "";
-      say(`Branch ${fork.name} created`);
-      selectedBranchId = fork.id; // selected once the refresh lists it
-      chosenSnapshotId = null;
-      watchAgent(fork.id);
-      announce();
-    });
+  onSubmit(ui.forkForm, "name", "Forking", async (name) => {
+    const { fork } = await request(Q.FORK, { snapshot: selectedSnapshot()?.id, name: name.trim() || null });
+    say(`Branch ${fork.name} created`);
+    selectedBranchId = fork.id; // selected once the refresh lists it
+    chosenSnapshotId = null;
+    watchAgent(fork.id);
+    announce();
   });
   on(ui.rollback, "click", () =>
     act("Rolling back", async () => {
