@@ -166,7 +166,19 @@ describe("a snapshot store shared by instances on one machine", () => {
 for (const kind of ["redis", "upstash"] as const) {
   describe.skipIf(skip)(`instances sharing ${kind} serve any branch`, () => {
     const dir = mkdtempSync(join(tmpdir(), `occ-own-${kind}-`));
-    const fake = startFakeModel({ apiKey: "sk-platform", scenarios: [{ steps: [{ text: "hello" }] }] });
+    const fake = startFakeModel({
+      apiKey: "sk-platform",
+      scenarios: [
+        {
+          match: "approve",
+          steps: [
+            { tool: "bash", args: { command: "echo approved > approved.txt", description: "write" } },
+            { text: "It ran." },
+          ],
+        },
+        { steps: [{ text: "hello" }] },
+      ],
+    });
     const secret = `ownership-secret-${crypto.randomUUID()}`;
     let env: Record<string, string>;
     let a: ServerProcess;
@@ -299,6 +311,56 @@ for (const kind of ["redis", "upstash"] as const) {
         });
         expect(refused.status).toBe(404);
       },
+    );
+
+    test.skipIf(agentUnavailable !== null)(
+      "a prompt through B runs on A; its permission ask is answered through B",
+      async () => {
+        const me = await signUp(a);
+        const session = await newSession(a, me.token);
+        await ok(
+          a,
+          `mutation($s: ID!) { setAgentPermissions(sessionId: $s, mode: ASK) { agentPermissions } }`,
+          { s: session.id },
+          me.token,
+        );
+        const run = (
+          await ok(
+            b,
+            `mutation($b: ID!) { prompt(branchId: $b, text: "approve this") { id } }`,
+            { b: session.mainBranch.id },
+            me.token,
+          )
+        ).prompt;
+        const out = collect(
+          wsClient(wsUrl(b), me.token),
+          `subscription($r: ID!) { runOutput(runId: $r) { __typename ... on AgentPermissionAsked { id } ... on AgentPermissionReplied { reply user { id } } ... on RunFinished { status snapshot { file(path: "approved.txt") { content } } } } }`,
+          { r: run.id },
+        );
+        try {
+          const asked = (
+            await out.until((r) => r.data?.runOutput.__typename === "AgentPermissionAsked", 120_000)
+          ).data.runOutput;
+          await ok(
+            b,
+            `mutation($r: ID!, $p: String!) { answerPermission(runId: $r, permissionId: $p, reply: ONCE) { id } }`,
+            { r: run.id, p: asked.id },
+            me.token,
+          );
+          const end = (await out.until((r) => r.data?.runOutput.__typename === "RunFinished", 120_000)).data
+            .runOutput;
+          expect(end).toEqual({
+            __typename: "RunFinished",
+            status: "SUCCEEDED",
+            snapshot: { file: { content: "approved\n" } },
+          });
+          expect(out.results.some((r) => r.data?.runOutput.reply === "ONCE")).toBe(true);
+        } finally {
+          out.dispose();
+        }
+        expect(await leaseHolders()).not.toContain(b.url);
+      },
+      180_000,
     );
 
     test("internal routes refuse unsigned, badly signed, replayed and user-token calls", async () => {
