@@ -342,6 +342,57 @@ it("a history longer than a page loads page by page, newest back, and opens from
   expect(pageErrors).toEqual([]);
 }, 60_000);
 
+it("the tree view labels explored branches with their scores and marks failed runs (in the browser)", async () => {
+  const p = await newPage();
+  try {
+    await p.goto(`${server.url}/app`);
+    await p.evaluate(async () => {
+      // The page's own module, as the page loads it (a string, so TypeScript does not resolve it).
+      const { drawTree } = await import(String("/app/tree-view.js"));
+      const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+      svg.setAttribute("class", "tree");
+      document.body.append(svg);
+      const snap = (id: string, parentId: string | null, status?: string) => ({
+        id,
+        parentId,
+        origin: "RUN",
+        label: null,
+        fileCount: 1,
+        createdAt: new Date().toISOString(),
+        createdBy: status ? { id: `run_${id}`, status } : null,
+      });
+      const branch = (id: string, name: string, head: string) => ({
+        id,
+        name,
+        isMain: id === "m",
+        head: { id: head },
+      });
+      drawTree(svg, {
+        snapshots: [snap("a", null), snap("b", "a"), snap("c", "a", "FAILED"), snap("d", "a")],
+        branches: [branch("m", "main", "a"), branch("x", "cand-1", "b"), branch("y", "cand-2", "c")],
+        mainBranchId: "m",
+        scores: new Map([
+          ["x", { score: 0.75, passed: true }],
+          ["y", { score: null, passed: false }],
+        ]),
+        selectedSnapshotId: null,
+        selectedBranchId: null,
+        onSelectSnapshot: () => {},
+        onSelectBranch: () => {},
+      });
+    });
+    const labels = await p.evaluate(() =>
+      [...document.querySelectorAll("svg.tree g.branch")].map((g) => g.textContent),
+    );
+    expect(labels.sort()).toEqual(["cand-1 · 0.75", "cand-2 · failed", "main"]);
+    expect(await p.locator("svg.tree g.snapshot.failed").getAttribute("data-id")).toBe("c");
+    expect(await p.evaluate(measureOverlaps)).toEqual([]);
+  } finally {
+    await p.close();
+  }
+  expect(pageErrors).toEqual([]);
+});
+
 test("serves only the page's own files and graphql-ws's browser client, with a strict content policy", async () => {
   const html = await fetch(`${server.url}/app`);
   expect(html.status).toBe(200);
