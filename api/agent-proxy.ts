@@ -221,15 +221,20 @@ export function createAgentProxy(deps: {
         ? null
         : new Uint8Array(await request.arrayBuffer());
     let answer: Response;
+    // A turn's answer may take minutes: no time limit, but an owner that dies meanwhile ends the wait.
+    const watch = services.branchRuntime.watchOwner(where.peer);
     try {
       answer = await where.peer.forward(
         request.method,
         `/agent/${encodeURIComponent(branchId)}${path}${search}`,
         request.headers,
         body,
+        watch.signal,
       );
     } catch {
       throw fromPeer(new PeerError("unreachable", "UNAVAILABLE", "the owner did not answer"));
+    } finally {
+      watch.stop();
     }
     const headers = responseHeaders(answer.headers);
     if (!answer.body) return new Response(null, { status: answer.status, headers });

@@ -33,7 +33,13 @@ export interface Peer {
   /** One owner operation; `timeoutMs` bounds the whole call (default 15 s). */
   call<T>(op: string, body: unknown, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<T>;
   /** Passes a request on to the peer's own handler of `path` (under the internal prefix), streaming the answer. */
-  forward(method: string, path: string, headers: Headers, body: Uint8Array | null): Promise<Response>;
+  forward(
+    method: string,
+    path: string,
+    headers: Headers,
+    body: Uint8Array | null,
+    signal?: AbortSignal,
+  ): Promise<Response>;
 }
 
 const DEFAULT_TIMEOUT_MS = 15_000;
@@ -74,7 +80,7 @@ export function createPeers(auth: PeerAuth, fromInstance: string) {
         throw new PeerError("unreachable", "UNAVAILABLE", `instance ${instanceId} answered ${res.status}`);
       return reply.result as T;
     },
-    async forward(method, path, headers, body) {
+    async forward(method, path, headers, body, signal) {
       const full = `${INTERNAL_PREFIX}${path}`;
       const signed = new Headers(headers);
       for (const hop of ["host", "content-length", "connection", "keep-alive", "transfer-encoding"])
@@ -89,6 +95,7 @@ export function createPeers(auth: PeerAuth, fromInstance: string) {
         headers: signed,
         body: body as BodyInit | null,
         redirect: "manual",
+        signal,
       });
     },
   });

@@ -305,24 +305,31 @@ export class BranchRuntime {
    * try takes the branch over).
    */
   private async ownerCall<T>(peer: Peer, op: string, body: unknown, timeoutMs = OWNER_CALL_MS): Promise<T> {
-    const ownership = this.ownership!;
-    const stop = new AbortController();
-    const watch = setInterval(() => {
-      void ownership.alive(peer.instanceId).then(
-        (alive) => alive || stop.abort(),
-        () => {},
-      );
-    }, ownership.leaseMs);
-    watch.unref?.();
+    const watch = this.watchOwner(peer);
     try {
-      return await peer.call<T>(op, body, { timeoutMs, signal: stop.signal });
+      return await peer.call<T>(op, body, { timeoutMs, signal: watch.signal });
     } catch (error) {
       if (error instanceof PeerError && error.kind === "unreachable")
         this.ownership?.forgetHint(String((body as { branchId?: string })?.branchId ?? ""), peer.instanceId);
       throw fromPeer(error);
     } finally {
-      clearInterval(watch);
+      watch.stop();
     }
+  }
+
+  /** A signal that aborts once the peer is gone (its instance key expired), checked every lease period. */
+  watchOwner(peer: Peer): { signal: AbortSignal; stop(): void } {
+    const gone = new AbortController();
+    const ownership = this.ownership;
+    if (!ownership) return { signal: gone.signal, stop() {} };
+    const timer = setInterval(() => {
+      void ownership.alive(peer.instanceId).then(
+        (alive) => alive || gone.abort(),
+        () => {},
+      );
+    }, ownership.leaseMs);
+    timer.unref?.();
+    return { signal: gone.signal, stop: () => clearInterval(timer) };
   }
 
   /** The provider as a hold's holder sees it: calls on the held sandbox go to the owner. */
