@@ -4,8 +4,12 @@ import { dirname } from "node:path";
 import { type Client, createClient } from "@libsql/client";
 import { drizzle, type LibSQLDatabase } from "drizzle-orm/libsql";
 import * as schema from "./schema.ts";
+import { gateTransactions } from "./transaction-gate.ts";
 
 export type Db = LibSQLDatabase<typeof schema>;
+
+/** How long a write waits for another connection's (or process's) write lock before SQLITE_BUSY. */
+const BUSY_TIMEOUT_MS = 5000;
 
 export interface Database {
   db: Db;
@@ -23,7 +27,15 @@ export function openDatabase(options: {
     const path = options.url.slice("file:".length);
     if (path && path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   }
-  const client = createClient({ url: options.url, authToken: options.authToken });
+  // The busy timeout goes in the options, not only in a PRAGMA: the client keeps a pool of
+  // connections (a transaction holds one of its own), and a PRAGMA reaches only the connection it ran on.
+  const embedded = options.url.startsWith("file:");
+  const opened = createClient({
+    url: options.url,
+    authToken: options.authToken,
+    ...(embedded ? { timeout: BUSY_TIMEOUT_MS } : {}),
+  });
+  const client = embedded ? gateTransactions(opened) : opened;
   const onQuery = options.onQuery;
   const db = drizzle(client, {
     schema,
@@ -36,7 +48,7 @@ export function openDatabase(options: {
 export async function tuneEmbedded(client: Client, url: string): Promise<void> {
   if (!url.startsWith("file:")) return;
   await client.execute("PRAGMA journal_mode = WAL");
-  await client.execute("PRAGMA busy_timeout = 5000");
+  await client.execute(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
   await client.execute("PRAGMA foreign_keys = ON");
   await client.execute("PRAGMA synchronous = NORMAL");
 }
