@@ -35,6 +35,15 @@ export async function requireRole(
   return role;
 }
 
+/**
+ * Owner-only data that is still a read (a session's share links): the OWNER role, but a read-scoped
+ * credential is enough, as for every other query.
+ */
+export async function requireOwnerToRead(ctx: Context, sessionId: string, what = "Session"): Promise<void> {
+  const role = await requireRole(ctx, sessionId, "VIEWER", what);
+  if (role !== "OWNER") throw forbidden(`This needs the OWNER role in the session; you are ${role}`);
+}
+
 /** An object of some session (branch, snapshot, run) by id, when the viewer's role allows `need`. */
 export async function loadInSession<T extends { sessionId: string }>(
   ctx: Context,

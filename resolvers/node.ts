@@ -14,13 +14,13 @@ import type {
   SnapshotRow,
   UserRow,
 } from "../db/schema.ts";
-import { requireRole } from "./access.ts";
 import { loadBranch, loadSnapshot } from "./branch.ts";
 import { type Context, requireScope } from "./context.ts";
-import { forbidden, notFound } from "./errors.ts";
+import { notFound } from "./errors.ts";
 import { loadExploration } from "./exploration.ts";
 import { loadRun } from "./run.ts";
 import { session } from "./session.ts";
+import { shareLinkOf } from "./share-links.ts";
 
 export type NodeRow =
   | UserRow
@@ -43,7 +43,7 @@ const LOADERS: Record<IdKind, (ctx: Context, id: string) => Promise<NodeRow>> = 
   snp: (ctx, id) => loadSnapshot(ctx, id, "VIEWER"),
   run: (ctx, id) => loadRun(ctx, id, "VIEWER"),
   exp: loadExploration,
-  lnk: shareLink,
+  lnk: shareLinkOf,
 };
 
 /** The object an id names, when the viewer may see it; NOT_FOUND (as for a missing id) when not. */
@@ -70,14 +70,5 @@ async function apiKey(ctx: Context, id: string): Promise<ApiKeyRow> {
   const viewer = requireScope(ctx, "read");
   const row = await ctx.loaders.apiKey.load(id);
   if (!row || row.userId !== viewer.userId) throw notFound("API key");
-  return row;
-}
-
-/** Share links are listed to the session's owners only (Session.shareLinks); members below get FORBIDDEN. */
-async function shareLink(ctx: Context, id: string): Promise<ShareLinkRow> {
-  const row = await ctx.loaders.shareLink.load(id);
-  if (!row) throw notFound("Share link");
-  const role = await requireRole(ctx, row.sessionId, "VIEWER", "Share link");
-  if (role !== "OWNER") throw forbidden(`This needs the OWNER role in the session; you are ${role}`);
   return row;
 }

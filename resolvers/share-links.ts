@@ -7,7 +7,7 @@ import { topics } from "../bus/bus.ts";
 import type { Db } from "../db/client.ts";
 import { newId } from "../db/ids.ts";
 import { type Role, type ShareLinkRow, shareLinks } from "../db/schema.ts";
-import { requireRole } from "./access.ts";
+import { requireOwnerToRead, requireRole } from "./access.ts";
 import { type AudienceTokens, type Context, requireViewer } from "./context.ts";
 import { badInput, notFound } from "./errors.ts";
 
@@ -75,12 +75,20 @@ export async function createShareLink(
 
 /** The session's links, newest first, revoked and expired ones included (owners only). */
 export async function listShareLinks(ctx: Context, sessionId: string): Promise<ShareLinkRow[]> {
-  await requireRole(ctx, sessionId, "OWNER");
+  await requireOwnerToRead(ctx, sessionId);
   return ctx.db
     .select()
     .from(shareLinks)
     .where(eq(shareLinks.sessionId, sessionId))
     .orderBy(desc(shareLinks.createdAt), desc(shareLinks.id));
+}
+
+/** One link as its session's owners see it (the just-created link of createShareLink). */
+export async function shareLinkOf(ctx: Context, id: string): Promise<ShareLinkRow> {
+  const row = await ctx.loaders.shareLink.load(id);
+  if (!row) throw notFound("Share link");
+  await requireOwnerToRead(ctx, row.sessionId, "Share link");
+  return row;
 }
 
 /**

@@ -105,7 +105,16 @@ MemberRef.implement({
 const ShareLinkRef = builder.objectRef<links.ShareLinkResult>("ShareLink").implement({
   description: "A new share link. Its token is shown only here; Session.shareLinks lists the link by id.",
   fields: (t) => ({
-    id: t.exposeID("id", { description: "Revoke it with revokeShareLink(id)." }),
+    id: t.exposeID("id", {
+      description: "The link's id (the same as link.id).",
+      // Two types under one id would confuse a normalising client (Relay keys records by id).
+      deprecationReason: "Select link { id }: the SessionShareLink node with this id.",
+    }),
+    link: t.field({
+      type: SessionShareLinkRef,
+      description: "The link as Session.shareLinks lists it (revoke it with revokeShareLink(link.id)).",
+      resolve: (l, _a, ctx) => links.shareLinkOf(ctx, l.id),
+    }),
     token: t.exposeString("token", { description: "Give it to joinSession." }),
     url: t.exposeString("url", { description: "Opens GraphiQL with the join mutation ready to run." }),
     role: t.field({

@@ -115,6 +115,36 @@ describe("Global Object Identification", () => {
     );
   });
 
+  test("a new share link points at its node (one type per id), and an owner's read-only key lists links", async () => {
+    const owner = people.owner.token;
+    const created = (
+      await gqlOk(
+        server,
+        owner,
+        "mutation($s: ID!) { createShareLink(sessionId: $s, role: VIEWER) { token link { __typename id role } } }",
+        { s: f.sessionId },
+      )
+    ).createShareLink;
+    expect(created.link.__typename).toBe("SessionShareLink");
+    expect((await gqlOk(server, owner, NODE, { id: created.link.id })).node.__typename).toBe(
+      "SessionShareLink",
+    );
+    const readOnly = (
+      await gqlOk(server, owner, `mutation { createApiKey(name: "reader", scopes: ["read"]) { secret } }`)
+    ).createApiKey.secret;
+    const listed = await gqlOk(server, readOnly, "query($s: ID!) { session(id: $s) { shareLinks { id } } }", {
+      s: f.sessionId,
+    });
+    expect(listed.session.shareLinks.map((l: { id: string }) => l.id)).toContain(created.link.id);
+    // Reading is all a read-only key may do with them.
+    const revoke = await server.gql(
+      "mutation($id: ID!) { revokeShareLink(id: $id) { id } }",
+      { id: created.link.id },
+      readOnly,
+    );
+    expect(codeOf(revoke)).toBe("FORBIDDEN");
+  });
+
   test("anonymous callers are UNAUTHENTICATED, as on the typed fields", async () => {
     for (const id of Object.values(ids)) {
       const res = await server.gql(NODE, { id });
