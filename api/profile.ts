@@ -57,6 +57,11 @@ export function checkProfile(config: Config): void {
       "DATA_DIR",
       `PROFILE=serverless keeps nothing on disk beyond the temp dir (${tmpdir()}); got "${config.dataDir}"`,
     );
+  if (config.metrics.enabled && config.metrics.listener)
+    throw new ConfigError(
+      "METRICS_PORT",
+      "PROFILE=serverless opens no listener besides the HTTP one: serve /metrics there behind METRICS_TOKEN instead",
+    );
   const file = fileOf(config.database.url);
   if (file !== null && (config.env === "production" || !inTempDir(file)))
     throw new ConfigError(

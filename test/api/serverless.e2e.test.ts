@@ -395,6 +395,7 @@ describe("PROFILE=serverless start-up checks", () => {
       }),
     ).toStartWith("REDIS_URL:");
     expect(refusal({ ...ok, JWT_SECRET: undefined })).toStartWith("JWT_SECRET:");
+    expect(refusal({ ...ok, METRICS_PORT: "9464" })).toStartWith("METRICS_PORT:");
     expect(refusal({ ...ok, DATA_DIR: "/var/lib/occ" })).toStartWith("DATA_DIR:");
     // A file: database: only outside production, and only in the temp dir.
     expect(refusal({ ...ok, DATABASE_URL: `file:${join(tmpdir(), "x.db")}` })).toBeNull();
