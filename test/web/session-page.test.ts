@@ -482,8 +482,31 @@ itWithAgent(
         token,
       );
       expect(explore.errors).toBeUndefined();
-      await p.locator("svg.tree g.branch", { hasText: "· 0.75" }).waitFor({ timeout: 120_000 });
-      await p.locator("svg.tree g.branch", { hasText: "· failed" }).waitFor({ timeout: 120_000 });
+      // Both labels, unless the exploration itself fails first (then say why rather than time out).
+      let done = false;
+      const failed = (async () => {
+        while (!done) {
+          await Bun.sleep(1000);
+          const e = (
+            await harness.server.gql(
+              `query($id: ID!) { exploration(id: $id) { status error } }`,
+              { id: explore.data!.explore.id },
+              token,
+            )
+          ).data?.exploration;
+          if (!done && e?.status === "FAILED") throw new Error(`the exploration failed: ${e.error}`);
+        }
+      })();
+      await Promise.race([
+        Promise.all([
+          p.locator("svg.tree g.branch", { hasText: "· 0.75" }).waitFor({ timeout: 120_000 }),
+          p.locator("svg.tree g.branch", { hasText: "· failed" }).waitFor({ timeout: 120_000 }),
+        ]),
+        failed,
+      ]).finally(() => {
+        done = true;
+      });
+      await failed;
       expect(await p.evaluate(measureOverlaps)).toEqual([]);
       expect(pageErrors).toEqual([]);
     } finally {
