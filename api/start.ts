@@ -90,7 +90,13 @@ export async function startServer(
   metrics?.observeSandboxes(sandboxes);
   // Which instance owns each branch's live sandbox (everything here without Redis/Upstash).
   const cluster = createCluster(
-    { shared: config.shared, prefix: config.sharedKeys.prefix, ...config.cluster },
+    // Serverless instances cannot call each other: no leases, each serves every (ConTree) branch itself.
+    {
+      shared: config.shared,
+      prefix: config.sharedKeys.prefix,
+      ...config.cluster,
+      leases: config.profile !== "serverless",
+    },
     { bus, log, secretMaterial: await tokens.secretMaterial() },
   );
   const branchRuntime = new BranchRuntime(sandboxes, config.maxParallelRuns, {
@@ -258,6 +264,8 @@ export async function startServer(
     maxFileBytes: config.collabMaxFileBytes,
     fileFlushMs: config.collabFileFlushMs,
     limits: config.collabLimits,
+    // Sockets per user are counted over every instance (in memory without Redis/Upstash).
+    counters: shared.runCounters,
     // Several instances (a shared bus): rooms follow each other through the bus and the update log.
     replicate: shared.kind !== "memory",
   });
@@ -274,7 +282,7 @@ export async function startServer(
     auth,
     collab,
     metrics,
-    cluster: cluster.ownership.solo ? null : cluster.routes(ownerOperations(branchRuntime, runner)),
+    cluster: cluster.ownership.forwards ? cluster.routes(ownerOperations(branchRuntime, runner)) : null,
   });
   const server = runtime.serve({
     hostname: config.host,

@@ -14,6 +14,8 @@ export interface ClusterConfig {
   instanceUrl: string | null;
   secret: string | undefined;
   leaseMs: number;
+  /** Branch leases and calls between instances (false: PROFILE=serverless, instances cannot reach each other). */
+  leases: boolean;
 }
 
 export interface Cluster {
@@ -41,6 +43,7 @@ export function createCluster(
     self: identity,
     peers: createPeers(auth, identity.id),
     leaseMs: config.leaseMs,
+    leases: config.leases,
     bus: deps.bus,
     log: deps.log,
   });

@@ -3,7 +3,9 @@
 // every third of the lease; a lease it finds lost (this process was paused past its lease and another
 // took over) is dropped at once and never renewed. `locate` answers "here" (taking a free lease, or
 // the lease of an instance that is gone) or names the live owner to forward to. With no shared store
-// (one instance, `npm start`) every branch is here and nothing is stored or forwarded.
+// (one instance, `npm start`) every branch is here and nothing is stored or forwarded. Without leases
+// (PROFILE=serverless: instances cannot call each other) every branch is here too, and the store
+// only tells which instances are alive (whose runs are theirs).
 import type { Bus } from "../bus/bus.ts";
 import type { InstanceIdentity } from "./identity.ts";
 import type { Peer, PeerFactory } from "./peer-client.ts";
@@ -25,12 +27,16 @@ export interface OwnershipDeps {
   peers: PeerFactory;
   /** Lease and heartbeat-key lifetime: how long a killed owner blocks a takeover. */
   leaseMs: number;
+  /** Branch leases and forwarding (default); false: heartbeats only, every branch served here. */
+  leases?: boolean;
   bus: Bus;
   log: { warn(message: string, fields?: Record<string, unknown>): void };
 }
 
 export class Ownership {
   readonly solo: boolean;
+  /** Whether branches have owners elsewhere that work is passed to (leases in a shared store). */
+  readonly forwards: boolean;
   /** Leases held here, with how long each is good for by this process's clock. */
   private readonly owned = new Map<string, number>();
   /** Owners elsewhere, as last heard (a hint: `locate` asks the store). */
@@ -46,6 +52,7 @@ export class Ownership {
 
   constructor(private readonly deps: OwnershipDeps) {
     this.solo = deps.store === null;
+    this.forwards = !this.solo && deps.leases !== false;
   }
 
   get self(): InstanceIdentity {
@@ -65,7 +72,7 @@ export class Ownership {
     beat.unref?.();
     sweep.unref?.();
     this.timers = [beat, sweep];
-    void this.watchOwners();
+    if (this.forwards) void this.watchOwners();
   }
 
   onLost(listener: (branchId: string) => void): void {
@@ -84,20 +91,20 @@ export class Ownership {
 
   /** Whether this instance holds the branch's lease, by its own clock (no round trip). */
   holdsNow(branchId: string): boolean {
-    if (this.solo) return true;
+    if (!this.forwards) return true;
     return (this.owned.get(branchId) ?? 0) > Date.now();
   }
 
   /** Whether this instance holds the lease, confirmed by the store (fencing before a head move). */
   async holds(branchId: string): Promise<boolean> {
-    if (this.solo) return true;
+    if (!this.forwards) return true;
     if (!this.holdsNow(branchId)) return false;
     return (await this.deps.store!.holder(branchId)) === this.deps.self.id;
   }
 
   /** Here (the lease is ours, or now taken), or the live owner elsewhere. */
   async locate(branchId: string): Promise<Location> {
-    if (this.solo || this.holdsNow(branchId)) return { here: true };
+    if (!this.forwards || this.holdsNow(branchId)) return { here: true };
     if (this.closed) throw new Error("this instance is shutting down");
     const store = this.deps.store!;
     for (let attempt = 0; attempt < 3; attempt++) {
@@ -121,7 +128,7 @@ export class Ownership {
 
   /** The owner elsewhere as last heard, without a round trip (a hint; null when here or unknown). */
   ownerHint(branchId: string): Peer | null {
-    if (this.solo || this.holdsNow(branchId)) return null;
+    if (!this.forwards || this.holdsNow(branchId)) return null;
     const owner = this.owners.get(branchId);
     return owner ? this.deps.peers(owner.instanceId, owner.url) : null;
   }
@@ -133,7 +140,7 @@ export class Ownership {
 
   /** The live holder of the branch's lease when it is another instance; null when free, gone or here. */
   async holder(branchId: string): Promise<Peer | null> {
-    if (this.solo || this.holdsNow(branchId)) return null;
+    if (!this.forwards || this.holdsNow(branchId)) return null;
     const holder = await this.deps.store!.holder(branchId);
     if (!holder || holder === this.deps.self.id) return null;
     return this.peer(holder);

@@ -148,7 +148,7 @@ export class BranchRuntime {
     private readonly options: BranchRuntimeOptions = {},
   ) {
     this.slots = new Slots(maxParallelRuns);
-    this.ownership = options.ownership && !options.ownership.solo ? options.ownership : null;
+    this.ownership = options.ownership?.forwards ? options.ownership : null;
     // Another instance took the branch over (this one was paused past its lease): its sandbox here is
     // stale; it goes once the work in progress has noticed (runs check the lease before recording).
     this.ownership?.onLost((branchId) => void this.forget(branchId));

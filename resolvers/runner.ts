@@ -927,7 +927,8 @@ export class Runner {
       exitCode: null,
       snapshotId: null,
       killedBy: null,
-      error: "The sandbox failed while running this command",
+      // A typed error says what happened (the head moved under the run, the branch moved away).
+      error: error instanceof AppError ? error.message : "The sandbox failed while running this command",
     }).catch(() => {});
   }
 
