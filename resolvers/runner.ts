@@ -166,7 +166,8 @@ export class Runner {
       );
     let count = 0;
     for (const { instanceId } of holders) {
-      if (instanceId && (await cluster.alive(instanceId))) continue;
+      // Unknown (the shared store is unreachable) counts as alive: the next sweep decides.
+      if (instanceId && (await cluster.alive(instanceId).catch(() => true))) continue;
       const stale = await this.deps.db
         .update(runs)
         .set({ status: "INTERRUPTED", finishedAt: new Date(), error: GONE })
