@@ -16,12 +16,14 @@ import { CredentialWatch } from "../resolvers/credential-watch.ts";
 import { AppError } from "../resolvers/errors.ts";
 import type { SessionEventPayload } from "../resolvers/events.ts";
 import { presenceColor } from "../resolvers/presence-input.ts";
+import type { RunCounters } from "../resolvers/run-quota.ts";
 import { ShareLinkRefused, verifyShareLink } from "../resolvers/share-links.ts";
 import type { BranchFiles } from "./file-buffer.ts";
 import { type Peer, permissionDenied, REMOTE, type Room } from "./room.ts";
 import { type CollabLimits, DEFAULT_COLLAB_LIMITS } from "./room-limits.ts";
 import { parseRoomName, ROOM_FORMS, type RoomName } from "./room-names.ts";
 import { type RoomLease, Rooms } from "./rooms.ts";
+import { SocketSlots } from "./socket-slots.ts";
 
 /** A socket as the runtime adapter hands it over (see api/runtime/types.ts). */
 export interface CollabSocket {
@@ -48,6 +50,11 @@ export interface CollabDeps {
   fileFlushMs?: number;
   /** Room sizes and sockets per user (collab/room-limits.ts; defaults there). */
   limits?: Partial<CollabLimits>;
+  /**
+   * The shared counters (api/run-counters.ts: Redis/Upstash, or in memory for one process) that count
+   * a user's sockets over every instance. Absent: counted among this instance's sockets only.
+   */
+  counters?: RunCounters;
   /**
    * Other instances share the bus and the database (REDIS_URL or Upstash): rooms follow each other
    * across instances (collab/rooms.ts). Off for one instance on the in-process bus.
@@ -88,6 +95,7 @@ export class CollabServer {
   private readonly sockets = new Map<CollabSocket, Who>();
   private readonly watchers: AsyncIterableIterator<unknown>[];
   private readonly credentials: CredentialWatch;
+  private readonly socketSlots: SocketSlots | null;
   /** Session events of sessions with loaded rooms (deleted branches and sessions close their rooms). */
   private readonly sessionWatchers = new Map<
     string,
@@ -111,6 +119,12 @@ export class CollabServer {
       },
       onUnload: (sessionId) => this.unwatchSession(sessionId),
     });
+    this.socketSlots = deps.counters
+      ? new SocketSlots({
+          counters: deps.counters,
+          onError: (message, error) => deps.log.warn(message, { error: String(error) }),
+        })
+      : null;
     // Dead credentials, revoked links and removed members lose their sockets at once, whichever
     // instance made the change.
     this.credentials = new CredentialWatch(deps.bus, deps.log);
@@ -179,14 +193,27 @@ export class CollabServer {
     );
   }
 
-  /** One signed-in user holds at most limits.socketsPerUser sockets (this one included). */
-  private checkSocketsPerUser(who: Who) {
+  /**
+   * One signed-in user holds at most limits.socketsPerUser sockets (this one included), over every
+   * instance when the counters are shared. Returns what gives the socket's slot back.
+   */
+  private async takeSocketSlot(who: Who): Promise<() => void> {
     const max = this.deps.limits?.socketsPerUser ?? DEFAULT_COLLAB_LIMITS.socketsPerUser;
-    if (who.userId === null) return;
-    let open = 0;
-    for (const other of this.sockets.values()) if (other.userId === who.userId) open++;
-    if (open > max)
+    const { userId } = who;
+    if (userId === null) return () => {};
+    const localCount = () => {
+      let open = 0;
+      for (const other of this.sockets.values()) if (other.userId === userId) open++;
+      return open;
+    };
+    const release = this.socketSlots
+      ? await this.socketSlots.acquire(userId, max, localCount)
+      : localCount() > max
+        ? null
+        : () => {};
+    if (!release)
       throw new AppError("RATE_LIMITED", `Too many open collaboration sockets (at most ${max} per user)`);
+    return release;
   }
 
   private closeWhere(match: (who: Who) => boolean, code: number, reason: string) {
@@ -350,7 +377,10 @@ export class CollabServer {
     const ready = (async () => {
       const { canWrite } = await this.roleFor(token, target, roomName, who);
       if (closed) return;
-      this.checkSocketsPerUser(who);
+      const giveBack = await this.takeSocketSlot(who);
+      // Closed while the slot was being taken: its release already ran.
+      if (closed) return giveBack();
+      who.release.push(giveBack);
       lease = this.rooms.acquire(target!, who.sessionId!, { socket: true });
       const room = await lease.room;
       if (closed) return;
@@ -415,12 +445,18 @@ export class CollabServer {
     return this.rooms.size;
   }
 
+  /** Collaboration sockets open on this instance now (joined or still being checked). */
+  get openSockets(): number {
+    return this.sockets.size;
+  }
+
   async close(): Promise<void> {
     for (const watcher of this.watchers) await watcher.return?.();
     await this.credentials.close();
     for (const { events } of this.sessionWatchers.values()) await events.return?.();
     this.sessionWatchers.clear();
     for (const socket of [...this.sockets.keys()]) socket.close(1001, "Server shutting down");
+    this.socketSlots?.close();
     await this.rooms.close();
   }
 }

@@ -81,9 +81,7 @@ export function liveMetrics(registry: Registry, agents: AgentPool | null, collab
     help: "Collaboration WebSockets open on this instance",
     registers,
     collect() {
-      // The server keeps its sockets privately and has no count of them yet; read, never changed.
-      // biome-ignore lint/complexity/useLiteralKeys: a private field (TypeScript allows reading it this way only)
-      this.set(collab["sockets"].size);
+      this.set(collab.openSockets);
     },
   });
 }
