@@ -141,12 +141,12 @@ export class FileBuffer {
   }
 
   /** Whether what this buffer knows of the workspace still holds (same sandbox, meta unchanged). */
-  private current(files: SandboxFiles): boolean {
+  private current(sandboxId: string): boolean {
     const synced = this.synced;
     const meta = this.meta;
     return (
       synced !== null &&
-      synced.sandbox === files.sandboxId &&
+      synced.sandbox === sandboxId &&
       meta.get("base") === synced.base &&
       meta.get("sandbox") === synced.sandbox &&
       meta.get("head") === synced.head
@@ -158,7 +158,7 @@ export class FileBuffer {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     if (this.refused) return;
-    if (!this.current(files)) return this.open(files);
+    if (!this.current(files.sandboxId)) return this.open(files);
     const content = this.text.toString();
     if (content === (this.base ?? "")) return;
     const data = new TextEncoder().encode(content);
@@ -182,7 +182,7 @@ export class FileBuffer {
   /** Brings changes made to the file on disk (by a run, a write, a rollback) into the buffer. */
   async sync(files: SandboxFiles): Promise<void> {
     if (this.refused) return;
-    if (!this.current(files)) {
+    if (!this.current(files.sandboxId)) {
       try {
         return await this.open(files);
       } catch (error) {
@@ -215,6 +215,15 @@ export class FileBuffer {
     basis.destroy();
     this.setBase(disk, files);
     await this.flush(files);
+  }
+
+  /**
+   * Whether the workspace of this live sandbox holds everything the buffer holds (nothing left to
+   * write), or the buffer no longer writes at all (refused: the workspace wins).
+   */
+  settledIn(sandboxId: string): boolean {
+    if (this.refused) return true;
+    return this.current(sandboxId) && this.text.toString() === (this.base ?? "");
   }
 
   private refuse(error: AppError) {

@@ -1,6 +1,6 @@
 // Room persistence: an append-only update log per room in libSQL, the source of truth for every
 // instance. Appends are group-committed at once (whatever arrives while a write is under way goes in
-// the next transaction, one row per room and batch), and each append's promise resolves with its row
+// the next transaction, one batch with one row per room), and each append's promise resolves with its row
 // id only once that transaction committed: rooms broadcast and publish an update after that, so an
 // update anyone saw is on disk (kill -9 loses nothing acknowledged).
 //
@@ -9,7 +9,7 @@
 // other instances wrote after N are never touched, whatever their timing (a compaction built from one
 // instance's memory and deleting up to MAX(id) would drop them). Keeping N means no instance that
 // already read up to N sees the compacted row as new.
-import { and, asc, count, eq, gt, inArray, lte } from "drizzle-orm";
+import { and, asc, count, eq, gt, gte, inArray, lt, lte, max } from "drizzle-orm";
 import * as Y from "yjs";
 import type { Db } from "../db/client.ts";
 import { collabUpdates } from "../db/schema.ts";
@@ -91,6 +91,22 @@ export class UpdateLog {
     return rows.map((r) => ({ id: r.id, room: r.room, update: new Uint8Array(r.update) }));
   }
 
+  /**
+   * The largest row id of every room whose name starts with `prefix` (one range read of the
+   * (room, id) index): which of a branch's file rooms have rows, and how far they go.
+   */
+  async lastIds(prefix: string): Promise<{ room: string; lastId: number }[]> {
+    if (prefix === "") throw new Error("lastIds needs a prefix");
+    // The first name after every name with the prefix: its last character, plus one.
+    const end = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+    const rows = await this.db
+      .select({ room: collabUpdates.room, lastId: max(collabUpdates.id) })
+      .from(collabUpdates)
+      .where(and(gte(collabUpdates.room, prefix), lt(collabUpdates.room, end)))
+      .groupBy(collabUpdates.room);
+    return rows.map((r) => ({ room: r.room, lastId: Number(r.lastId ?? 0) }));
+  }
+
   /** Appends an update; resolves with its row id once committed (never rejects: failures retry). */
   append(room: string, update: Uint8Array): Promise<number> {
     return new Promise((resolve) => {
@@ -126,17 +142,17 @@ export class UpdateLog {
     const merged = batch.map(([room, p]) => [room, Y.mergeUpdates(p.updates), p] as const);
     let ids: number[];
     try {
-      ids = await this.db.transaction(async (tx) => {
-        const written: number[] = [];
-        for (const [room, update] of merged) {
-          const [row] = await tx
-            .insert(collabUpdates)
-            .values({ room, update: Buffer.from(update), createdAt: new Date() })
-            .returning({ id: collabUpdates.id });
-          written.push(row!.id);
-        }
-        return written;
-      });
+      // One batch: a single transaction the client runs in one call. (An interactive transaction
+      // awaits each statement and holds the process's transaction gate meanwhile; this write sits
+      // between an update and its relay, so it is kept as short as it can be.)
+      const inserts = merged.map(([room, update]) =>
+        this.db
+          .insert(collabUpdates)
+          .values({ room, update: Buffer.from(update), createdAt: new Date() })
+          .returning({ id: collabUpdates.id }),
+      );
+      const written = await this.db.batch(inserts as [(typeof inserts)[number], ...typeof inserts]);
+      ids = written.map((rows) => rows[0]!.id);
     } catch (error) {
       // Keep the updates (ahead of anything newer) for a retry rather than lose them.
       for (const [room, p] of batch) {

@@ -16,13 +16,20 @@
 // for its branches (file-rooms.ts), and before and after each queued work item it flushes and syncs
 // them, loading a room announced elsewhere that it does not hold yet; what it reads back is stored and
 // published like any edit, so it reaches sockets on every instance.
+//
+// Announcements can come late (an instance that started after one, a socket that closed before the
+// owner heard of it) and a stored edit may never have reached the workspace (kill -9 between its commit
+// and the buffer's flush, a restart, a takeover). So before each queued item the owner also reads, in
+// one indexed query, the last log row of every file room of the branch: a loaded room behind it catches
+// up from the log, and a room not loaded whose rows this live sandbox has not taken in (recorded when
+// a room unloads with nothing left to write) is loaded, which writes it to the workspace.
 import { eq } from "drizzle-orm";
 import type { Bus } from "../bus/bus.ts";
 import type { Db } from "../db/client.ts";
 import { branches } from "../db/schema.ts";
 import type { SandboxFiles } from "../resolvers/branch-runtime.ts";
 import type { Logger } from "../resolvers/context.ts";
-import type { AppError } from "../resolvers/errors.ts";
+import { AppError } from "../resolvers/errors.ts";
 import { type BranchFiles, FileBuffer } from "./file-buffer.ts";
 import { FileRoomDirectory } from "./file-rooms.ts";
 import { UpdateLog } from "./persistence.ts";
@@ -33,6 +40,11 @@ import { parseRoomName, type RoomName } from "./room-names.ts";
 
 /** How often loaded rooms read the log rows other instances wrote (the safety net under the bus). */
 const POLL_MS = 5000;
+/** Branches whose applied rows are remembered (the least recently flushed are forgotten first). */
+const MAX_APPLIED_BRANCHES = 1000;
+
+/** The name prefix of a branch's file rooms. */
+const fileRoomsOf = (branchId: string) => `branches/${branchId}/files/`;
 
 export interface RoomsDeps {
   db: Db;
@@ -84,6 +96,11 @@ export class Rooms {
   /** File rooms loaded because sockets on other instances use them (this instance owns the branch). */
   private readonly holds = new Map<string, () => void>();
   private readonly poller: ReturnType<typeof setInterval> | undefined;
+  /**
+   * Per branch: the live sandbox whose workspace took in file rooms' log rows, and per room no longer
+   * loaded the last row it took in (a room over it, or missing here, is loaded before the next item).
+   */
+  private readonly applied = new Map<string, { sandbox: string; rooms: Map<string, number> }>();
   private closed = false;
 
   constructor(private readonly deps: RoomsDeps) {
@@ -307,14 +324,25 @@ export class Rooms {
       const { buffer } = entry;
       const { name } = entry.target;
       // Written to the workspace on the way out, where the branch's live sandbox is.
+      let flushedIn: string | undefined;
       if (buffer && this.deps.files.filesNow(buffer.branchId)) {
-        await this.deps.files
-          .withFiles(buffer.branchId, (files) => buffer.flush(files))
-          .catch((error) =>
-            this.deps.log.warn("file buffer flush failed", { room: name, error: String(error) }),
-          );
+        flushedIn = await this.deps.files
+          .withFiles(buffer.branchId, async (files) => {
+            await buffer.flush(files);
+            return files.sandboxId;
+          })
+          .catch((error) => {
+            this.deps.log.warn("file buffer flush failed", { room: name, error: String(error) });
+            return undefined;
+          });
       }
       await this.log.flush();
+      // Every row of the room now read (its own last writes too): the workspace took them in if the
+      // buffer has nothing left to write.
+      if (buffer && flushedIn && entry.users === 0) {
+        await this.catchUp([entry]);
+        if (buffer.settledIn(flushedIn)) this.appliedIn(buffer.branchId, flushedIn).set(name, entry.seen);
+      }
       // Anything that asked for the room meanwhile keeps it (counted before any await of theirs).
       if (entry.users > 0 || this.rooms.get(name) !== entry) return;
       this.rooms.delete(name);
@@ -385,11 +413,86 @@ export class Rooms {
   /** Before queued work on a branch (on its owner): what people typed, anywhere, reaches the workspace. */
   async flushBranch(branchId: string, files: SandboxFiles): Promise<void> {
     await this.holdBranch(branchId, files);
-    for (const buffer of this.buffersOf(branchId)) {
-      await buffer
-        .flush(files)
-        .catch((error) => this.deps.log.warn("file buffer flush failed", { error: String(error) }));
+    const loaded = await this.loadUnapplied(branchId, files);
+    try {
+      for (const buffer of this.buffersOf(branchId)) {
+        await buffer
+          .flush(files)
+          .catch((error) => this.deps.log.warn("file buffer flush failed", { error: String(error) }));
+      }
+    } finally {
+      for (const lease of loaded) lease.release();
     }
+  }
+
+  /** What rows of file rooms this live sandbox took in (forgotten when the branch's sandbox changed). */
+  private appliedIn(branchId: string, sandbox: string): Map<string, number> {
+    let known = this.applied.get(branchId);
+    if (known?.sandbox !== sandbox) known = { sandbox, rooms: new Map() };
+    this.applied.delete(branchId); // re-inserted last: the map's order is by recent use
+    this.applied.set(branchId, known);
+    for (const oldest of this.applied.keys()) {
+      if (this.applied.size <= MAX_APPLIED_BRANCHES) break;
+      this.applied.delete(oldest);
+    }
+    return known.rooms;
+  }
+
+  /**
+   * Brings in the log rows of the branch's file rooms this instance has not applied (on the owner,
+   * inside the branch's queue): loaded rooms catch up; rooms not loaded whose rows the live sandbox has
+   * not taken in are loaded from the log and opened on it (the returned leases keep them until the
+   * caller has flushed).
+   */
+  private async loadUnapplied(branchId: string, files: SandboxFiles): Promise<RoomLease[]> {
+    let rows: { room: string; lastId: number }[];
+    try {
+      rows = await this.log.lastIds(fileRoomsOf(branchId));
+    } catch (error) {
+      this.deps.log.warn("collab: reading the branch's file rooms failed", { error: String(error) });
+      return [];
+    }
+    const applied = this.appliedIn(branchId, files.sandboxId);
+    const behind: Entry[] = [];
+    const missing: { target: RoomName; lastId: number }[] = [];
+    for (const { room, lastId } of rows) {
+      const entry = this.rooms.get(room);
+      // A room still loading opens from the workspace itself, after this item (it waits for the queue).
+      if (entry) {
+        // (One instance: a loaded room holds every row; its own writes are past `seen`.)
+        if (this.deps.replicate && entry.loaded && entry.seen < lastId) behind.push(entry);
+        continue;
+      }
+      if ((applied.get(room) ?? 0) >= lastId) continue;
+      const target = parseRoomName(room);
+      if (target?.kind === "file" && target.branchId === branchId) missing.push({ target, lastId });
+    }
+    await this.catchUp(behind);
+    if (missing.length === 0) return [];
+    const [branch] = await this.deps.db
+      .select({ sessionId: branches.sessionId })
+      .from(branches)
+      .where(eq(branches.id, branchId))
+      .catch(() => []);
+    if (!branch) return [];
+    const leases: RoomLease[] = [];
+    for (const { target, lastId } of missing) {
+      const lease = this.acquire(target, branch.sessionId, { files });
+      try {
+        await lease.room;
+        leases.push(lease);
+      } catch (error) {
+        lease.release();
+        // A file that cannot be edited live (binary, too large): the workspace wins; not tried again.
+        if (error instanceof AppError) applied.set(target.name, lastId);
+        else
+          this.deps.log.warn("collab: loading a file room before work failed", {
+            room: target.name,
+            error: String(error),
+          });
+      }
+    }
+    return leases;
   }
 
   /** After queued work on a branch (on its owner): what it changed reaches open editors everywhere. */

@@ -267,6 +267,65 @@ test("kill -9 then restart: the typed buffer comes back and reaches the re-creat
   }
 }, 60_000);
 
+test("kill -9 before an acknowledged edit reached the workspace, restart: the branch's next run has it (no editor reopened)", async () => {
+  // The buffer would write the workspace only after a minute: the edit is in the log alone.
+  const first = await spawnServer({ COLLAB_FILE_FLUSH_MS: "60000" });
+  try {
+    const token = (
+      await first.gql(`mutation { register(email: "g@example.com", password: "password123") { token } }`)
+    ).register.token as string;
+    const branchId = (
+      await first.gql(
+        `mutation($f: JSON) { createSession(input: { title: "crash", files: $f }) { mainBranch { id } } }`,
+        { f: { "g.txt": "base\n" } },
+        token,
+      )
+    ).createSession.mainBranch.id as string;
+    const room = `branches/${branchId}/files/g.txt`;
+    const writer = connectRoom(first.url, room, token);
+    const watcher = connectRoom(first.url, room, token);
+    await Promise.all([writer.synced, watcher.synced]);
+    await eventually(() => writer.text.toString() === "base\n");
+    writer.text.insert(writer.text.length, "acknowledged\n");
+    // Relayed to the other client: stored first.
+    await eventually(() => watcher.text.toString() === "base\nacknowledged\n");
+    first.proc.kill("SIGKILL");
+    await first.proc.exited;
+    writer.provider.destroy();
+    watcher.provider.destroy();
+
+    const second = await spawnServer({}, first.dataDir);
+    const run = async (command: string) => {
+      const { id } = (
+        await second.gql(
+          `mutation($b: ID!, $c: String!) { exec(branchId: $b, command: $c) { id } }`,
+          { b: branchId, c: command },
+          token,
+        )
+      ).exec;
+      let r = { status: "QUEUED", output: "" };
+      await eventually(async () => {
+        r = (await second.gql(`query($r: ID!) { run(id: $r) { status output } }`, { r: id }, token)).run;
+        return !["QUEUED", "RUNNING"].includes(r.status);
+      }, 20_000);
+      expect(r.status).toBe("SUCCEEDED");
+      return r.output;
+    };
+    try {
+      // The first item re-creates the branch's live sandbox from its head; the log's rows that sandbox
+      // has not taken in reach it before the next one.
+      await run("true");
+      expect(await run("cat g.txt")).toBe("base\nacknowledged\n");
+      expect(await run("cat g.txt")).toBe("base\nacknowledged\n");
+    } finally {
+      second.proc.kill("SIGTERM");
+      await second.proc.exited;
+    }
+  } finally {
+    rmSync(first.dataDir, { recursive: true, force: true });
+  }
+}, 60_000);
+
 test("an emoji changed by a run arrives whole (no half surrogate pairs)", async () => {
   const { branchId } = await newBranch({ "e.txt": "smile 😀 end\n" });
   const c = open(branchId, "e.txt");

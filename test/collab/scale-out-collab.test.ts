@@ -3,8 +3,9 @@
 // y-websocket clients connected to different instances converge; an update another instance has
 // relayed survives kill -9 of the instance that took it; compaction while two instances write loses
 // nothing; a branch's file room used only on B reaches the workspace on A (the branch's owner) and
-// what A writes reaches B's clients; presence of a client on A is listed and streamed on B, and goes
-// when A is killed.
+// what A writes reaches B's clients; an edit acknowledged on B is in a run started on A at once;
+// COLLAB_MAX_SOCKETS_PER_USER counts a user's sockets on every instance (a killed instance's within
+// the lease); presence of a client on A is listed and streamed on B, and goes when A is killed.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -37,8 +38,8 @@ for (const kind of ["redis", "upstash"] as const) {
     let b: ServerProcess;
     let token: string;
     const spawned: ServerProcess[] = [];
-    const spawn = async () => {
-      const server = await startServerProcess(env);
+    const spawn = async (extra: Record<string, string> = {}) => {
+      const server = await startServerProcess({ ...env, ...extra });
       spawned.push(server);
       return server;
     };
@@ -62,6 +63,27 @@ for (const kind of ["redis", "upstash"] as const) {
       } finally {
         db.close();
       }
+    };
+
+    /** Runs `command` on the branch through `server`; its output once it ended. */
+    const runOn = async (server: ServerProcess, branchId: string, command: string) => {
+      const { id } = (
+        await server.gql(
+          `mutation($b: ID!, $c: String!) { exec(branchId: $b, command: $c) { id } }`,
+          {
+            b: branchId,
+            c: command,
+          },
+          token,
+        )
+      ).exec;
+      let run: { status: string; output: string } = { status: "QUEUED", output: "" };
+      await eventually(async () => {
+        run = (await server.gql(`query($r: ID!) { run(id: $r) { status output } }`, { r: id }, token)).run;
+        return !["QUEUED", "RUNNING"].includes(run.status);
+      }, 20_000);
+      expect(run.status).toBe("SUCCEEDED");
+      return run.output;
     };
 
     beforeAll(async () => {
@@ -196,6 +218,71 @@ for (const kind of ["redis", "upstash"] as const) {
       );
       await eventually(() => onB.text.toString() === "start typed on B, then written on A", 15_000);
     }, 60_000);
+
+    test("an edit acknowledged on B is in a run started on A (the owner) at once", async () => {
+      const session = await newSession();
+      const branch = session.mainBranch.id;
+      const room = `branches/${branch}/files/notes.txt`;
+      for (let round = 0; round < 3; round++) {
+        const writer = open(b, room, token);
+        const watcher = open(b, room, token);
+        await Promise.all([writer.synced, watcher.synced]);
+        const before = `start${" edit".repeat(round)}`;
+        await eventually(() => writer.text.toString() === before);
+        writer.text.insert(writer.text.length, " edit");
+        // Relayed to the other client on B: stored first (acknowledged).
+        await eventually(() => watcher.text.toString() === `${before} edit`, 10_000);
+        // The socket goes at once too: A may never hear that B served the room.
+        writer.provider.destroy();
+        watcher.provider.destroy();
+        expect(await runOn(a, branch, "cat notes.txt")).toBe(`${before} edit`);
+        await Bun.sleep(300); // the room unloads on B (grace 200 ms) before the next round opens it
+      }
+    }, 60_000);
+
+    test("COLLAB_MAX_SOCKETS_PER_USER counts a user's sockets on every instance (4429); a killed instance's go within the lease", async () => {
+      const limited = { COLLAB_MAX_SOCKETS_PER_USER: "3" };
+      const c = await spawn(limited);
+      const d = await spawn(limited);
+      const user = (
+        await c.gql(
+          `mutation { register(email: "sockets-${kind}@example.com", password: "password123") { token } }`,
+        )
+      ).register.token as string;
+      const { id } = (await c.gql(`mutation { createSession(input: { title: "sockets" }) { id } }`, {}, user))
+        .createSession;
+      const room = `sessions/${id}/chat`;
+      const onC = [open(c, room, user), open(c, room, user)];
+      const onD = open(d, room, user);
+      await Promise.all([...onC, onD].map((client) => client.synced));
+      // The fourth, on either instance, is refused.
+      for (const server of [d, c]) {
+        const extra = open(server, room, user);
+        expect((await extra.closed).code).toBe(4429);
+        extra.provider.destroy();
+      }
+      // One given back on C makes room on D.
+      onC[0]!.provider.destroy();
+      await Bun.sleep(200);
+      const again = open(d, room, user);
+      await again.synced;
+      const refused = open(d, room, user);
+      expect((await refused.closed).code).toBe(4429);
+      refused.provider.destroy();
+      // C dies holding one: its lease is not renewed, and within the lease (30 s) D takes a new one.
+      c.proc.kill("SIGKILL");
+      await c.proc.exited;
+      onC[1]!.provider.destroy();
+      await eventually(async () => {
+        const next = open(d, room, user);
+        const outcome = await Promise.race([
+          next.synced.then(() => "open"),
+          next.closed.then(() => "refused"),
+        ]);
+        if (outcome !== "open") next.provider.destroy();
+        return outcome === "open";
+      }, 45_000);
+    }, 90_000);
 
     test("presence of a client on A is listed and streamed on B, and is gone after A is killed", async () => {
       const c = await spawn();
