@@ -18,7 +18,7 @@ import { badInput, conflict, notFound } from "./errors.ts";
 import { publishSessionEvent } from "./events.ts";
 import { type FileContent, listFirstFiles, pageOfFiles, readFileContent } from "./files.ts";
 import { warmAgent } from "./live-agent.ts";
-import type { Page } from "./pagination.ts";
+import type { Page, PageArgs } from "./pagination.ts";
 import { headRef, recordSnapshot } from "./snapshot-records.ts";
 
 const BRANCH_NAME = /^[A-Za-z0-9][\w.\-/]{0,63}$/;
@@ -252,7 +252,7 @@ export async function branchFiles(
 export async function branchFileEntries(
   ctx: Context,
   branch: BranchRow,
-  args: { path?: string | null; first?: number | null; after?: string | null },
+  args: PageArgs & { path?: string | null },
 ): Promise<Page<FileEntry>> {
   const dir = checkedPath(args.path ?? "", "path", { allowRoot: true });
   const { provider, source } = await sourceOf(ctx, branch);

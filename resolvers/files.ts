@@ -13,7 +13,7 @@ import {
 } from "../sandbox/provider.ts";
 import type { Context } from "./context.ts";
 import { AppError, badInput } from "./errors.ts";
-import type { Page } from "./pagination.ts";
+import type { Page, PageArgs } from "./pagination.ts";
 
 /** Largest file one `file` field returns. */
 export const MAX_READ_BYTES = 10 * 1024 * 1024;
@@ -101,41 +101,70 @@ export function listFirstFiles(
   return provider.listFiles(source, dir, { limit: MAX_LISTED_FILES });
 }
 
-/** One page of a directory's entries, by path; cursors are the entries' paths. */
+/**
+ * One page of a directory's entries, by path, either way (`first`/`after` forward, `last`/`before`
+ * backward); cursors are the entries' paths. When a cursor bounds the other end, a one-entry listing
+ * says whether anything lies beyond it, so hasNextPage and hasPreviousPage are exact.
+ */
 export async function pageOfFiles(
   provider: SandboxProvider,
   source: FileSource,
   dir: string,
-  args: { first?: number | null; after?: string | null },
+  args: PageArgs,
 ): Promise<Page<FileEntry>> {
-  const size = filePageSize(args.first);
-  const after = args.after === null || args.after === undefined ? undefined : decodePathCursor(args.after);
-  const entries = await provider.listFiles(source, dir, { after, limit: size + 1 });
-  const slice = entries.slice(0, size);
+  const { size, backward } = filePageRequest(args);
+  const after = decodePathCursor(args.after, "after");
+  const before = decodePathCursor(args.before, "before");
+  const between = { ...(after !== undefined && { after }), ...(before !== undefined && { before }) };
+  // The cursor on the side the page does not read from: anything past it is the other way's "more".
+  const otherEnd = backward ? before : after;
+  const [entries, beyond] = await Promise.all([
+    provider.listFiles(source, dir, { ...between, limit: size + 1, fromEnd: backward }),
+    otherEnd === undefined
+      ? Promise.resolve([])
+      : provider.listFiles(
+          source,
+          dir,
+          backward ? { after: otherEnd, limit: 1 } : { before: otherEnd, limit: 1, fromEnd: true },
+        ),
+  ]);
+  const more = entries.length > size;
+  // Listings come in path order; a backward page's extra entry is its first.
+  const slice = backward ? entries.slice(Math.max(0, entries.length - size)) : entries.slice(0, size);
+  const edges = slice.map((node) => ({ cursor: encodePathCursor(node.path), node }));
   return {
-    edges: slice.map((node) => ({ cursor: encodePathCursor(node.path), node })),
+    edges,
     pageInfo: {
-      hasNextPage: entries.length > size,
-      endCursor: slice.length > 0 ? encodePathCursor(slice.at(-1)!.path) : null,
+      hasNextPage: backward ? beyond.length > 0 : more,
+      hasPreviousPage: backward ? more : beyond.length > 0,
+      startCursor: edges[0]?.cursor ?? null,
+      endCursor: edges.at(-1)?.cursor ?? null,
     },
   };
 }
 
-function filePageSize(first: number | null | undefined): number {
-  if (first === null || first === undefined) return FILE_PAGE.default;
-  if (!Number.isInteger(first) || first < 1 || first > FILE_PAGE.max)
-    throw badInput(`first must be 1 to ${FILE_PAGE.max}`, "first");
-  return first;
+/** `first` or `last` (not both), 1 to FILE_PAGE.max; backward when reading from the `before` end. */
+function filePageRequest(args: PageArgs): { size: number; backward: boolean } {
+  const hasFirst = args.first !== null && args.first !== undefined;
+  const hasLast = args.last !== null && args.last !== undefined;
+  if (hasFirst && hasLast) throw badInput("Pass first or last, not both", "last");
+  const backward = hasLast || (!hasFirst && args.before != null && args.after == null);
+  if (!hasFirst && !hasLast) return { size: FILE_PAGE.default, backward };
+  const [value, arg] = hasFirst ? [args.first!, "first"] : [args.last!, "last"];
+  if (!Number.isInteger(value) || value < 1 || value > FILE_PAGE.max)
+    throw badInput(`${arg} must be 1 to ${FILE_PAGE.max}`, arg);
+  return { size: value, backward };
 }
 
 const CURSOR_PREFIX = "path:";
 
 export const encodePathCursor = (path: string) => Buffer.from(CURSOR_PREFIX + path).toString("base64url");
 
-function decodePathCursor(cursor: string): string {
+function decodePathCursor(cursor: string | null | undefined, arg: "after" | "before"): string | undefined {
+  if (cursor === null || cursor === undefined) return undefined;
   const text = Buffer.from(cursor, "base64url").toString();
   // Round-tripped, so a cursor this API did not hand out is refused rather than read as something else.
   if (!text.startsWith(CURSOR_PREFIX) || encodePathCursor(text.slice(CURSOR_PREFIX.length)) !== cursor)
-    throw badInput("Not a cursor from this API", "after");
+    throw badInput("Not a cursor from this API", arg);
   return text.slice(CURSOR_PREFIX.length);
 }

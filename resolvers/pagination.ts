@@ -7,10 +7,8 @@ import { badInput } from "./errors.ts";
 /** What a connection field says about the page it returned (Relay's PageInfo). */
 export interface PageInfo {
   hasNextPage: boolean;
-  /** Absent where a listing only pages forward; the schema reads it as false. */
-  hasPreviousPage?: boolean;
-  /** Absent where a listing only pages forward; the schema reads it as the first edge's cursor. */
-  startCursor?: string | null;
+  hasPreviousPage: boolean;
+  startCursor: string | null;
   endCursor: string | null;
 }
 
@@ -161,27 +159,6 @@ export async function keysetPage<T extends { createdAt: Date; id: string }>(
       hasPreviousPage: req.backward ? more : beyond.length > 0,
       startCursor: edges[0]?.cursor ?? null,
       endCursor: edges.at(-1)?.cursor ?? null,
-    },
-  };
-}
-
-// ---- Forward-only helpers, for listings that page with `first`/`after` alone (keysetPage supersedes). ----
-
-export function pageSize(first: number | null | undefined, fallback = 20): number {
-  if (first === null || first === undefined) return fallback;
-  if (!Number.isInteger(first) || first < 1 || first > MAX_PAGE)
-    throw badInput(`first must be 1 to ${MAX_PAGE}`, "first");
-  return first;
-}
-
-/** Builds a page from `size + 1` rows fetched in order (the extra row says whether there is more). */
-export function toPage<T extends { createdAt: Date; id: string }>(rows: T[], size: number): Page<T> {
-  const slice = rows.slice(0, size);
-  return {
-    edges: slice.map((node) => ({ cursor: encodeCursor(node), node })),
-    pageInfo: {
-      hasNextPage: rows.length > size,
-      endCursor: slice.length ? encodeCursor(slice.at(-1)!) : null,
     },
   };
 }

@@ -7,7 +7,7 @@ import { loadBranch } from "./branch.ts";
 import type { Context } from "./context.ts";
 import { AppError, badInput, conflict } from "./errors.ts";
 import { modelFor } from "./model-keys.ts";
-import { afterCursor, decodeCursor, orderBy, type Page, pageSize, toPage } from "./pagination.ts";
+import { keysetPage, type Page, type PageArgs } from "./pagination.ts";
 import { startCounted } from "./run-quota.ts";
 import { endFromRow, storedTrail } from "./run-trail.ts";
 import type { RunStreamEvent } from "./runner.ts";
@@ -111,21 +111,22 @@ export async function abortRun(ctx: Context, id: string): Promise<RunRow> {
   return row!;
 }
 
-export async function listRuns(
+/** Runs of a session or of one branch, newest first, paged either way (keysetPage). */
+export function listRuns(
   ctx: Context,
   where: { sessionId: string } | { branchId: string },
-  args: { first?: number | null; after?: string | null },
+  args: PageArgs,
 ): Promise<Page<RunRow>> {
-  const size = pageSize(args.first);
   const scope =
     "sessionId" in where ? eq(runs.sessionId, where.sessionId) : eq(runs.branchId, where.branchId);
-  const rows = await ctx.db
-    .select()
-    .from(runs)
-    .where(and(scope, afterCursor(runs.createdAt, runs.id, decodeCursor(args.after), "desc")))
-    .orderBy(...orderBy(runs.createdAt, runs.id, "desc"))
-    .limit(size + 1);
-  return toPage(rows, size);
+  return keysetPage(args, { createdAt: runs.createdAt, id: runs.id, dir: "desc" }, (w) =>
+    ctx.db
+      .select()
+      .from(runs)
+      .where(and(scope, w.where))
+      .orderBy(...w.orderBy)
+      .limit(w.limit),
+  );
 }
 
 /**

@@ -150,9 +150,11 @@ export async function listSnapshot(manifest: Manifest, dir: string, page?: ListP
   const clean = cleanPath(dir, { allowRoot: true });
   if (clean && manifest.get(clean)?.t !== "d") throw new SandboxError("NOT_FOUND", `No directory "${clean}"`);
   const children = (await childIndexOf(manifest)).get(clean) ?? [];
-  const after = page?.after;
-  const start = after === undefined ? 0 : firstIndexWhere(children, (path) => path > after);
-  const end = page ? Math.min(children.length, start + page.limit) : children.length;
+  const { after, before } = page ?? {};
+  let start = after === undefined ? 0 : firstIndexWhere(children, (path) => path > after);
+  let end = before === undefined ? children.length : firstIndexWhere(children, (path) => path >= before);
+  if (page?.fromEnd) start = Math.max(start, end - page.limit);
+  else if (page) end = Math.min(end, start + page.limit);
   const out: FileEntry[] = [];
   for (let i = start; i < end; i++) out.push(toEntry(children[i]!, manifest.get(children[i]!)!));
   return out;

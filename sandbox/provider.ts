@@ -121,13 +121,16 @@ export interface ReadOptions {
 }
 
 /**
- * One page of a directory listing: entries sorted by path, those after `after` (a path of the same
- * listing, as returned), at most `limit` of them. Only the page is materialised, however large the
- * directory.
+ * One page of a directory listing: entries sorted by path, those after `after` and before `before`
+ * (paths of the same listing, as returned; each bound exclusive), at most `limit` of them: the first
+ * ones, or with `fromEnd` the last ones (still returned in path order). Only the page is
+ * materialised, however large the directory.
  */
 export interface ListPage {
   after?: string;
+  before?: string;
   limit: number;
+  fromEnd?: boolean;
 }
 
 export interface GcResult {

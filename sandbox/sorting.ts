@@ -43,19 +43,35 @@ async function mergeInSlices(a: string[], b: string[]): Promise<string[]> {
  * current `limit`-th smallest, so past the first slices most items cost one comparison. Items are
  * distinct (names in one directory).
  */
-export async function smallestInOrder(items: readonly string[], limit: number): Promise<string[]> {
+export function smallestInOrder(items: readonly string[], limit: number): Promise<string[]> {
+  return nearestInOrder(items, limit, "start");
+}
+
+/** The `limit` largest of `items`, largest first (as smallestInOrder, from the other end). */
+export function largestInOrder(items: readonly string[], limit: number): Promise<string[]> {
+  return nearestInOrder(items, limit, "end");
+}
+
+async function nearestInOrder(
+  items: readonly string[],
+  limit: number,
+  from: "start" | "end",
+): Promise<string[]> {
   if (limit <= 0) return [];
+  const nearer = from === "start" ? (a: string, b: string) => a < b : (a: string, b: string) => a > b;
   let kept: string[] = [];
   let pending: string[] = [];
   let bound: string | undefined;
   const settle = () => {
-    kept = [...kept, ...pending].sort().slice(0, limit);
+    kept = [...kept, ...pending].sort();
+    if (from === "end") kept.reverse();
+    kept = kept.slice(0, limit);
     pending = [];
     if (kept.length === limit) bound = kept[limit - 1];
   };
   for (let i = 0; i < items.length; i++) {
     const item = items[i]!;
-    if (bound === undefined || item < bound) pending.push(item);
+    if (bound === undefined || nearer(item, bound)) pending.push(item);
     if (pending.length >= Math.max(limit, 1024)) settle();
     if (i % SLICE === SLICE - 1) await yieldToEventLoop();
   }

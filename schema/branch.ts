@@ -3,7 +3,7 @@ import * as branches from "../resolvers/branch.ts";
 import * as liveAgent from "../resolvers/live-agent.ts";
 import * as runs from "../resolvers/run.ts";
 import { builder } from "./builder.ts";
-import { forwardOnly, relayPage } from "./connection.ts";
+import { relayPage } from "./connection.ts";
 import {
   FILE_DESCRIPTION,
   FILE_ENTRIES_DESCRIPTION,
@@ -51,8 +51,7 @@ builder.node(BranchRef, {
       {
         type: RunRef,
         description: "Runs on this branch, newest first; 20 a page by default.",
-        resolve: async (b, args, ctx) =>
-          relayPage(await runs.listRuns(ctx, { branchId: b.id }, forwardOnly(args, "runs"))),
+        resolve: async (b, args, ctx) => relayPage(await runs.listRuns(ctx, { branchId: b.id }, args)),
       },
       RunConnection,
     ),
@@ -67,8 +66,7 @@ builder.node(BranchRef, {
         type: FileEntryRef,
         description: `${FILE_ENTRIES_DESCRIPTION} Of the branch as it is now.`,
         args: { path: t.arg.string({ description: PATH_DESCRIPTION }) },
-        resolve: async (b, args, ctx) =>
-          relayPage(await branches.branchFileEntries(ctx, b, forwardOnly(args, "fileEntries"))),
+        resolve: async (b, args, ctx) => relayPage(await branches.branchFileEntries(ctx, b, args)),
       },
       FileEntryConnection,
     ),

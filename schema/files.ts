@@ -37,6 +37,6 @@ export const FileEntryConnection = connection("FileEntry", FileEntryRef, "a dire
 export const PATH_DESCRIPTION = "A directory's path from the root (the root when omitted).";
 
 export const FILES_DESCRIPTION = `Entries of a directory (the root by default), sorted by path: the first ${MAX_LISTED_FILES.toLocaleString("en")}. \`fileEntries\` pages through directories of any size.`;
-export const FILE_ENTRIES_DESCRIPTION = `Entries of a directory (the root by default), sorted by path, a page at a time: \`first\` (default ${FILE_PAGE.default}, at most ${FILE_PAGE.max.toLocaleString("en")}) after the cursor \`after\`; forward only (\`last\`/\`before\` are BAD_USER_INPUT for now).`;
+export const FILE_ENTRIES_DESCRIPTION = `Entries of a directory (the root by default), sorted by path, a page at a time: \`first\` (default ${FILE_PAGE.default}, at most ${FILE_PAGE.max.toLocaleString("en")}) after the cursor \`after\`, or \`last\` before the cursor \`before\`.`;
 const MIB = 1024 * 1024;
 export const FILE_DESCRIPTION = `A file's content; null when there is none. Files over ${MAX_READ_BYTES / MIB} MiB, or past ${MAX_READ_BYTES_PER_OPERATION / MIB} MiB of files read by one operation, are PAYLOAD_TOO_LARGE (extensions: size, maxBytes), refused before they are read.`;

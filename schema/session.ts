@@ -8,7 +8,7 @@ import * as sessions from "../resolvers/session.ts";
 import * as links from "../resolvers/share-links.ts";
 import * as snapshots from "../resolvers/snapshot.ts";
 import { builder } from "./builder.ts";
-import { connection, forwardOnly, relayPage } from "./connection.ts";
+import { connection, relayPage } from "./connection.ts";
 import { BranchRef, MemberRef, RoleEnum, RunRef, SessionRef, SnapshotRef } from "./refs.ts";
 import { UserRef } from "./user.ts";
 
@@ -77,8 +77,7 @@ builder.node(SessionRef, {
       {
         type: RunRef,
         description: "Runs of every branch, newest first; 20 a page by default.",
-        resolve: async (s, args, ctx) =>
-          relayPage(await runs.listRuns(ctx, { sessionId: s.id }, forwardOnly(args, "runs"))),
+        resolve: async (s, args, ctx) => relayPage(await runs.listRuns(ctx, { sessionId: s.id }, args)),
       },
       RunConnection,
     ),

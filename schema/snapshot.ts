@@ -3,7 +3,7 @@
 import * as snapshots from "../resolvers/snapshot.ts";
 import type { DiffEntry } from "../sandbox/provider.ts";
 import { builder } from "./builder.ts";
-import { forwardOnly, relayPage } from "./connection.ts";
+import { relayPage } from "./connection.ts";
 import {
   FILE_DESCRIPTION,
   FILE_ENTRIES_DESCRIPTION,
@@ -66,8 +66,7 @@ builder.node(SnapshotRef, {
         type: FileEntryRef,
         description: FILE_ENTRIES_DESCRIPTION,
         args: { path: t.arg.string({ description: PATH_DESCRIPTION }) },
-        resolve: async (s, args, ctx) =>
-          relayPage(await snapshots.snapshotFileEntries(ctx, s, forwardOnly(args, "fileEntries"))),
+        resolve: async (s, args, ctx) => relayPage(await snapshots.snapshotFileEntries(ctx, s, args)),
       },
       FileEntryConnection,
     ),

@@ -10,7 +10,7 @@ import * as fs from "node:fs/promises";
 import { cleanPath } from "../manifest.ts";
 import type { FileEntry, ListPage, ReadOptions } from "../provider.ts";
 import { SandboxError } from "../provider.ts";
-import { smallestInOrder, sortInSlices } from "../sorting.ts";
+import { largestInOrder, smallestInOrder, sortInSlices } from "../sorting.ts";
 import {
   at,
   errnoOf,
@@ -51,19 +51,28 @@ export async function listLive(root: string, dir: string, page?: ListPage): Prom
       if (!page) return await stat(await sortInSlices(names), []);
       // A page: only its names are picked out (without sorting the rest) and stat'ed, so a directory
       // of 150,000 entries costs one readdir, not 150,000 lstat calls, objects and a long sort.
+      // From the end (`fromEnd`), the largest are picked, nearest `before` first, and put back in order.
       const out: FileEntry[] = [];
-      let after = page.after;
+      let { after, before } = page;
       while (out.length < page.limit) {
-        const from = after;
-        const rest = from === undefined ? names : names.filter((name) => pathOf(name) > from);
-        const batch = await smallestInOrder(rest, page.limit - out.length);
+        const [above, below] = [after, before];
+        const rest =
+          above === undefined && below === undefined
+            ? names
+            : names.filter((name) => {
+                const path = pathOf(name);
+                return (above === undefined || path > above) && (below === undefined || path < below);
+              });
+        const nearest = page.fromEnd ? largestInOrder : smallestInOrder;
+        const batch = await nearest(rest, page.limit - out.length);
         if (batch.length === 0) break;
         // Entries may vanish meanwhile, or be sockets and FIFOs, which are not listed: then more are
-        // picked after the last one looked at, until the page is full.
+        // picked beyond the last one looked at, until the page is full.
         await stat(batch, out);
-        after = pathOf(batch.at(-1)!);
+        if (page.fromEnd) before = pathOf(batch.at(-1)!);
+        else after = pathOf(batch.at(-1)!);
       }
-      return out;
+      return page.fromEnd ? out.reverse() : out;
     } finally {
       await handle.close();
     }

@@ -14,6 +14,7 @@ import {
   type SessionFixture,
   sessionFixture,
   signUpAccounts,
+  waitForRun,
 } from "../utils/session-fixture.ts";
 
 let server: TestServer;
@@ -269,6 +270,42 @@ describe("connections", () => {
         },
       )
     ).session.snapshots as Page;
+  const readRuns = (of: "session" | "branch") => async (args: Record<string, unknown>) =>
+    (
+      await gqlOk(
+        server,
+        token,
+        `query($id: ID!, $first: Int, $after: String, $last: Int, $before: String) {
+        ${of}(id: $id) { runs(first: $first, after: $after, last: $last, before: $before) { ${PAGE} } } }`,
+        { id: of === "session" ? sessionId : branchId, ...args },
+      )
+    )[of].runs as Page;
+  /** fileEntries of directory "d", of the branch (its live workspace) or of its head snapshot. */
+  const readFiles = (of: "branch" | "snapshot") => async (args: Record<string, unknown>) => {
+    const page = (
+      await gqlOk(
+        server,
+        token,
+        `query($id: ID!, $first: Int, $after: String, $last: Int, $before: String) {
+        ${of}(id: $id) { fileEntries(path: "d", first: $first, after: $after, last: $last, before: $before) {
+          edges { cursor node { path } } nodes { path } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } } }`,
+        { id: of === "branch" ? branchId : headId, ...args },
+      )
+    )[of].fileEntries;
+    // File entries have no id: their path is what identifies them in a listing.
+    const asId = (n: { path: string }) => ({ id: n.path });
+    return {
+      ...page,
+      edges: page.edges.map((e: { cursor: string; node: { path: string } }) => ({
+        ...e,
+        node: asId(e.node),
+      })),
+      nodes: page.nodes.map(asId),
+    } as Page;
+  };
+  let headId: string;
+  const FILE_NAMES = ["a", "b", "b.1", "c", "d", "e", "é", "z"];
+  const RUNS = 5;
 
   beforeAll(async () => {
     ({ token } = await server.signUp());
@@ -294,6 +331,26 @@ describe("connections", () => {
         },
       );
     }
+    for (let i = 0; i < RUNS; i++) {
+      const run = (
+        await gqlOk(server, token, `mutation($b: ID!) { exec(branchId: $b, command: "true") { id } }`, {
+          b: branchId,
+        })
+      ).exec;
+      expect(await waitForRun(server, token, run.id)).toBe("SUCCEEDED");
+    }
+    // In shuffled order: the listing sorts by path, whatever order the directory holds them in.
+    for (const name of [...FILE_NAMES].reverse()) {
+      await gqlOk(
+        server,
+        token,
+        `mutation($b: ID!, $p: String!) { writeFile(branchId: $b, path: $p, content: "x") { id } }`,
+        { b: branchId, p: `d/${name}` },
+      );
+    }
+    headId = (
+      await gqlOk(server, token, "query($b: ID!) { branch(id: $b) { head { id } } }", { b: branchId })
+    ).branch.head.id;
   });
 
   test("sessions: paging forwards and backwards by 3 agrees with the whole list (newest first)", async () => {
@@ -310,7 +367,7 @@ describe("connections", () => {
 
   test("snapshots: paging both ways agrees with the whole tree (oldest first); cursors bound both ends", async () => {
     const whole = (await readSnapshots({ first: 100 })).edges.map((e) => e.node.id);
-    expect(whole).toHaveLength(7); // the root and six writes
+    expect(whole).toHaveLength(1 + 6 + RUNS + FILE_NAMES.length); // the root, then a snapshot per write and run
     expect(await walk(readSnapshots, 2, false)).toEqual(whole);
     expect(await walk(readSnapshots, 2, true)).toEqual(whole);
     const all = await readSnapshots({ first: 100 });
@@ -349,13 +406,69 @@ describe("connections", () => {
     }
   });
 
-  test("connections that page forward only refuse last/before with BAD_USER_INPUT", async () => {
-    for (const query of [
-      "query($s: ID!) { session(id: $s) { runs(last: 2) { edges { cursor } } } }",
-      "query($b: ID!) { branch(id: $b) { fileEntries(last: 2) { edges { cursor } } } }",
-    ]) {
-      const res = await server.gql(query, { s: sessionId, b: branchId }, token);
-      expect(codeOf(res)).toBe("BAD_USER_INPUT");
+  test("runs, of a session and of a branch: paging both ways agrees with the whole list (newest first)", async () => {
+    for (const read of [readRuns("session"), readRuns("branch")]) {
+      const all = await read({ first: 100 });
+      const whole = all.edges.map((e) => e.node.id);
+      expect(whole).toHaveLength(RUNS);
+      expect(all.pageInfo).toMatchObject({ hasNextPage: false, hasPreviousPage: false });
+      expect(await walk(read, 2, false)).toEqual(whole);
+      expect(await walk(read, 2, true)).toEqual(whole);
+      expect(await walk(read, RUNS, true)).toEqual(whole);
+      const end = await read({ last: 2 });
+      expect(end.edges.map((e) => e.node.id)).toEqual(whole.slice(-2));
+      expect(end.pageInfo).toMatchObject({ hasPreviousPage: true, hasNextPage: false });
+      // Between two cursors, read from the `before` end: all of it fits, and a run lies past `before`.
+      const between = await read({ last: 100, after: all.edges[0]!.cursor, before: all.edges[3]!.cursor });
+      expect(between.edges.map((e) => e.node.id)).toEqual(whole.slice(1, 3));
+      expect(between.pageInfo).toMatchObject({ hasPreviousPage: false, hasNextPage: true });
+    }
+  });
+
+  test("fileEntries, live and of a snapshot: paging both ways agrees with the whole listing (by path)", async () => {
+    const paths = FILE_NAMES.map((name) => `d/${name}`).sort();
+    for (const read of [readFiles("branch"), readFiles("snapshot")]) {
+      const all = await read({ first: 1000 });
+      expect(all.edges.map((e) => e.node.id)).toEqual(paths);
+      expect(all.pageInfo).toMatchObject({ hasNextPage: false, hasPreviousPage: false });
+      for (const size of [2, 3, 8]) {
+        expect(await walk(read, size, false)).toEqual(paths);
+        expect(await walk(read, size, true)).toEqual(paths);
+      }
+      const end = await read({ last: 3 });
+      expect(end.edges.map((e) => e.node.id)).toEqual(paths.slice(-3));
+      expect(end.pageInfo).toMatchObject({ hasPreviousPage: true, hasNextPage: false });
+      // Both cursors bound the page; reading from either end of what lies between.
+      const [after, before] = [all.edges[1]!.cursor, all.edges[6]!.cursor];
+      const fromStart = await read({ first: 3, after, before });
+      expect(fromStart.edges.map((e) => e.node.id)).toEqual(paths.slice(2, 5));
+      expect(fromStart.pageInfo).toMatchObject({ hasPreviousPage: true, hasNextPage: true });
+      const fromEnd = await read({ last: 3, after, before });
+      expect(fromEnd.edges.map((e) => e.node.id)).toEqual(paths.slice(3, 6));
+      expect(fromEnd.pageInfo).toMatchObject({ hasPreviousPage: true, hasNextPage: true });
+      // Past the ends: nothing, and no page that way.
+      const past = await read({ last: 2, before: all.edges[0]!.cursor });
+      expect(past.edges).toEqual([]);
+      expect(past.pageInfo).toMatchObject({ hasPreviousPage: false, hasNextPage: true });
+    }
+  });
+
+  test("bad fileEntries page arguments are typed BAD_USER_INPUT naming the argument", async () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ first: 2, last: 2 }, "last"],
+      [{ last: 0 }, "last"],
+      [{ last: 1001 }, "last"],
+      [{ before: "not-a-cursor" }, "before"],
+      [{ last: 2, before: Buffer.from("nope").toString("base64url") }, "before"],
+    ];
+    for (const [args, arg] of cases) {
+      const res = await server.gql(
+        `query($b: ID!, $first: Int, $after: String, $last: Int, $before: String) {
+          branch(id: $b) { fileEntries(path: "d", first: $first, after: $after, last: $last, before: $before) { edges { cursor } } } }`,
+        { b: branchId, ...args },
+        token,
+      );
+      expect([codeOf(res), res.errors?.[0]?.extensions?.field]).toEqual(["BAD_USER_INPUT", arg]);
     }
   });
 });
