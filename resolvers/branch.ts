@@ -226,6 +226,15 @@ export async function deleteBranch(ctx: Context, id: string): Promise<boolean> {
   return true;
 }
 
+/**
+ * "running" (a run is queued or running on it, on whichever instance), "idle" (its workspace is live,
+ * here or on the instance that owns it) or "stopped". Batched: a list of branches costs one query.
+ */
+export async function branchStatus(ctx: Context, branch: BranchRow): Promise<"running" | "idle" | "stopped"> {
+  if (await ctx.loaders.branchBusy.load(branch.id)) return "running";
+  return ctx.branchRuntime.sandboxOf(branch.id) ? "idle" : "stopped";
+}
+
 /** Files of the branch as it is now: its live sandbox here if it has one, else its head snapshot. */
 async function sourceOf(
   ctx: Context,

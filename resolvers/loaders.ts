@@ -66,6 +66,7 @@ export class Loaders {
   #apiKey?: DataLoader<string, ApiKeyRow | null>;
   #shareLink?: DataLoader<string, ShareLinkRow | null>;
   #sharesSessionWith?: DataLoader<string, boolean>;
+  #branchBusy?: DataLoader<string, boolean>;
 
   constructor(
     private readonly db: Db,
@@ -179,7 +180,26 @@ export class Loaders {
     });
     return this.#sharesSessionWith;
   }
+  /**
+   * Whether a branch has a run queued or running, on any instance: the runs table is the shared
+   * truth (an instance's memory only knows the runs it executes itself).
+   */
+  get branchBusy() {
+    const db = this.db;
+    this.#branchBusy ??= new DataLoader<string, boolean>(async (branchIds) => {
+      const rows = await db
+        .selectDistinct({ branchId: runs.branchId })
+        .from(runs)
+        .where(and(inArray(runs.branchId, [...branchIds]), inArray(runs.status, [...ACTIVE_RUN])));
+      const busy = new Set(rows.map((r) => r.branchId));
+      return branchIds.map((id) => busy.has(id));
+    });
+    return this.#branchBusy;
+  }
 }
+
+/** Run statuses that mean "something is (or is about to be) running on the branch". */
+const ACTIVE_RUN = ["QUEUED", "RUNNING"] as const;
 
 export function createLoaders(db: Db, viewerId: string | null, viewerRow: UserRow | null = null): Loaders {
   return new Loaders(db, viewerId, viewerRow);

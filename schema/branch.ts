@@ -38,8 +38,7 @@ builder.node(BranchRef, {
     }),
     status: t.string({
       description: '"running" (a run is queued or running), "idle" (its workspace is live) or "stopped".',
-      resolve: (b, _a, ctx) =>
-        ctx.runner.isBusy(b.id) ? "running" : ctx.branchRuntime.sandboxOf(b.id) ? "idle" : "stopped",
+      resolve: (b, _a, ctx) => branches.branchStatus(ctx, b),
     }),
     agentUrl: t.string({
       nullable: true,

@@ -274,6 +274,33 @@ for (const kind of ["redis", "upstash"] as const) {
       expect(await fileOf(b, me.token, branch, "p.txt")).toBe("final\n");
     });
 
+    test("Branch.status from any instance: B says running while A executes the run, idle after", async () => {
+      const me = await signUp(a);
+      const session = await newSession(a, me.token);
+      const branch = session.mainBranch.id;
+      const statusOn = async (server: { url: string }) =>
+        (await ok(server, `query($b: ID!) { branch(id: $b) { status } }`, { b: branch }, me.token)).branch
+          .status as string;
+      const run = await exec(a, me.token, branch, "sleep 3");
+      await until("the run to start", async () => (await runOf(b, me.token, run.id)).status === "RUNNING");
+      // B executes nothing of it and holds no lease: the runs table says what runs where.
+      expect(await statusOn(b)).toBe("running");
+      expect(await statusOn(a)).toBe("running");
+      // As part of a listing too (the session's branches, batched).
+      const listed = await ok(
+        b,
+        `query($s: ID!) { session(id: $s) { branches { id status } } }`,
+        { s: session.id },
+        me.token,
+      );
+      expect(listed.session.branches).toEqual([{ id: branch, status: "running" }]);
+      expect((await outputOf(b, me.token, run.id)).status).toBe("SUCCEEDED");
+      // Ended: the workspace stays live on A, which B knows of.
+      expect(await statusOn(b)).toBe("idle");
+      expect(await statusOn(a)).toBe("idle");
+      expect(await leaseHolders()).not.toContain(b.url);
+    });
+
     test("abortRun through B stops a run executing on A", async () => {
       const me = await signUp(a);
       const session = await newSession(a, me.token);
