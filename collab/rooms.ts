@@ -325,7 +325,10 @@ export class Rooms {
       const { name } = entry.target;
       // Written to the workspace on the way out, where the branch's live sandbox is.
       let flushedIn: string | undefined;
-      if (buffer && this.deps.files.filesNow(buffer.branchId)) {
+      const live = buffer && this.deps.files.filesNow(buffer.branchId);
+      // Nothing to write: no queued item (rooms loaded before work all unload together).
+      if (buffer && live && buffer.settledIn(live.sandboxId)) flushedIn = live.sandboxId;
+      else if (buffer && live) {
         flushedIn = await this.deps.files
           .withFiles(buffer.branchId, async (files) => {
             await buffer.flush(files);

@@ -4,8 +4,9 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { rmSync } from "node:fs";
 import * as Y from "yjs";
 import { connectRoom, eventually, type RoomClient } from "../utils/collab.ts";
+import { testUnless } from "../utils/isolation.ts";
 import { spawnServer } from "../utils/process.ts";
-import { startTestServer, type TestServer } from "../utils/server.ts";
+import { inProcessOnly, startTestServer, type TestServer } from "../utils/server.ts";
 
 let server: TestServer;
 let owner: { token: string };
@@ -325,6 +326,29 @@ test("kill -9 before an acknowledged edit reached the workspace, restart: the br
     rmSync(first.dataDir, { recursive: true, force: true });
   }
 }, 60_000);
+
+testUnless(inProcessOnly)(
+  "a closed editor's room is not loaded again before every run (what the workspace took in is remembered)",
+  async () => {
+    const { branchId } = await newBranch({ "h.txt": "h\n" });
+    const c = open(branchId, "h.txt");
+    await c.synced;
+    await eventually(() => c.text.toString() === "h\n");
+    c.text.insert(2, "typed\n");
+    expect(await run(branchId, "cat h.txt")).toBe("h\ntyped\n");
+    const rooms = server.collabRooms();
+    c.provider.destroy();
+    await eventually(() => server.collabRooms() < rooms, 10_000);
+    // No room is read from the log for the next run: its rows are known to be in the workspace.
+    const loads = () =>
+      server.queries.filter((sql) => /from "collab_updates" where "collab_updates"."room" = \?/.test(sql))
+        .length;
+    const before = loads();
+    expect(before).toBeGreaterThan(0); // the room's own load was one
+    expect(await run(branchId, "cat h.txt")).toBe("h\ntyped\n");
+    expect(loads()).toBe(before);
+  },
+);
 
 test("an emoji changed by a run arrives whole (no half surrogate pairs)", async () => {
   const { branchId } = await newBranch({ "e.txt": "smile 😀 end\n" });
