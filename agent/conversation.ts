@@ -8,7 +8,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createClient } from "@libsql/client";
-import { AGENT_STATE_DIR } from "./opencode-command.ts";
+import { AGENT_STATE_DIR } from "./opencode-binary.ts";
 
 /** Workspace paths of opencode's database and of the id of the session the platform drives. */
 export const CONVERSATION_FILES = {

@@ -1,5 +1,6 @@
-// The platform's own agent events (what GraphQL streams), parsed from the in-sandbox driver's JSON
-// lines. opencode's raw shapes never reach clients.
+// The platform's own agent events (what GraphQL streams), translated from opencode's (its /event
+// stream for live agents, `opencode run --format json` lines per turn). opencode's raw shapes never
+// reach clients.
 
 export type AgentEvent =
   | { type: "text.delta"; partId: string; delta: string }
@@ -43,29 +44,6 @@ export type AgentEvent =
     }
   | { type: "error"; message: string }
   | { type: "done"; sessionId: string };
-
-const TYPES = new Set([
-  "text.delta",
-  "tool.started",
-  "tool.updated",
-  "tool.finished",
-  "step.finished",
-  "permission.asked",
-  "permission.replied",
-  "error",
-  "done",
-]);
-
-/** One line of driver output as an event; null for anything else (logs, partial lines). */
-export function parseAgentLine(line: string): AgentEvent | null {
-  if (!line.startsWith("{")) return null;
-  try {
-    const value = JSON.parse(line) as { type?: unknown };
-    return typeof value.type === "string" && TYPES.has(value.type) ? (value as AgentEvent) : null;
-  } catch {
-    return null;
-  }
-}
 
 /** Longest string kept in a permission ask's metadata (a diff can be the size of a file). */
 const METADATA_STRING_CHARS = 64 * 1024;

@@ -1,6 +1,7 @@
 // The model gateway: agent runs reach the model only through it, so no provider key enters a sandbox.
 // It listens on a unix socket (bind-mounted into local sandboxes, reached through a loopback
-// forwarder there) and, for microVM sandboxes that can only dial out (contree), on a TCP address.
+// relay there, agent/live/sandbox-agent.mjs) and, for microVM sandboxes that can only dial out
+// (contree), on a TCP address.
 // It accepts a per-run token instead of a key, adds the real credentials, forwards to the
 // configured OpenAI-compatible upstream, streams the answer back, and counts tokens from the
 // provider's own `usage` (the sandbox cannot fake its usage records). A run's token dies with the run.

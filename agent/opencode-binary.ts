@@ -7,6 +7,12 @@ import { dirname, join } from "node:path";
 
 export const OPENCODE_VERSION = "1.18.33";
 
+/**
+ * The agent's state directory, inside the workspace: its conversation (opencode's database) lives
+ * with the files, so snapshots carry it: a fork continues it, a rollback forgets.
+ */
+export const AGENT_STATE_DIR = ".opencode-state";
+
 export function opencodeBinary(): string | null {
   try {
     const pkg = createRequire(import.meta.url).resolve(

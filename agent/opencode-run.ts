@@ -4,8 +4,7 @@
 // Its JSON lines are translated into the platform's agent events (agent/events.ts).
 import type { ExecOptions } from "../sandbox/provider.ts";
 import type { AgentEvent } from "./events.ts";
-import { offlineEnv, opencodeBinary, projectConfig } from "./opencode-binary.ts";
-import { AGENT_STATE_DIR } from "./opencode-command.ts";
+import { AGENT_STATE_DIR, offlineEnv, opencodeBinary, projectConfig } from "./opencode-binary.ts";
 
 const IN_SANDBOX_BINARY = "/opt/occ/opencode";
 

@@ -4,11 +4,10 @@
 // snapshot and moves the branch head: the audit trail. The exception is a command that wrote more than
 // it may (its write cap, or what is left of a storage quota): its writes are discarded, never stored.
 import { and, eq, inArray, isNull, ne, or } from "drizzle-orm";
-import { type AgentEvent, LineSplitter, parseAgentLine } from "../agent/events.ts";
+import { type AgentEvent, LineSplitter } from "../agent/events.ts";
 import type { ModelGateway, Upstream, Usage } from "../agent/gateway.ts";
 import type { ForwardedAnswer, TurnRequest, TurnResult } from "../agent/live/branch-server.ts";
 import type { AgentPool } from "../agent/live/pool.ts";
-import { opencodeTurn } from "../agent/opencode-command.ts";
 import { opencodeRunTurn, runLineEvents } from "../agent/opencode-run.ts";
 import { type PermissionReplier, type PermissionReply, permissionRules } from "../agent/permissions.ts";
 import type { Bus } from "../bus/bus.ts";
@@ -19,7 +18,7 @@ import type { OwnerOps } from "../cluster/routes.ts";
 import type { Db } from "../db/client.ts";
 import { newId } from "../db/ids.ts";
 import { type RunRow, type RunStatus, runs, sessions } from "../db/schema.ts";
-import type { ExecOptions, ExecResult, KillReason, SandboxProvider } from "../sandbox/provider.ts";
+import type { ExecOptions, ExecResult, KillReason } from "../sandbox/provider.ts";
 import { type BranchRuntime, type BranchSandbox, fromPeer } from "./branch-runtime.ts";
 import type { Logger } from "./context.ts";
 import { AppError, conflict, notFound } from "./errors.ts";
@@ -426,12 +425,6 @@ export class Runner {
     return true;
   }
 
-  /** Whether the branch has a run queued or running here. */
-  isBusy(branchId: string): boolean {
-    for (const live of this.live.values()) if (live.row.branchId === branchId && !live.ended) return true;
-    return false;
-  }
-
   /** The run executing on a branch here now (not one still queued), if any. */
   runningOn(branchId: string): string | null {
     for (const live of this.live.values())
@@ -604,7 +597,7 @@ export class Runner {
         ({ result, usage } = await this.liveTurn(live, sandbox, pool, upstream!, agent!, room.bytes));
       } else {
         result = await provider.exec(sandbox.id, {
-          ...(agent ? this.agentOptions(live, agent, provider) : this.commandOptions(live)),
+          ...(agent ? this.agentOptions(live, agent) : this.commandOptions(live)),
           ...(row.timeoutMs ? { timeoutMs: row.timeoutMs } : {}),
           maxWriteBytes: room.bytes,
           signal: live.controller.signal,
@@ -818,36 +811,24 @@ export class Runner {
     return session?.mode ?? "ALLOW";
   }
 
-  /** An agent turn: the driver's JSON lines become agent events; the answer's text is the output. */
-  private agentOptions(live: LiveRun, agent: AgentTurnState, provider: SandboxProvider): ExecOptions {
+  /**
+   * An agent turn for providers without live agents (contree: its microVMs only dial out):
+   * `opencode run --format json` against the gateway's URL; its JSON lines become agent events.
+   */
+  private agentOptions(live: LiveRun, agent: AgentTurnState): ExecOptions {
+    const { gatewayURL } = this.deps;
+    if (!gatewayURL)
+      throw new AppError(
+        "UNAVAILABLE",
+        "The agent could not run this turn: the model gateway has no network address its sandbox can reach (MODEL_GATEWAY_URL)",
+      );
     const lines = new LineSplitter();
-    // Sandboxes that can bind the gateway's socket run our driver over `opencode serve`; those that
-    // can only dial out (contree) run `opencode run --format json` against the gateway's URL.
-    const socket = provider.status.binds === "host";
-    if (!socket && !this.deps.gatewayURL) throw new Error("the model gateway has no network address");
-    const turn = socket
-      ? opencodeTurn({
-          prompt: live.row.input,
-          gatewaySocket: this.deps.gateway!.socketPath,
-          token: agent.token!,
-        })
-      : opencodeRunTurn({
-          prompt: live.row.input,
-          gatewayURL: `${this.deps.gatewayURL}/v1`,
-          token: agent.token!,
-        });
-    const parse = socket
-      ? (line: string) => {
-          const event = parseAgentLine(line);
-          return event ? [event] : [];
-        }
-      : runLineEvents;
     return {
-      ...turn,
+      ...opencodeRunTurn({ prompt: live.row.input, gatewayURL: `${gatewayURL}/v1`, token: agent.token! }),
       onOutput: ({ stream, data }) => {
         if (stream === "stderr") return; // opencode's own logs are not part of the run's story
         for (const line of lines.push(data)) {
-          for (const event of parse(line)) this.agentEvent(live, agent, event);
+          for (const event of runLineEvents(line)) this.agentEvent(live, agent, event);
         }
       },
     };

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import type { SandboxProvider, SandboxService } from "../../sandbox/provider.ts";
 import { type AgentEvent, LineSplitter } from "../events.ts";
 import type { ModelGateway, Upstream, Usage } from "../gateway.ts";
-import { AGENT_STATE_DIR } from "../opencode-command.ts";
+import { AGENT_STATE_DIR } from "../opencode-binary.ts";
 import type { PermissionReply, PermissionRule } from "../permissions.ts";
 import { OpencodeClient, OpencodeError, type UnixFetch } from "./opencode-client.ts";
 import { AGENT_SOCKET_NAME, serverCommand } from "./server-command.ts";

@@ -4,8 +4,7 @@
 // gateway's socket with the server's own token, and a password nobody outside the platform learns.
 import { fileURLToPath } from "node:url";
 import type { ServiceOptions } from "../../sandbox/provider.ts";
-import { offlineEnv, opencodeBinary, projectConfig } from "../opencode-binary.ts";
-import { AGENT_STATE_DIR } from "../opencode-command.ts";
+import { AGENT_STATE_DIR, offlineEnv, opencodeBinary, projectConfig } from "../opencode-binary.ts";
 
 const SUPERVISOR = fileURLToPath(new URL("./sandbox-agent.mjs", import.meta.url));
 const IN_SANDBOX = {

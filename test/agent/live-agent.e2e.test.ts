@@ -2,8 +2,9 @@
 // the real binary in the branch's sandbox and the scripted fake model. A warm turn reuses the
 // server; the least recently used is evicted at the cap and an idle server stops, and the next turn
 // starts it again on the same conversation; a fork continues in a server of its own; a rollback
-// restarts on the rolled-back state; an abort ends the turn, not the server; and snapshots taken
-// while the server runs hold a consistent conversation, fork after fork.
+// restarts on the rolled-back state; an abort ends the turn, not the server; snapshots taken while
+// the server runs hold a consistent conversation, fork after fork; and the platform's model key
+// never enters the sandbox (the agent reaches the model through the gateway with a token).
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { FakeModel } from "../../scripts/fake-model.ts";
 import { type AgentHarness, startAgentHarness } from "../utils/agent.ts";
@@ -26,6 +27,21 @@ beforeAll(async () => {
         steps: [
           { tool: "write", args: { filePath: "/workspace/hello.txt", content: "hello\n" } },
           { text: "Wrote it." },
+        ],
+      },
+      {
+        // What every process of the sandbox has in its environment: the agent server, its tools.
+        match: "environment",
+        steps: [
+          {
+            tool: "bash",
+            args: {
+              command:
+                'for f in /proc/[0-9]*/environ; do tr "\\0" "\\n" < "$f"; echo; done 2>/dev/null > /tmp/envs; env >> /tmp/envs; echo "$(grep -c sk-platform /tmp/envs) $(grep -c ^XDG_DATA_HOME= /tmp/envs)" > key-check.txt',
+              description: "check",
+            },
+          },
+          { text: "Checked." },
         ],
       },
       {
@@ -109,6 +125,23 @@ skip.unlessAgent("a warm turn reuses the branch's live server; the conversation 
     })
   ).snapshot.file;
   expect(file.content).toBe("hello\n");
+}, 180_000);
+
+skip.unlessAgent("the platform's model key is in no environment of the sandbox: the agent server's nor its tools'", async () => {
+  const s = await newSession("key");
+  const run = await prompt(s.mainBranch.id, "check the environment");
+  expect(run.status).toBe("SUCCEEDED");
+  const file = (
+    await gql(`query($s: ID!) { snapshot(id: $s) { file(path: "key-check.txt") { content } } }`, {
+      s: run.snapshot!.id,
+    })
+  ).snapshot.file;
+  const [keys, seen] = file.content.trim().split(" ").map(Number);
+  // Environments were read (the tool's own and at least the agent server's), and none holds the key.
+  expect(seen).toBeGreaterThanOrEqual(2);
+  expect(keys).toBe(0);
+  // The model was reached all the same: the gateway adds the key (the fake refuses requests without it).
+  expect(fake.requests.some((r) => JSON.stringify(r.body).includes("check the environment"))).toBe(true);
 }, 180_000);
 
 skip.unlessAgent("abort stops the turn, not the server", async () => {
