@@ -93,6 +93,8 @@ for (const kind of ["redis", "upstash"] as const) {
         JWT_SECRET: `collab-scale-${crypto.randomUUID()}`,
         REDIS_KEY_PREFIX: `collab-${kind}:`,
         ...sharedEnv(kind, shared.redis, shared.upstash),
+        // One snapshot store for all instances (one machine): any of them can take a branch over.
+        SANDBOX_STORE_DIR: join(dir, "store"),
         COLLAB_UNLOAD_GRACE_MS: "200",
         COLLAB_FILE_FLUSH_MS: "100",
       };
@@ -238,6 +240,32 @@ for (const kind of ["redis", "upstash"] as const) {
         expect(await runOn(a, branch, "cat notes.txt")).toBe(`${before} edit`);
         await Bun.sleep(300); // the room unloads on B (grace 200 ms) before the next round opens it
       }
+    }, 60_000);
+
+    // Needs BranchRuntime to run the `before` hook on a sandbox it has just created (a takeover); until
+    // then the edit reaches the workspace one queued item later. Run with `bun test --todo`.
+    test.todo("an edit stored while no instance holds the branch's sandbox is in the first run of the instance that takes it over", async () => {
+      const owner = await spawn();
+      const { mainBranch } = (
+        await owner.gql(
+          `mutation($f: JSON) { createSession(input: { title: "takeover", files: $f }) { mainBranch { id } } }`,
+          { f: { "notes.txt": "start" } },
+          token,
+        )
+      ).createSession as { mainBranch: { id: string } };
+      const branch = mainBranch.id;
+      const room = `branches/${branch}/files/notes.txt`;
+      const writer = open(b, room, token);
+      const watcher = open(b, room, token);
+      await Promise.all([writer.synced, watcher.synced]);
+      await eventually(() => writer.text.toString() === "start");
+      // A graceful stop lets the branch go at once: nobody holds its sandbox now.
+      await owner.stop();
+      writer.text.insert(5, " while nobody held it");
+      await eventually(() => watcher.text.toString() === "start while nobody held it", 10_000);
+      writer.provider.destroy();
+      watcher.provider.destroy();
+      expect(await runOn(b, branch, "cat notes.txt")).toBe("start while nobody held it");
     }, 60_000);
 
     test("COLLAB_MAX_SOCKETS_PER_USER counts a user's sockets on every instance (4429); a killed instance's go within the lease", async () => {
