@@ -42,7 +42,7 @@ export async function snapshotFiles(
 export async function snapshotFileEntries(
   ctx: Context,
   row: SnapshotRow,
-  args: { path?: string | null; first?: number | null; after?: string | null },
+  args: PageArgs & { path?: string | null },
 ): Promise<Page<FileEntry>> {
   const dir = checkedPath(args.path ?? "", "path", { allowRoot: true });
   const provider = await providerOf(ctx, row.sessionId);

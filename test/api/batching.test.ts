@@ -10,7 +10,7 @@ beforeAll(async () => {
 afterAll(() => server.close());
 
 const LIST = `{ sessions(first: 50) { nodes { id owner { email } mainBranch { name head { id parent { id } } }
-  branches { name head { id children { id } } } members { role user { email } } rootSnapshot { fileCount } } } }`;
+  branches { name status head { id children { id } } } members { role user { email } } rootSnapshot { fileCount } } } }`;
 
 async function statementsFor(token: string): Promise<number> {
   const before = server.queries.length;

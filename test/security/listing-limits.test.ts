@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { MAX_LISTED_FILES } from "../../resolvers/files.ts";
 import { Store } from "../../sandbox/local/store.ts";
 import { type Manifest, manifestWeight } from "../../sandbox/manifest.ts";
-import { smallestInOrder, sortInSlices } from "../../sandbox/sorting.ts";
+import { largestInOrder, smallestInOrder, sortInSlices } from "../../sandbox/sorting.ts";
 import { codeOf, startTestServer, type TestServer } from "../utils/server.ts";
 import { gqlOk, waitForRun } from "../utils/session-fixture.ts";
 
@@ -184,4 +184,8 @@ test("sorting in slices orders as Array#sort does (UTF-16 code units), whole or 
   expect(await smallestInOrder(names, 1001)).toEqual(expected.slice(0, 1001));
   expect(await smallestInOrder(names.slice(0, 10), 1001)).toEqual([...names.slice(0, 10)].sort());
   expect(await smallestInOrder(names, 0)).toEqual([]);
+  // Backward pages of a listing take the largest few, largest first.
+  expect(await largestInOrder(names, 1001)).toEqual(expected.slice(-1001).reverse());
+  expect(await largestInOrder(names.slice(0, 10), 1001)).toEqual([...names.slice(0, 10)].sort().reverse());
+  expect(await largestInOrder(names, 0)).toEqual([]);
 });
