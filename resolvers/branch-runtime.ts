@@ -205,6 +205,8 @@ export class BranchRuntime {
         const current = this.live.get(branchId);
         if (current) await this.hooks?.before(branchId, this.filesOf(current));
         const live = await this.sandboxAt(branchId, await headOf());
+        // A sandbox created just now (a restart, a takeover): edits stored meanwhile reach it before the work.
+        if (!current) await this.hooks?.before(branchId, this.filesOf(live));
         try {
           return await work({
             id: live.sandboxId,

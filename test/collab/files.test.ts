@@ -314,8 +314,7 @@ test("kill -9 before an acknowledged edit reached the workspace, restart: the br
     };
     try {
       // The first item re-creates the branch's live sandbox from its head; the log's rows that sandbox
-      // has not taken in reach it before the next one.
-      await run("true");
+      // has not taken in reach it before that item runs.
       expect(await run("cat g.txt")).toBe("base\nacknowledged\n");
       expect(await run("cat g.txt")).toBe("base\nacknowledged\n");
     } finally {

@@ -242,9 +242,8 @@ for (const kind of ["redis", "upstash"] as const) {
       }
     }, 60_000);
 
-    // Needs BranchRuntime to run the `before` hook on a sandbox it has just created (a takeover); until
-    // then the edit reaches the workspace one queued item later. Run with `bun test --todo`.
-    test.todo("an edit stored while no instance holds the branch's sandbox is in the first run of the instance that takes it over", async () => {
+    // BranchRuntime runs the `before` hook on a sandbox it has just created (a takeover) too.
+    test("an edit stored while no instance holds the branch's sandbox is in the first run of the instance that takes it over", async () => {
       const owner = await spawn();
       const { mainBranch } = (
         await owner.gql(
