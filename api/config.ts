@@ -55,6 +55,10 @@ export interface Config {
   };
   /** Runs executing at once on this instance (runs on one branch always queue). */
   maxParallelRuns: number;
+  /** A branch's live sandbox with no work for this long is dropped, its lease released (0: never). */
+  branchIdleMs: number;
+  /** Live branch sandboxes one instance keeps at most (the least recently used idle one goes first). */
+  maxLiveSandboxes: number;
   /** Worker threads computing diff patches off the event loop. */
   diffWorkers: number;
   /** Storage quotas (bytes of snapshot content kept), creation caps and the host's free-disk floor. */
@@ -375,6 +379,8 @@ export function loadConfig(env: Env = process.env): Config {
       minFreeDiskBytes,
     },
     maxParallelRuns: int(env, "RUNS_MAX_PARALLEL", 4, 1, 1000),
+    branchIdleMs: int(env, "BRANCH_IDLE_MS", 10 * 60_000, 0, 7 * 24 * 3600_000),
+    maxLiveSandboxes: int(env, "MAX_LIVE_SANDBOXES", 200, 1, 1_000_000),
     diffWorkers: int(env, "DIFF_WORKERS", 2, 1, 64),
     // Sized for a shared host with a 50 GB disk: a few active users fit, and the floor keeps the
     // database and logs writable whatever they do.

@@ -13,6 +13,7 @@ import { createCluster } from "../cluster/index.ts";
 import { BranchRuntime } from "../resolvers/branch-runtime.ts";
 import type { Services } from "../resolvers/context.ts";
 import { diskSpace } from "../resolvers/disk-space.ts";
+import { beforeIdleDrop } from "../resolvers/idle-drop.ts";
 import { Quotas } from "../resolvers/quota.ts";
 import { RunQuotas } from "../resolvers/run-quota.ts";
 import { ownerOperations, Runner } from "../resolvers/runner.ts";
@@ -103,6 +104,8 @@ export async function startServer(
     ownership: cluster.ownership,
     headOf: (branchId) => headRef(database.db, branchId),
     log,
+    idleMs: config.branchIdleMs,
+    maxLive: config.maxLiveSandboxes,
   });
   // Agent runs need the opencode binary and a model, reached only through the gateway: over its unix
   // socket from local sandboxes (which also need bubblewrap), over the network from contree VMs.
@@ -275,6 +278,8 @@ export async function startServer(
     after: (branchId, files) => collab.syncBranch(branchId, files),
   });
   metrics?.observeLive(agents, collab);
+  // An idle branch's sandbox goes only after its live agent stopped and its state is kept.
+  branchRuntime.setBeforeDrop(beforeIdleDrop({ db: database.db, bus, agents, log }));
   const app = createApp({
     config,
     schema,

@@ -95,6 +95,11 @@ export class Ownership {
     return (this.owned.get(branchId) ?? 0) > Date.now();
   }
 
+  /** The branches whose leases this instance holds now. */
+  ownedBranches(): string[] {
+    return [...this.owned.keys()];
+  }
+
   /** Whether this instance holds the lease, confirmed by the store (fencing before a head move). */
   async holds(branchId: string): Promise<boolean> {
     if (!this.forwards) return true;

@@ -5,6 +5,11 @@
 // on one branch runs one item at a time; runs on different branches run in parallel up to a limit.
 // Work queued on an instance that is not the owner holds the owner's queue for its item (a "hold")
 // and reaches the owner's sandbox through a provider whose sandbox calls go to the owner.
+// A live sandbox is not kept forever: one with no queued work (no run, write, hold or agent turn:
+// all are queue items) for `idleMs` is dropped, its lease released, and the next work creates it
+// again from the head; at most `maxLive` are kept, the least recently used idle one going first.
+// What a sandbox holds beyond its head is in the collab update log (file-room edits, written again
+// into a new sandbox by the before hook) or kept by the `beforeDrop` guard (resolvers/idle-drop.ts).
 import { randomBytes } from "node:crypto";
 import type { Ownership } from "../cluster/ownership.ts";
 import { type Peer, PeerError } from "../cluster/peer-client.ts";
@@ -26,6 +31,8 @@ interface LiveBranch {
   /** The provider snapshot the sandbox currently shows (its last freeze or reset). */
   base: string;
   provider: SandboxProvider;
+  /** When its last queued item ended (or it was made): the idle drop and the cap's LRU order. */
+  lastUsed: number;
 }
 
 /** A branch's head as the provider knows it: which provider, which of its snapshots. */
@@ -91,7 +98,17 @@ export interface BranchRuntimeOptions {
   /** The branch's head as the database says (what a hold or a fallback read starts from). */
   headOf?: (branchId: string) => Promise<BranchHead>;
   log?: { warn(message: string, fields?: Record<string, unknown>): void };
+  /** A live sandbox with no queued work for this long is dropped and its lease released (0: never). */
+  idleMs?: number;
+  /** Live sandboxes kept here at most: making one more drops the least recently used idle one. */
+  maxLive?: number;
 }
+
+/**
+ * Asked, inside the branch's queue, before an idle sandbox is dropped: stops what runs in it and
+ * keeps what would be lost; false keeps the sandbox (something still uses it).
+ */
+export type BeforeDrop = (branchId: string, sandbox: BranchSandbox) => Promise<boolean>;
 
 /** What an owner hands a hold's holder: the sandbox, and the snapshot it shows now. */
 export interface HoldGrant {
@@ -141,6 +158,13 @@ export class BranchRuntime {
   private readonly dropped = new Set<string>();
   private readonly holds = new Map<string, Hold>();
   private readonly ownership: Ownership | null;
+  private beforeDrop: BeforeDrop | null = null;
+  /** Sandboxes being made now (counted against the cap before they are live). */
+  private creating = 0;
+  /** Leases held here with no live sandbox and no work (a start that failed), since when. */
+  private readonly orphans = new Map<string, number>();
+  private readonly sweeper: ReturnType<typeof setInterval> | null = null;
+  private sweeping = false;
 
   constructor(
     private readonly providers: SandboxProviders,
@@ -152,6 +176,20 @@ export class BranchRuntime {
     // Another instance took the branch over (this one was paused past its lease): its sandbox here is
     // stale; it goes once the work in progress has noticed (runs check the lease before recording).
     this.ownership?.onLost((branchId) => void this.forget(branchId));
+    const idleMs = options.idleMs ?? 0;
+    if (idleMs > 0) {
+      this.sweeper = setInterval(() => void this.sweepIdle(), Math.min(30_000, Math.max(50, idleMs / 4)));
+      this.sweeper.unref?.();
+    }
+  }
+
+  setBeforeDrop(guard: BeforeDrop): void {
+    this.beforeDrop = guard;
+  }
+
+  /** How many branches have a live sandbox here now. */
+  get liveCount(): number {
+    return this.live.size;
   }
 
   /** Where the branch's live sandbox is: here (this instance holds, or now took, its lease) or elsewhere. */
@@ -223,17 +261,37 @@ export class BranchRuntime {
         release();
       }
     });
-    const settled = result.catch(() => {});
+    this.chain(branchId, result);
+    return result;
+  }
+
+  /** Makes `item` the branch's last queued one; the queue is forgotten once it drains (idle branches hold nothing). */
+  private chain(branchId: string, item: Promise<unknown>): void {
+    const settled = item.then(
+      () => {},
+      () => {},
+    );
     this.queues.set(branchId, settled);
-    // Forget the queue once it drains, so idle branches hold nothing.
     void settled.then(() => {
+      const live = this.live.get(branchId);
+      if (live) live.lastUsed = Date.now();
       if (this.queues.get(branchId) === settled) this.queues.delete(branchId);
     });
-    return result;
   }
 
   setHooks(hooks: BranchWorkHooks): void {
     this.hooks = hooks;
+  }
+
+  private sandboxOfLive(live: LiveBranch): BranchSandbox {
+    return {
+      id: live.sandboxId,
+      provider: live.provider,
+      files: this.filesOf(live),
+      setBase: (base) => {
+        live.base = base;
+      },
+    };
   }
 
   private filesOf(live: LiveBranch): SandboxFiles {
@@ -252,7 +310,15 @@ export class BranchRuntime {
     const live = this.live.get(branchId);
     if (!live) {
       const provider = this.providers.get(head.provider);
-      const created: LiveBranch = { sandboxId: await provider.fork(head.ref), base: head.ref, provider };
+      await this.makeRoom(branchId, 1);
+      this.creating++;
+      let sandboxId: string;
+      try {
+        sandboxId = await provider.fork(head.ref);
+      } finally {
+        this.creating--;
+      }
+      const created: LiveBranch = { sandboxId, base: head.ref, provider, lastUsed: Date.now() };
       this.live.set(branchId, created);
       return created;
     }
@@ -545,7 +611,14 @@ export class BranchRuntime {
 
   /** Adopts a sandbox created elsewhere (a new session's first sandbox) as a branch's live one. */
   adopt(branchId: string, sandboxId: string, head: BranchHead): void {
-    this.live.set(branchId, { sandboxId, base: head.ref, provider: this.providers.get(head.provider) });
+    this.live.set(branchId, {
+      sandboxId,
+      base: head.ref,
+      provider: this.providers.get(head.provider),
+      lastUsed: Date.now(),
+    });
+    // Made outside the queue, so the cap gives way when every other sandbox is busy (like the agents').
+    void this.makeRoom(branchId, 0).catch(() => {});
     // A new branch: its lease is free, and taking it now makes this instance its owner.
     if (this.ownership)
       void this.locate(branchId).then(
@@ -580,7 +653,111 @@ export class BranchRuntime {
     if (live) await live.provider.destroy(live.sandboxId).catch(() => {});
   }
 
+  // ---- idle sandboxes and the cap -----------------------------------------------------------------
+
+  /**
+   * Drops the live sandbox of a branch with no work (its own queue item, so nothing starts meanwhile):
+   * the guard stops what runs in it and keeps what would be lost, then the sandbox is destroyed and
+   * the lease released, so any instance may take the branch next. False when it was kept.
+   */
+  private dropIdle(branchId: string): Promise<boolean> {
+    const previous = this.queues.get(branchId) ?? Promise.resolve();
+    const dropped = previous.then(async () => {
+      const live = this.live.get(branchId);
+      if (!live || this.dropped.has(branchId)) return false;
+      if (this.beforeDrop && !(await this.beforeDrop(branchId, this.sandboxOfLive(live)))) return false;
+      if (this.live.get(branchId) !== live) return false;
+      this.live.delete(branchId);
+      await live.provider.destroy(live.sandboxId).catch((error) =>
+        this.options.log?.warn("could not destroy an idle branch's sandbox", {
+          branchId,
+          error: String(error),
+        }),
+      );
+      await this.ownership?.release(branchId);
+      return true;
+    });
+    this.chain(branchId, dropped);
+    return dropped.catch((error) => {
+      this.options.log?.warn("could not drop an idle branch's sandbox", { branchId, error: String(error) });
+      return false;
+    });
+  }
+
+  /** Idle: no queued work (runs, writes, holds and agent turns are all queue items) for `idleMs`. */
+  private idleBranches(idleMs: number, except?: string): string[] {
+    const now = Date.now();
+    return [...this.live]
+      .filter(([id, live]) => id !== except && !this.queues.has(id) && now - live.lastUsed >= idleMs)
+      .sort((a, b) => a[1].lastUsed - b[1].lastUsed)
+      .map(([id]) => id);
+  }
+
+  private async sweepIdle(): Promise<void> {
+    if (this.sweeping) return;
+    this.sweeping = true;
+    try {
+      const idleMs = this.options.idleMs ?? 0;
+      // One at a time: a drop may freeze the workspace (the guard), which is disk work.
+      for (const branchId of this.idleBranches(idleMs)) await this.dropIdle(branchId);
+      await this.releaseOrphans(idleMs);
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  /**
+   * Leases taken for work that never made a sandbox (it failed first) would be renewed forever and
+   * bring the branch's work here for nothing: released once orphaned for `idleMs`.
+   */
+  private async releaseOrphans(idleMs: number): Promise<void> {
+    if (!this.ownership) return;
+    const now = Date.now();
+    const owned = new Set(this.ownership.ownedBranches());
+    for (const branchId of [...this.orphans.keys()]) if (!owned.has(branchId)) this.orphans.delete(branchId);
+    for (const branchId of owned) {
+      if (this.live.has(branchId) || this.queues.has(branchId)) {
+        this.orphans.delete(branchId);
+        continue;
+      }
+      const since = this.orphans.get(branchId);
+      if (since === undefined) this.orphans.set(branchId, now);
+      else if (now - since >= idleMs) {
+        this.orphans.delete(branchId);
+        await this.ownership.release(branchId);
+      }
+    }
+  }
+
+  /**
+   * Room for `extra` more live sandboxes under the cap: the least recently used idle ones are dropped.
+   * When every one is in use the work fails with UNAVAILABLE (retryable) rather than waiting: a wait
+   * would hold the branch's queue and its run slot for as long as other branches stay busy, with
+   * nothing telling the client why; and the lease is let go, so another instance may take the branch.
+   */
+  private async makeRoom(keep: string, extra: number): Promise<void> {
+    const max = this.options.maxLive ?? Number.POSITIVE_INFINITY;
+    while (this.live.size + this.creating + extra > max) {
+      let freed = false;
+      for (const branchId of this.idleBranches(0, keep)) {
+        if (await this.dropIdle(branchId)) {
+          freed = true;
+          break;
+        }
+      }
+      if (freed) continue;
+      if (extra === 0) return;
+      if (!this.live.has(keep)) await this.ownership?.release(keep);
+      throw new AppError(
+        "UNAVAILABLE",
+        `This instance keeps at most ${max} live workspaces and every one is in use; try again shortly`,
+        { retryable: true },
+      );
+    }
+  }
+
   async close(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
     for (const hold of this.holds.values()) hold.release();
     for (const branchId of [...this.live.keys()]) await this.drop(branchId).catch(() => {});
   }
