@@ -12,6 +12,7 @@ import { schema } from "../../schema/index.ts";
 import { type FakeModel, startFakeModel } from "../../scripts/fake-model.ts";
 import { denoBinary, type ServerProcess, startServerProcess } from "../../scripts/lib/server-process.ts";
 import { connectRoom, eventually } from "../utils/collab.ts";
+import { postGraphql } from "../utils/graphql-http.ts";
 import { agentUnavailable, isolationUnavailable } from "../utils/isolation.ts";
 import { codeOf, startTestServer, type TestServer } from "../utils/server.ts";
 import { collect, wsClient } from "../utils/ws.ts";
@@ -67,23 +68,7 @@ afterAll(async () => {
 });
 
 /** GraphQL over HTTP to either server; returns the whole response body. */
-async function gql(
-  base: string,
-  query: string,
-  variables: Record<string, unknown> = {},
-  credential?: string,
-) {
-  const res = await fetch(`${base}/graphql`, {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      accept: "application/graphql-response+json",
-      ...(credential ? { authorization: `Bearer ${credential}` } : {}),
-    },
-    body: JSON.stringify({ query, variables }),
-  });
-  return (await res.json()) as { data?: any; errors?: { message: string; extensions?: { code?: string } }[] };
-}
+const gql = postGraphql;
 
 const REGISTER = `mutation($e: String!, $p: String!) { register(email: $e, password: $p) { token user { id } } }`;
 const LOGIN = `mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token user { id } } }`;

@@ -12,6 +12,7 @@ import { clusterKey, createPeerAuth } from "../../cluster/peer-auth.ts";
 import { LocalProvider } from "../../sandbox/local/provider.ts";
 import { startFakeModel } from "../../scripts/fake-model.ts";
 import { type ServerProcess, startServerProcess } from "../../scripts/lib/server-process.ts";
+import { postGraphql } from "../utils/graphql-http.ts";
 import { agentUnavailable } from "../utils/isolation.ts";
 import { sharedEnv, useSharedBackends } from "../utils/shared-state.ts";
 import { collect, wsClient } from "../utils/ws.ts";
@@ -21,24 +22,8 @@ const shared = useSharedBackends(() => void redis?.disconnect());
 const { skip } = shared;
 const LEASE_MS = 2000;
 
-interface Reply {
-  status: number;
-  data?: any;
-  errors?: { message: string; extensions?: Record<string, any> }[];
-}
-
-async function gql(server: { url: string }, query: string, variables = {}, token?: string): Promise<Reply> {
-  const res = await fetch(`${server.url}/graphql`, {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      accept: "application/graphql-response+json",
-      ...(token ? { authorization: `Bearer ${token}` } : {}),
-    },
-    body: JSON.stringify({ query, variables }),
-  });
-  return { status: res.status, ...((await res.json()) as Omit<Reply, "status">) };
-}
+const gql = (server: { url: string }, query: string, variables = {}, token?: string) =>
+  postGraphql(server.url, query, variables, token);
 
 async function ok(server: { url: string }, query: string, variables = {}, token?: string) {
   const reply = await gql(server, query, variables, token);

@@ -9,32 +9,15 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type ServerProcess, startServerProcess } from "../../scripts/lib/server-process.ts";
+import { type GraphqlReply, postGraphql } from "../utils/graphql-http.ts";
 import { sharedEnv, useSharedBackends } from "../utils/shared-state.ts";
 import { collect, wsClient } from "../utils/ws.ts";
 
 const shared = useSharedBackends();
 const { skip } = shared;
 
-interface Reply {
-  status: number;
-  headers: Headers;
-  data?: any;
-  errors?: { message: string; extensions?: Record<string, any> }[];
-}
-
-async function gql(server: { url: string }, query: string, variables = {}, token?: string): Promise<Reply> {
-  const res = await fetch(`${server.url}/graphql`, {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      accept: "application/graphql-response+json",
-      ...(token ? { authorization: `Bearer ${token}` } : {}),
-    },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = (await res.json()) as Omit<Reply, "status" | "headers">;
-  return { status: res.status, headers: res.headers, ...body };
-}
+const gql = (server: { url: string }, query: string, variables = {}, token?: string) =>
+  postGraphql(server.url, query, variables, token);
 
 async function ok(server: { url: string }, query: string, variables = {}, token?: string) {
   const reply = await gql(server, query, variables, token);
@@ -323,7 +306,7 @@ for (const kind of ["redis", "upstash"] as const) {
       }
       expect(status).not.toBe("RUNNING");
       // Its seconds are counted as it ends (just after its row): then the day's quota is used up.
-      let third: Reply | undefined;
+      let third: GraphqlReply | undefined;
       for (let i = 0; i < 20; i++) {
         third = await exec(b, "echo third");
         if (third.errors?.[0]?.extensions?.scope === "runSeconds") break;

@@ -22,6 +22,7 @@ import {
   type ServerRuntime,
   startServerProcess,
 } from "../../scripts/lib/server-process.ts";
+import { postGraphql } from "../utils/graphql-http.ts";
 import { fakeContreeProcessesUnavailable, testUnless } from "../utils/isolation.ts";
 import { sharedEnv, useSharedBackends } from "../utils/shared-state.ts";
 
@@ -67,18 +68,7 @@ afterAll(async () => {
 });
 
 /** GraphQL over HTTP; the whole body. */
-async function gql(base: string, query: string, variables: Record<string, unknown> = {}, token?: string) {
-  const res = await fetch(`${base}/graphql`, {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      accept: "application/graphql-response+json",
-      ...(token ? { authorization: `Bearer ${token}` } : {}),
-    },
-    body: JSON.stringify({ query, variables }),
-  });
-  return (await res.json()) as { data?: any; errors?: { message: string; extensions?: { code?: string } }[] };
-}
+const gql = postGraphql;
 
 /** A subscription over server-sent events (GraphQL over SSE, one request), until `last` says stop. */
 async function overSse(

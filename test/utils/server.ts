@@ -13,6 +13,7 @@ import { loadConfig } from "../../api/config.ts";
 import { bunRuntime } from "../../api/runtime/bun.ts";
 import { type StartedServer, startServer } from "../../api/start.ts";
 import { type ServerRuntime, startServerProcess } from "../../scripts/lib/server-process.ts";
+import { postGraphql } from "./graphql-http.ts";
 
 /** The runtime the test servers run on: Bun in process (default), or Deno as a child process. */
 export const testRuntime: ServerRuntime = process.env.TEST_RUNTIME === "deno" ? "deno" : "bun";
@@ -82,20 +83,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
 function graphqlHelpers(url: string): Pick<TestServer, "gql" | "signUp"> {
   let users = 0;
 
-  const gql: TestServer["gql"] = async (query, variables, token) => {
-    const res = await fetch(`${url}/graphql`, {
-      method: "POST",
-      headers: {
-        "content-type": "application/json",
-        accept: "application/graphql-response+json",
-        ...(token ? { authorization: `Bearer ${token}` } : {}),
-      },
-      body: JSON.stringify({ query, variables }),
-    });
-    const text = await res.text();
-    const body = JSON.parse(text);
-    return { status: res.status, data: body.data, errors: body.errors, headers: res.headers, text };
-  };
+  const gql: TestServer["gql"] = (query, variables, token) => postGraphql(url, query, variables, token);
 
   return {
     gql,
