@@ -213,8 +213,12 @@ describe.skipIf(shared.skip)("instances sharing Redis", () => {
   const on = (server: () => ServerProcess) =>
     helpers(
       async (q, v, t) => {
-        const { postGraphql } = await import("../utils/graphql-http.ts");
-        return postGraphql(server().url, q, v ?? {}, t);
+        const res = await fetch(`${server().url}/graphql`, {
+          method: "POST",
+          headers: { "content-type": "application/json", ...(t ? { authorization: `Bearer ${t}` } : {}) },
+          body: JSON.stringify({ query: q, variables: v ?? {} }),
+        });
+        return res.json();
       },
       () => token,
     );
