@@ -9,9 +9,15 @@
 // With `--runtime deno` the platform is measured on Deno too, beside Bun in the same run (cold starts
 // alternate; load rounds cycle through both), against the same bare-yoga baseline.
 //
+// With `--metrics both` each runtime's platform is also started with METRICS_ENABLED=false (no
+// Prometheus plugin, nothing collected) and measured in the same alternating rounds: the JWT and
+// API-key throughput with and without metrics, and their ratio (the cost of /metrics on the hot path).
+// `--metrics off` measures only the platform without them (default `on`: as `npm start` outside production).
+//
 //   npm run bench:server            (defaults: 3 cold starts, 3 rounds of 5 s, 32 connections)
 //   npm run bench:server -- --runtime deno      (Bun and Deno side by side)
 //   bun scripts/bench-server.ts --starts 3 --seconds 8 --rounds 3 --concurrency 32 [--loader fetch]
+//     [--metrics on|off|both]
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -27,8 +33,14 @@ const { values } = parseArgs({
     loader: { type: "string", default: Bun.which("wrk") ? "wrk" : "fetch" },
     // "bun" (default), "deno" (Deno beside Bun) or a list: "bun,deno".
     runtime: { type: "string", default: "bun" },
+    // "on" (default: metrics as outside production), "off" (METRICS_ENABLED=false) or "both".
+    metrics: { type: "string", default: "on" },
   },
 });
+if (!["on", "off", "both"].includes(values.metrics))
+  throw new Error(`--metrics: expected on, off or both, got ${values.metrics}`);
+/** Whether metrics are on, for each platform started per runtime (on first, so names stay as before). */
+const METRICS: boolean[] = values.metrics === "both" ? [true, false] : [values.metrics === "on"];
 const RUNTIMES: ServerRuntime[] =
   values.runtime === "deno"
     ? ["bun", "deno"]
@@ -51,7 +63,7 @@ const median = (xs: number[]) => {
 const fmt = (n: number) => n.toFixed(1);
 
 /** A server process, timed from spawn until /healthz answers (fresh database, migrations included). */
-async function startPlatform(runtime: ServerRuntime) {
+async function startPlatform(runtime: ServerRuntime, metrics = METRICS[0]!) {
   const t0 = performance.now();
   // The limits stay on (their cost is part of the hot path) but high enough never to refuse the load.
   const server = await startServerProcess(
@@ -59,6 +71,7 @@ async function startPlatform(runtime: ServerRuntime) {
       AUTH_RATE_LIMIT_PER_MINUTE: "100000",
       REQUESTS_PER_MINUTE_PER_USER: "100000000",
       REQUESTS_PER_MINUTE_PER_API_KEY: "100000000",
+      METRICS_ENABLED: String(metrics),
     },
     { echoStderr: true, runtime },
   );
@@ -170,6 +183,7 @@ const load = LOADER === "wrk" ? loadWithWrk : loadWithFetch;
 
 interface Platform {
   runtime: ServerRuntime;
+  metrics: boolean;
   server: Awaited<ReturnType<typeof startPlatform>>;
   jwt: string;
   key: string;
@@ -200,16 +214,17 @@ try {
   const platforms: Platform[] = [];
   const bare = await startBareYoga();
   try {
-    for (const runtime of RUNTIMES) {
-      const server = await startPlatform(runtime);
-      const reg = await server.gql(
-        'mutation { register(email: "bench@example.com", password: "password123") { token } }',
-      );
-      const jwt = reg.register.token as string;
-      const key = (await server.gql('mutation { createApiKey(name: "bench") { secret } }', {}, jwt))
-        .createApiKey.secret as string;
-      platforms.push({ runtime, server, jwt, key });
-    }
+    for (const runtime of RUNTIMES)
+      for (const metrics of METRICS) {
+        const server = await startPlatform(runtime, metrics);
+        const reg = await server.gql(
+          'mutation { register(email: "bench@example.com", password: "password123") { token } }',
+        );
+        const jwt = reg.register.token as string;
+        const key = (await server.gql('mutation { createApiKey(name: "bench") { secret } }', {}, jwt))
+          .createApiKey.secret as string;
+        platforms.push({ runtime, metrics, server, jwt, key });
+      }
     await sanityCheck(bare.url, null);
     for (const p of platforms) for (const token of [p.jwt, p.key]) await sanityCheck(p.server.url, token);
 
@@ -219,38 +234,47 @@ try {
       query: "{ me { id } }",
       token: null,
     };
-    const perRuntime = platforms.map((p) => ({
+    // Named as before unless metrics are off (`--metrics off|both`).
+    const label = (p: Platform) => (p.metrics ? p.runtime : `${p.runtime}, metrics off`);
+    const perPlatform = platforms.map((p) => ({
       runtime: p.runtime,
+      metrics: p.metrics,
       cases: [
         {
-          name: `platform (${p.runtime}) { me { id } }, JWT`,
+          name: `platform (${label(p)}) { me { id } }, JWT`,
           url: p.server.url,
           query: "{ me { id } }",
           token: p.jwt,
         },
         {
-          name: `platform (${p.runtime}) { me { id } }, API key`,
+          name: `platform (${label(p)}) { me { id } }, API key`,
           url: p.server.url,
           query: "{ me { id } }",
           token: p.key,
         },
         {
-          name: `platform (${p.runtime}) { __typename }, anonymous`,
+          name: `platform (${label(p)}) { __typename }, anonymous`,
           url: p.server.url,
           query: "{ __typename }",
           token: null,
         },
       ],
     }));
-    const cases = [bareCase, ...perRuntime.flatMap((r) => r.cases)];
+    const cases = [bareCase, ...perPlatform.flatMap((r) => r.cases)];
+    // Each round measures the same query on every platform back to back (JWT on each, then API key on
+    // each...), so what is compared is measured closest in time.
+    const interleaved = [
+      bareCase,
+      ...perPlatform[0]!.cases.flatMap((_, i) => perPlatform.map((p) => p.cases[i]!)),
+    ];
     // Warm-up (JIT, caches), discarded.
-    for (const c of cases) await load(c.url, c.query, c.token);
+    for (const c of interleaved) await load(c.url, c.query, c.token);
     const results = new Map<string, LoadResult[]>(cases.map((c) => [c.name, []]));
     for (let r = 0; r < ROUNDS; r++)
-      for (const c of cases) results.get(c.name)!.push(await load(c.url, c.query, c.token));
-    const rssMb = new Map<ServerRuntime, number>();
+      for (const c of interleaved) results.get(c.name)!.push(await load(c.url, c.query, c.token));
+    const rssMb = new Map<string, number>();
     for (const p of platforms)
-      rssMb.set(p.runtime, Number((await Bun.$`ps -o rss= -p ${p.server.pid}`.text()).trim()) / 1024);
+      rssMb.set(label(p), Number((await Bun.$`ps -o rss= -p ${p.server.pid}`.text()).trim()) / 1024);
 
     const denoVersion = RUNTIMES.includes("deno")
       ? `, ${(await Bun.$`${denoBinary()!} --version`.text()).split("\n")[0]}`
@@ -278,17 +302,34 @@ try {
       );
     }
     const base = rps.get(bareCase.name)!;
-    for (const { cases: own } of perRuntime)
+    for (const { cases: own } of perPlatform)
       for (const c of own) {
         const target = c.token ? " (target >= 0.80)" : "";
         console.log(`ratio ${c.name} / bare: ${(rps.get(c.name)! / base).toFixed(2)}${target}`);
       }
-    if (perRuntime.length === 2)
-      for (let i = 0; i < perRuntime[0]!.cases.length; i++) {
-        const [a, b] = [perRuntime[0]!.cases[i]!, perRuntime[1]!.cases[i]!];
-        console.log(`ratio ${b.name} / ${a.name}: ${(rps.get(b.name)! / rps.get(a.name)!).toFixed(2)}`);
-      }
-    for (const [runtime, mb] of rssMb) console.log(`platform RSS on ${runtime} after load: ${fmt(mb)} MB`);
+    const ratio = (a: { name: string }, b: { name: string }) =>
+      console.log(`ratio ${b.name} / ${a.name}: ${(rps.get(b.name)! / rps.get(a.name)!).toFixed(2)}`);
+    // Deno against Bun, with the same metrics setting.
+    for (const metrics of METRICS) {
+      const [a, b] = RUNTIMES.map((r) => perPlatform.find((p) => p.runtime === r && p.metrics === metrics));
+      if (a && b) for (let i = 0; i < a.cases.length; i++) ratio(a.cases[i]!, b.cases[i]!);
+    }
+    // Without metrics against with them: above 1, what /metrics costs the hot path.
+    for (const runtime of RUNTIMES) {
+      const [on, off] = [true, false].map((m) =>
+        perPlatform.find((p) => p.runtime === runtime && p.metrics === m),
+      );
+      if (on && off)
+        for (let i = 0; i < on.cases.length; i++) {
+          const [a, b] = [on.cases[i]!, off.cases[i]!];
+          const cost = 1 - rps.get(a.name)! / rps.get(b.name)!;
+          console.log(
+            `ratio ${b.name} / ${a.name}: ${(rps.get(b.name)! / rps.get(a.name)!).toFixed(2)} ` +
+              `(metrics cost ${(cost * 100).toFixed(1)}% of the throughput without them)`,
+          );
+        }
+    }
+    for (const [name, mb] of rssMb) console.log(`platform RSS on ${name} after load: ${fmt(mb)} MB`);
   } finally {
     await bare.stop();
     for (const p of platforms) await p.server.stop();
