@@ -18,6 +18,8 @@ export interface SharedState {
   bus: Bus;
   rateLimiter: RateLimiter;
   runCounters: RunCounters;
+  /** The shared store's commands (cluster leases use them); null in process. */
+  commands: RedisCommands | null;
   /** Whether the shared store answers (always true in process). */
   ping(): Promise<boolean>;
   close(): Promise<void>;
@@ -33,6 +35,7 @@ export function createSharedState(config: Config, log: Logger): SharedState {
     onError,
   };
   const onStore = (commands: RedisCommands) => ({
+    commands,
     rateLimiter: createSharedRateLimiter(commands, sharedKeys.prefix),
     runCounters: createSharedRunCounters(commands, sharedKeys.prefix),
     ping: () =>
@@ -75,6 +78,7 @@ export function createSharedState(config: Config, log: Logger): SharedState {
   return {
     kind: "memory",
     bus,
+    commands: null,
     rateLimiter: createMemoryRateLimiter(),
     runCounters: createMemoryRunCounters(),
     ping: async () => true,

@@ -93,12 +93,11 @@ export async function startServer(
   const cluster = createCluster(
     // Serverless instances cannot call each other: no leases, each serves every (ConTree) branch itself.
     {
-      shared: config.shared,
       prefix: config.sharedKeys.prefix,
       ...config.cluster,
       leases: config.profile !== "serverless",
     },
-    { bus, log, secretMaterial: await tokens.secretMaterial() },
+    { bus, commands: shared.commands, log, secretMaterial: await tokens.secretMaterial() },
   );
   const branchRuntime = new BranchRuntime(sandboxes, config.maxParallelRuns, {
     ownership: cluster.ownership,
@@ -330,13 +329,14 @@ export async function startServer(
         await Promise.race([stopped, new Promise((r) => setTimeout(r, 1000))]);
         await server.stop(true);
         await metricsServer?.stop(true);
-        await shared.close();
         runQuota.close();
         await collab.close();
         presence.close();
         await agents?.close();
         await branchRuntime.close();
         await cluster.close();
+        // After the cluster, which releases its leases through the shared store's connection.
+        await shared.close();
         await gateway?.close();
         await sandboxes.close();
         await diffPool.close();

@@ -1,15 +1,15 @@
 // The cluster as the composition root builds it: this instance's identity, the shared store of
 // instances and leases (none alone), branch ownership, signed peer calls and the internal routes.
 import type { Bus } from "../bus/bus.ts";
+import type { RedisCommands } from "../bus/redis-commands.ts";
 import { defaultInstanceUrl, type InstanceIdentity, newInstanceId } from "./identity.ts";
 import { Ownership } from "./ownership.ts";
 import { clusterKey, createPeerAuth } from "./peer-auth.ts";
 import { createPeers } from "./peer-client.ts";
 import { type ClusterRoutes, createClusterRoutes, type OwnerOps } from "./routes.ts";
-import { createClusterStore } from "./store.ts";
+import { redisClusterStore } from "./store.ts";
 
 export interface ClusterConfig {
-  shared: Parameters<typeof createClusterStore>[0];
   prefix: string;
   instanceUrl: string | null;
   secret: string | undefined;
@@ -32,6 +32,8 @@ export function createCluster(
   config: ClusterConfig,
   deps: {
     bus: Bus;
+    /** The shared state's Redis/Upstash commands; null alone (in process: no store, nothing forwarded). */
+    commands: RedisCommands | null;
     log: { warn(message: string, fields?: Record<string, unknown>): void };
     secretMaterial: string;
   },
@@ -39,7 +41,7 @@ export function createCluster(
   const identity: InstanceIdentity = { id: newInstanceId(), url: config.instanceUrl ?? "" };
   const auth = createPeerAuth(clusterKey(deps.secretMaterial, config.secret));
   const ownership = new Ownership({
-    store: createClusterStore(config.shared, config.prefix),
+    store: deps.commands && redisClusterStore(deps.commands, config.prefix),
     self: identity,
     peers: createPeers(auth, identity.id),
     leaseMs: config.leaseMs,

@@ -227,6 +227,5 @@ export class Ownership {
     await Promise.all([...this.owned.keys()].map((b) => store.release(b, this.deps.self.id).catch(() => {})));
     this.owned.clear();
     await store.leave(this.deps.self.id).catch(() => {});
-    await store.close();
   }
 }

@@ -3,15 +3,7 @@
 // `SET NX PX`, renewed by the same heartbeat with a compare-and-extend script). Every change is one
 // script, so two instances never both think they hold a lease. With no shared store there is one
 // instance and no store at all (cluster/ownership.ts then keeps everything local).
-import { Redis as UpstashRedis } from "@upstash/redis";
-import { connectRedis } from "../bus/redis.ts";
-import {
-  type Arg,
-  ioredisCommands,
-  lua,
-  type RedisCommands,
-  upstashCommands,
-} from "../bus/redis-commands.ts";
+import { type Arg, lua, type RedisCommands } from "../bus/redis-commands.ts";
 
 export interface ClusterStore {
   /**
@@ -32,7 +24,6 @@ export interface ClusterStore {
   release(branchId: string, instanceId: string): Promise<void>;
   /** Removes the instance's own key (graceful stop). */
   leave(instanceId: string): Promise<void>;
-  close(): Promise<void>;
 }
 
 // KEYS: the instance key, then the leases. ARGV: id, url, ttl.
@@ -67,11 +58,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `);
 
-export function redisClusterStore(
-  commands: RedisCommands,
-  prefix: string,
-  close: () => Promise<void>,
-): ClusterStore {
+/** The store over the shared state's Redis/Upstash commands (its connection, closed by its owner). */
+export function redisClusterStore(commands: RedisCommands, prefix: string): ClusterStore {
   const instanceKey = (id: string) => `${prefix}cluster:instance:${id}`;
   const leaseKey = (branchId: string) => `${prefix}cluster:lease:${branchId}`;
   const text = (value: unknown) => (value === null || value === undefined ? null : String(value));
@@ -102,33 +90,5 @@ export function redisClusterStore(
     async leave(instanceId) {
       await commands.call(["DEL", instanceKey(instanceId)]);
     },
-    close,
   };
-}
-
-/** The store on the configured shared backend (its own connection), or null with none (one instance). */
-export function createClusterStore(
-  shared:
-    | { kind: "memory" }
-    | { kind: "redis"; url: string }
-    | { kind: "upstash"; url: string; token: string },
-  prefix: string,
-): ClusterStore | null {
-  if (shared.kind === "redis") {
-    const client = connectRedis(shared.url, "occ-cluster");
-    return redisClusterStore(ioredisCommands(client), prefix, async () => {
-      await client.quit().catch(() => client.disconnect());
-    });
-  }
-  if (shared.kind === "upstash") {
-    const redis = new UpstashRedis({
-      url: shared.url,
-      token: shared.token,
-      automaticDeserialization: false,
-      enableAutoPipelining: false,
-      enableTelemetry: false,
-    });
-    return redisClusterStore(upstashCommands(redis), prefix, async () => {});
-  }
-  return null;
 }
