@@ -88,7 +88,6 @@ export async function startServer(
   // Prometheus metrics of this instance (null: /metrics is off): the bus every part uses is observed.
   const metrics = createMetrics({ config, db: database.db, runtime: runtime.name, version });
   const bus = metrics?.observeBus(shared.bus) ?? shared.bus;
-  metrics?.observeSandboxes(sandboxes);
   // Which instance owns each branch's live sandbox (everything here without Redis/Upstash).
   const cluster = createCluster(
     // Serverless instances cannot call each other: no leases, each serves every (ConTree) branch itself.
@@ -277,6 +276,7 @@ export async function startServer(
     after: (branchId, files) => collab.syncBranch(branchId, files),
   });
   metrics?.observeLive(agents, collab);
+  metrics?.observeSandboxes(sandboxes.names, branchRuntime);
   // An idle branch's sandbox goes only after its live agent stopped and its state is kept.
   branchRuntime.setBeforeDrop(beforeIdleDrop({ db: database.db, bus, agents, log }));
   const app = createApp({

@@ -192,6 +192,14 @@ export class BranchRuntime {
     return this.live.size;
   }
 
+  /** Live sandboxes on this instance by provider name (metrics read it at scrape time). */
+  liveByProvider(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const { provider } of this.live.values())
+      counts.set(provider.status.name, (counts.get(provider.status.name) ?? 0) + 1);
+    return counts;
+  }
+
   /** Where the branch's live sandbox is: here (this instance holds, or now took, its lease) or elsewhere. */
   async locate(branchId: string): Promise<{ here: true } | { here: false; peer: Peer }> {
     if (!this.ownership) return { here: true };

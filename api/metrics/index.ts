@@ -8,7 +8,6 @@ import type { Bus } from "../../bus/bus.ts";
 import type { CollabServer } from "../../collab/server.ts";
 import type { Db } from "../../db/client.ts";
 import type { SessionEventPayload } from "../../resolvers/events.ts";
-import type { SandboxProviders } from "../../sandbox/registry.ts";
 import type { Config } from "../config.ts";
 import type { RunningServer, Runtime } from "../runtime/types.ts";
 import { observeBus } from "./bus.ts";
@@ -26,8 +25,8 @@ export interface Metrics {
   onApiListener: MetricsHandler | null;
   /** The bus, observed: every part of the server should use this one. */
   observeBus(bus: Bus): Bus;
-  /** Counts sandboxes per provider (call before anything creates one). */
-  observeSandboxes(providers: SandboxProviders): void;
+  /** Reads the branches' live sandboxes per provider at scrape time. */
+  observeSandboxes(providers: readonly string[], live: { liveByProvider(): Map<string, number> }): void;
   /** Reads live agents and collaboration rooms and sockets at scrape time. */
   observeLive(agents: AgentPool | null, collab: CollabServer): void;
   /** Starts the separate listener when one is configured; null otherwise. */
@@ -71,7 +70,7 @@ export function createMetrics(options: {
         if (event.kind === "SNAPSHOT_ADDED") storage.snapshotRecorded();
         else runs.observe(event);
       }),
-    observeSandboxes: (providers) => sandboxMetrics(registry, providers),
+    observeSandboxes: (providers, live) => sandboxMetrics(registry, providers, live),
     observeLive: (agents, collab) => liveMetrics(registry, agents, collab),
     listen: (runtime) =>
       config.metrics.listener ? serveMetrics(runtime, config.metrics.listener, handle) : null,

@@ -3,42 +3,21 @@
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { AgentPool } from "../../agent/live/pool.ts";
 import type { CollabServer } from "../../collab/server.ts";
-import type { SandboxProviders } from "../../sandbox/registry.ts";
 
-/**
- * Sandboxes alive per provider: the ids each provider handed out (create, fork) and not yet destroyed.
- * The providers keep their sandboxes privately, so the count is taken at their doors, wrapped in place
- * before anything creates one.
- */
-export function sandboxMetrics(registry: Registry, providers: SandboxProviders): void {
-  const live = new Map<string, Set<string>>();
-  for (const name of providers.names) {
-    const provider = providers.get(name);
-    const ids = new Set<string>();
-    live.set(name, ids);
-    const { create, fork, destroy } = provider;
-    provider.create = async (base) => {
-      const id = await create.call(provider, base);
-      ids.add(id);
-      return id;
-    };
-    provider.fork = async (snapshotId) => {
-      const id = await fork.call(provider, snapshotId);
-      ids.add(id);
-      return id;
-    };
-    provider.destroy = async (sandboxId) => {
-      await destroy.call(provider, sandboxId);
-      ids.delete(sandboxId);
-    };
-  }
+/** Branches' live sandboxes on this instance per provider (resolvers/branch-runtime.ts counts them). */
+export function sandboxMetrics(
+  registry: Registry,
+  providers: readonly string[],
+  live: { liveByProvider(): Map<string, number> },
+): void {
   new Gauge({
     name: "opencode_cloud_sandboxes_live",
-    help: "Sandboxes alive on this instance, by provider",
+    help: "Live branch sandboxes on this instance, by provider",
     labelNames: ["provider"],
     registers: [registry],
     collect() {
-      for (const [provider, ids] of live) this.set({ provider }, ids.size);
+      const counts = live.liveByProvider();
+      for (const provider of providers) this.set({ provider }, counts.get(provider) ?? 0);
     },
   });
 }
