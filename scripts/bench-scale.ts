@@ -12,11 +12,15 @@
 //     same process with one instance); a text insert on A timed until B's client has it (it is stored,
 //     published, and relayed by B). Sequential samples; p50/p95, and the ratio to one instance. Then
 //     the commands sent while that room stays open and idle (awareness renewals, presence refreshes).
+//   - branch ownership (two instances only): writeFile, a live-file read and `exec true` to its end
+//     (runOutput's RunFinished), sent to the instance owning the branch's live sandbox and sent to the
+//     other one, which forwards them to the owner (scripts/lib/ownership-bench.ts). Alternating
+//     samples; p50/p95 of each, and the ratio forwarded / owner.
 // Bounded in time; everything runs on loopback and stops by itself.
 //
 //   npm run bench:scale        (defaults: 200 samples, 10 s at rest, 5 s of load at concurrency 8)
 //   bun scripts/bench-scale.ts --samples 200 --rest 10 --load 5 --concurrency 8 [--modes redis,upstash]
-//     [--yjs-samples 200] [--idle-room 20]
+//     [--yjs-samples 200] [--idle-room 20] [--own-samples 50 (0: skip)] [--own-modes redis,upstash]
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -26,6 +30,7 @@ import { Redis } from "ioredis";
 import { WebsocketProvider } from "y-websocket";
 import * as Y from "yjs";
 import { type FakeUpstash, startFakeUpstash } from "./fake-upstash.ts";
+import { OWNERSHIP_OPS, type OwnershipLatencies, ownershipLatencies } from "./lib/ownership-bench.ts";
 import { startRedisServer } from "./lib/redis-server.ts";
 import { type ServerProcess, startServerProcess } from "./lib/server-process.ts";
 
@@ -38,8 +43,12 @@ const { values } = parseArgs({
     modes: { type: "string", default: "single,redis,upstash" },
     "yjs-samples": { type: "string", default: "200" },
     "idle-room": { type: "string", default: "20" },
+    "own-samples": { type: "string", default: "50" },
+    "own-modes": { type: "string", default: "redis,upstash" },
   },
 });
+const OWN_SAMPLES = Number(values["own-samples"]);
+const OWN_MODES = new Set(values["own-modes"]!.split(",").map((m) => m.trim()));
 const YJS_SAMPLES = Number(values["yjs-samples"]);
 const IDLE_ROOM_S = Number(values["idle-room"]);
 const SAMPLES = Number(values.samples);
@@ -86,6 +95,8 @@ interface Result {
   yjsP50: number;
   yjsP95: number;
   idleRoomPerSecond: number | null;
+  /** Branch ownership: operations sent to the owner and through the other instance (null: not measured). */
+  ownership: OwnershipLatencies | null;
 }
 
 /** A stock y-websocket client of one room (no BroadcastChannel: clients must sync through servers). */
@@ -129,8 +140,11 @@ async function yjsLatencies(a: ServerProcess, b: ServerProcess, room: string, to
   const latencies: number[] = [];
   for (let i = 0; i < YJS_SAMPLES; i++) latencies.push(await sample(i));
   const close = () => {
-    writer.provider.destroy();
-    reader.provider.destroy();
+    // The docs too: each one's awareness keeps an interval of its own (the script would never exit).
+    for (const client of [writer, reader]) {
+      client.provider.destroy();
+      client.doc.destroy();
+    }
   };
   return { latencies, close };
 }
@@ -156,6 +170,8 @@ async function run(mode: Mode, redisUrl: string, upstash: FakeUpstash): Promise<
         : {};
   const env = {
     DATABASE_URL: `file:${join(dir, "shared.db")}`,
+    // One snapshot store for the instances (one machine), so either can take a branch over.
+    SANDBOX_STORE_DIR: join(dir, "store"),
     JWT_SECRET: `bench-scale-${crypto.randomUUID()}`,
     REDIS_KEY_PREFIX: `bench-${mode}:`,
     AUTH_RATE_LIMIT_PER_MINUTE: "100000",
@@ -272,6 +288,12 @@ async function run(mode: Mode, redisUrl: string, upstash: FakeUpstash): Promise<
     await Bun.sleep(IDLE_ROOM_S * 1000);
     const idleRoomPerSecond = mode === "single" ? null : ((await count()) - idleStart) / IDLE_ROOM_S;
     yjs.close();
+
+    // Branch ownership: A owns the branch (it writes first); B forwards to it.
+    const ownership =
+      mode !== "single" && OWN_MODES.has(mode) && OWN_SAMPLES > 0
+        ? await ownershipLatencies(a, b, token, OWN_SAMPLES)
+        : null;
     return {
       mode,
       p50: percentile(latencies, 0.5),
@@ -282,6 +304,7 @@ async function run(mode: Mode, redisUrl: string, upstash: FakeUpstash): Promise<
       yjsP50: percentile(yjs.latencies, 0.5),
       yjsP95: percentile(yjs.latencies, 0.95),
       idleRoomPerSecond,
+      ownership,
     };
   } finally {
     stats.disconnect();
@@ -327,6 +350,21 @@ try {
       console.log(
         `  commands to ${r.mode} with that room open and idle (a client on each instance, ${IDLE_ROOM_S} s): ${fmt(r.idleRoomPerSecond)}/s`,
       );
+  }
+  for (const r of results) {
+    if (!r.ownership) continue;
+    console.log(
+      `2 instances over ${r.mode}, branch ownership (${OWN_SAMPLES} alternating samples each; B forwards to the owner A):`,
+    );
+    for (const op of OWNERSHIP_OPS) {
+      const { owner, forwarded } = r.ownership[op];
+      const [o50, f50] = [percentile(owner, 0.5), percentile(forwarded, 0.5)];
+      console.log(
+        `  ${op}: on the owner p50 ${fmt(o50)} ms, p95 ${fmt(percentile(owner, 0.95))} ms; ` +
+          `via the non-owner p50 ${fmt(f50)} ms, p95 ${fmt(percentile(forwarded, 0.95))} ms; ` +
+          `ratio forwarded / owner (p50) ${fmt(f50 / o50)}, (p95) ${fmt(percentile(forwarded, 0.95) / percentile(owner, 0.95))}`,
+      );
+    }
   }
 } finally {
   await upstash.stop();
