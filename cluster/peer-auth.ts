@@ -12,6 +12,11 @@ export const MAX_SKEW_MS = 30_000;
 export interface PeerAuth {
   /** Headers that sign a call. */
   sign(method: string, path: string, body: Uint8Array): Record<string, string>;
+  /**
+   * Why a call is refused from its headers alone (unsigned, malformed, stale), or null: checked before
+   * its body is read, so an outsider cannot make an instance buffer bodies it will refuse anyway.
+   */
+  precheck(headers: Headers): string | null;
   /** Why a call is refused, or null when its signature is good (and not seen before). */
   refuse(method: string, path: string, body: Uint8Array, headers: Headers): string | null;
 }
@@ -31,6 +36,15 @@ export function createPeerAuth(key: Buffer, now: () => number = Date.now): PeerA
       .update(createHash("sha256").update(body).digest("hex"))
       .digest("hex");
 
+  function precheck(headers: Headers): string | null {
+    const time = headers.get(TIME_HEADER);
+    const signature = headers.get(SIGNATURE_HEADER);
+    if (!time || !signature || !/^\d{1,16}$/.test(time) || !/^[0-9a-f]{64}$/.test(signature))
+      return "unsigned";
+    if (Math.abs(now() - Number(time)) > MAX_SKEW_MS) return "stale timestamp";
+    return null;
+  }
+
   function forgetOld(at: number) {
     for (const [signature, expires] of seen) {
       if (expires > at) break; // insertion order is expiry order
@@ -43,13 +57,13 @@ export function createPeerAuth(key: Buffer, now: () => number = Date.now): PeerA
       const time = String(now());
       return { [TIME_HEADER]: time, [SIGNATURE_HEADER]: mac(time, method, path, body) };
     },
+    precheck,
     refuse(method, path, body, headers) {
-      const time = headers.get(TIME_HEADER);
-      const signature = headers.get(SIGNATURE_HEADER);
-      if (!time || !signature || !/^\d{1,16}$/.test(time) || !/^[0-9a-f]{64}$/.test(signature))
-        return "unsigned";
+      const early = precheck(headers);
+      if (early) return early;
+      const time = headers.get(TIME_HEADER)!;
+      const signature = headers.get(SIGNATURE_HEADER)!;
       const at = now();
-      if (Math.abs(at - Number(time)) > MAX_SKEW_MS) return "stale timestamp";
       const expected = Buffer.from(mac(time, method, path, body), "hex");
       if (!timingSafeEqual(expected, Buffer.from(signature, "hex"))) return "bad signature";
       forgetOld(at);

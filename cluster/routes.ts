@@ -53,19 +53,22 @@ export type AgentHandler = (
 export type ClusterRoutes = ReturnType<typeof createClusterRoutes>;
 
 export function createClusterRoutes(deps: ClusterRoutesDeps) {
+  const refusedCall = (url: URL, reason: string) => {
+    deps.log.warn("refused an internal cluster call", { path: url.pathname, reason });
+    return refused(403, "FORBIDDEN", "Internal route: instances only");
+  };
   return {
     matches: (pathname: string) => pathname === INTERNAL_PREFIX || pathname.startsWith(`${INTERNAL_PREFIX}/`),
     async handle(request: Request, url: URL, agentProxy: AgentHandler): Promise<Response> {
+      const early = deps.auth.precheck(request.headers);
+      if (early) return refusedCall(url, early);
       const declared = Number(request.headers.get("content-length") ?? 0);
       if (declared > MAX_BODY_BYTES) return refused(413, "PAYLOAD_TOO_LARGE", "Body too large");
       const body = new Uint8Array(await request.arrayBuffer());
       if (body.byteLength > MAX_BODY_BYTES) return refused(413, "PAYLOAD_TOO_LARGE", "Body too large");
       const signed = `${url.pathname}${url.search}`;
       const why = deps.auth.refuse(request.method, signed, body, request.headers);
-      if (why) {
-        deps.log.warn("refused an internal cluster call", { path: url.pathname, reason: why });
-        return refused(403, "FORBIDDEN", "Internal route: instances only");
-      }
+      if (why) return refusedCall(url, why);
       const rest = url.pathname.slice(INTERNAL_PREFIX.length);
       const agent = /^\/agent\/([^/]+)(\/.*)?$/.exec(rest);
       if (agent) {

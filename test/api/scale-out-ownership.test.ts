@@ -398,6 +398,27 @@ for (const kind of ["redis", "upstash"] as const) {
       // Signed for another body: refused.
       const other = right.sign("POST", "/internal/cluster/op/run.abort", new TextEncoder().encode("{}"));
       expect((await post(other)).status).toBe(403);
+      // An unsigned call is refused from its headers, before its body is read: a 20 MB body streamed
+      // slowly gets its 403 while most of it has not been sent.
+      let sent = 0;
+      const chunk = new Uint8Array(1024 * 1024);
+      const slow = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          if (sent >= 20) return controller.close();
+          sent++;
+          await Bun.sleep(50);
+          controller.enqueue(chunk);
+        },
+      });
+      const early = await fetch(url, { method: "POST", body: slow, duplex: "half" } as RequestInit);
+      expect(early.status).toBe(403);
+      expect(sent).toBeLessThan(20);
+      // A timestamp outside the window is refused whatever the signature.
+      const stale = {
+        "x-occ-cluster-time": String(Date.now() - 120_000),
+        "x-occ-cluster-signature": "a".repeat(64),
+      };
+      expect((await post(stale)).status).toBe(403);
     });
 
     test("a restarted instance leaves the runs of a live instance alone", async () => {
