@@ -191,6 +191,11 @@ export const runs = sqliteTable(
     costUsd: real("cost_usd"),
     /** The instance that executes the run (cluster/): only its death makes the run INTERRUPTED. */
     instanceId: text("instance_id"),
+    /**
+     * When an abort was asked for from an instance that could not tell the executing one directly
+     * (PROFILE=serverless, or the owner did not answer): the executing instance checks for it every second.
+     */
+    abortRequestedAt: integer("abort_requested_at", { mode: "timestamp_ms" }),
     createdAt: createdAt(),
     startedAt: integer("started_at", { mode: "timestamp_ms" }),
     finishedAt: integer("finished_at", { mode: "timestamp_ms" }),

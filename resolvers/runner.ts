@@ -3,7 +3,7 @@
 // database every second, so a crash loses at most a second of it. Every finished run records a
 // snapshot and moves the branch head: the audit trail. The exception is a command that wrote more than
 // it may (its write cap, or what is left of a storage quota): its writes are discarded, never stored.
-import { and, eq, inArray, isNull, ne, or } from "drizzle-orm";
+import { and, eq, inArray, isNotNull, isNull, ne, or } from "drizzle-orm";
 import { type AgentEvent, LineSplitter } from "../agent/events.ts";
 import type { ModelGateway, Upstream, Usage } from "../agent/gateway.ts";
 import type { ForwardedAnswer, TurnRequest, TurnResult } from "../agent/live/branch-server.ts";
@@ -30,6 +30,8 @@ import { headRef, recordSnapshot } from "./snapshot-records.ts";
 /** What the database keeps of a run's output (the live stream is not capped by this). */
 const MAX_STORED_OUTPUT = 1024 * 1024;
 const FLUSH_MS = 1000;
+/** How often an instance with live runs looks for abort requests recorded in the database. */
+const ABORT_CHECK_MS = 1000;
 /** A sandbox base no snapshot has: the branch runtime resets such a sandbox before its next work. */
 const DISCARDED = "(discarded)";
 
@@ -115,6 +117,9 @@ const GONE = "The server running this run stopped (its instance is gone); run it
 
 export class Runner {
   private readonly live = new Map<string, LiveRun>();
+  /** The check for recorded abort requests: running only while this instance has live runs. */
+  private abortCheck: ReturnType<typeof setInterval> | null = null;
+  private abortChecking = false;
 
   constructor(private readonly deps: RunnerDeps) {}
 
@@ -346,6 +351,7 @@ export class Runner {
       forward,
     };
     this.live.set(row.id, live);
+    this.watchAbortRequests();
     void this.deps.runtime
       .enqueue(
         row.branchId,
@@ -388,6 +394,12 @@ export class Runner {
   /**
    * Aborts a queued or running run wherever it executes: here, on the live instance that runs it, or,
    * when that instance is gone, by marking it INTERRUPTED. False when it is not running anywhere.
+   *
+   * For another live instance the request is recorded on the run first (`abort_requested_at`), which
+   * that instance checks every second while it has live runs; then, where instances can call each
+   * other, it is also sent to it directly (faster). So an abort needs no call between instances:
+   * PROFILE=serverless relies on the record alone, and a forward that fails (the owner cannot be
+   * reached) still leaves the request to be noticed.
    */
   async abortAnywhere(runId: string): Promise<boolean> {
     if (this.abort(runId)) return true;
@@ -401,17 +413,69 @@ export class Runner {
       await this.interruptRunsOfGoneInstances(row.branchId);
       return true;
     }
+    const [recorded] = await this.deps.db
+      .update(runs)
+      .set({ abortRequestedAt: new Date() })
+      .where(and(eq(runs.id, runId), inArray(runs.status, ACTIVE)))
+      .returning({ id: runs.id });
+    // Ended meanwhile: nothing left to abort, and its final row is what the caller reads.
+    if (!recorded) return true;
+    if (!cluster.forwards) return true;
     try {
       return await peer.call<boolean>("run.abort", { runId }, { timeoutMs: 10_000 });
     } catch (error) {
+      if (error instanceof PeerError && error.kind === "unreachable") {
+        this.deps.log.warn("could not tell the instance running a run to abort it; it will see the request", {
+          runId,
+          instanceId: row.instanceId,
+          error: error.message,
+        });
+        return true;
+      }
       throw fromPeer(error);
+    }
+  }
+
+  /** Starts the check for recorded abort requests (a no-op while it runs). */
+  private watchAbortRequests(): void {
+    if (this.abortCheck) return;
+    this.abortCheck = setInterval(() => void this.checkAbortRequests(), ABORT_CHECK_MS);
+    this.abortCheck.unref?.();
+  }
+
+  /**
+   * Aborts the live runs here that another instance asked to abort through the database: one query by
+   * primary key over this instance's live runs; the check stops when none is left.
+   */
+  async checkAbortRequests(): Promise<void> {
+    if (this.abortChecking) return;
+    const ids = [...this.live.values()].filter((live) => !live.ended).map((live) => live.row.id);
+    if (ids.length === 0) {
+      if (this.abortCheck) clearInterval(this.abortCheck);
+      this.abortCheck = null;
+      return;
+    }
+    this.abortChecking = true;
+    try {
+      const requested = await this.deps.db
+        .select({ id: runs.id })
+        .from(runs)
+        .where(and(inArray(runs.id, ids), isNotNull(runs.abortRequestedAt), inArray(runs.status, ACTIVE)));
+      for (const { id } of requested) this.abort(id);
+    } catch (error) {
+      this.deps.log.warn("could not check for abort requests", { error: String(error) });
+    } finally {
+      this.abortChecking = false;
     }
   }
 
   /** Aborts a queued or running run; false when it is not live here. */
   abort(runId: string): boolean {
     const live = this.live.get(runId);
-    if (!live || live.ended) return false;
+    if (!live) return false;
+    // Asked twice (directly and through the database): the second is told it was done.
+    if (live.controller.signal.aborted) return true;
+    if (live.ended) return false;
     live.controller.abort();
     // A run still waiting for its turn ends now; when its turn comes it is skipped.
     if (live.row.status === "QUEUED") {
@@ -916,6 +980,8 @@ export class Runner {
 
   /** Aborts everything live (shutdown); their rows become INTERRUPTED at the next start if they do not finish. */
   abortAll(): void {
+    if (this.abortCheck) clearInterval(this.abortCheck);
+    this.abortCheck = null;
     for (const live of this.live.values()) if (!live.ended) live.controller.abort();
   }
 }

@@ -315,6 +315,62 @@ describe.skipIf(backends.skip)("PROFILE=serverless", () => {
     60_000,
   );
 
+  testUnless(runtimes.length < 2 ? "the Deno half (deno is not installed)" : fakeContreeProcessesUnavailable)(
+    "two instances: abortRun sent to Bun stops a run executing on Deno (no call between them: the request is recorded)",
+    async () => {
+      const [deno, bun] = [servers.get("deno")!.url, servers.get("bun")!.url];
+      const token = (
+        await gql(deno, `mutation($e: String!) { register(email: $e, password: "password123") { token } }`, {
+          e: `sl-abort-${crypto.randomUUID().slice(0, 8)}@example.com`,
+        })
+      ).data.register.token;
+      const branch = (
+        await gql(
+          deno,
+          `mutation { createSession(input: { title: "abort" }) { mainBranch { id } } }`,
+          {},
+          token,
+        )
+      ).data.createSession.mainBranch.id;
+      const run = (
+        await gql(
+          deno,
+          `mutation($b: ID!) { exec(branchId: $b, command: "echo started; sleep 30") { id } }`,
+          { b: branch },
+          token,
+        )
+      ).data.exec;
+      const statusOf = async (base: string) =>
+        (await gql(base, `query($r: ID!) { run(id: $r) { status killedBy } }`, { r: run.id }, token)).data
+          .run as { status: string; killedBy: string | null };
+      for (let i = 0; (await statusOf(bun)).status !== "RUNNING"; i++) {
+        if (i > 300) throw new Error("the run did not start");
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const sentAt = Date.now();
+      const aborted = await gql(bun, `mutation($r: ID!) { abortRun(id: $r) { id } }`, { r: run.id }, token);
+      expect(aborted.errors).toBeUndefined();
+      expect(aborted.data.abortRun.id).toBe(run.id);
+      // Its output through Bun ends ABORTED, long before the 30 s the command sleeps.
+      const events = await overSse(
+        bun,
+        RUN_OUTPUT,
+        { r: run.id },
+        token,
+        (data) => data?.runOutput?.__typename === "RunFinished",
+      );
+      expect(events.at(-1).data.runOutput.status).toBe("ABORTED");
+      expect(Date.now() - sentAt).toBeLessThan(15_000);
+      // As a local abort ends it.
+      expect(await statusOf(deno)).toEqual({ status: "ABORTED", killedBy: "abort" });
+      // A finished run: aborting it again, from either instance, answers its final state.
+      const again = await gql(bun, `mutation($r: ID!) { abortRun(id: $r) { status } }`, { r: run.id }, token);
+      expect(again.errors).toBeUndefined();
+      expect(again.data).toEqual({ abortRun: { status: "ABORTED" } });
+    },
+    60_000,
+  );
+
   test("the same checks see what a standard server keeps: the gateway's unix socket, files in its data directory", async () => {
     const dataDir = join(dir, "standard-data");
     const { PROFILE: _, SANDBOX_PROVIDER: __, ...standardEnv } = env;

@@ -1,0 +1,1 @@
+ALTER TABLE `runs` ADD `abort_requested_at` integer;
