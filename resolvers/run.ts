@@ -100,7 +100,8 @@ export async function* agentEvents(
 export async function abortRun(ctx: Context, id: string): Promise<RunRow> {
   const run = await loadRun(ctx, id, "EDITOR");
   if (run.status === "QUEUED" || run.status === "RUNNING") {
-    // Here, or on the instance that executes it (cluster/): the client need not know which.
+    // Here, or on the instance that executes it (told directly, or through the request recorded on
+    // the run: runner.ts abortAnywhere): the client need not know which.
     if (!(await ctx.runner.abortAnywhere(run.id))) throw conflict("This run is not running on any instance");
     // Give the run a moment (1 s at most) to end, so the reply usually shows its final state.
     const oneSecond = new Promise<null>((resolve) => setTimeout(() => resolve(null), 1000).unref?.());
