@@ -55,6 +55,7 @@ export function beforeIdleDrop(deps: {
       branchId,
       origin: "CHECKPOINT",
       label: IDLE_CHECKPOINT_LABEL,
+      frozen,
     });
     sandbox.setBase(row.providerRef);
     deps.log.info("kept a live agent's state before dropping its idle sandbox", {

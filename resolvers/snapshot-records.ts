@@ -34,9 +34,11 @@ export async function recordSnapshot(
     userId?: string | null;
     /** Move the head only if it still shows this provider snapshot (a run's fencing: cluster/). */
     expectedHeadRef?: string;
+    /** The sandbox's freeze when the caller already took it (nothing written since): not taken again. */
+    frozen?: SnapshotInfo;
   },
 ): Promise<SnapshotRow> {
-  const info = await input.provider.snapshot(input.sandboxId);
+  const info = input.frozen ?? (await input.provider.snapshot(input.sandboxId));
   const [branch] = await db.select().from(branches).where(eq(branches.id, input.branchId)).limit(1);
   if (!branch) throw notFound("Branch");
   const [parent] = await db
